@@ -1,0 +1,126 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..db import make_engine, make_sessionmaker
+from ..scheduler import JobRunner, Scheduler, complete_registered_files
+from ..settings import Settings, get_settings
+from ..storage import ObjectStore, make_client
+from . import errors
+from .auth import BearerAuth
+from .routes import buckets, files, health, jobs, objects, retention
+
+logger = logging.getLogger(__name__)
+
+HTTP_REQUESTS = Counter(
+    "backup_api_requests_total", "HTTP requests served", ["method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "backup_api_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+class TrailingSlash:
+    """Serve `/x/` and `/x` alike, without redirects: the original API's clients call
+    `POST /backup-jobs/` and `GET /backup-jobs/1`, and a redirect would drop a POST body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and len(scope["path"]) > 1 and scope["path"].endswith("/"):
+            scope = {**scope, "path": scope["path"].rstrip("/") or "/"}
+            scope["raw_path"] = scope["path"].encode()
+        await self.app(scope, receive, send)
+
+
+class Metrics:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
+            HTTP_LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runner: JobRunner = complete_registered_files,
+) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url(), pool_size=settings.db_pool_size)
+        app.state.sessions = make_sessionmaker(engine)
+        app.state.store = ObjectStore(
+            make_client(
+                settings.minio_endpoint,
+                settings.minio_access_key.get_secret_value(),
+                settings.minio_secret_key.get_secret_value(),
+                secure=settings.minio_secure,
+                region=settings.minio_region,
+            )
+        )
+        scheduler = None
+        if settings.scheduler_enabled:
+            scheduler = Scheduler(
+                app.state.sessions,
+                runner=runner,
+                interval=settings.scheduler_interval_seconds,
+                heartbeat_timeout=settings.job_heartbeat_timeout_seconds,
+            )
+            scheduler.start()
+        app.state.scheduler = scheduler
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                scheduler.stop()
+            engine.dispose()
+
+    app = FastAPI(
+        title="MinIO backup catalog",
+        version="0.1.0",
+        description="Metadata of backups stored in MinIO: buckets, jobs, files, objects, "
+        "versions, tags and retention.",
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
+    app.state.settings = settings
+    errors.install(app)
+    for module in (health, buckets, jobs, files, objects, retention):
+        app.include_router(module.router)
+    app.add_middleware(Metrics)
+    app.add_middleware(BearerAuth, settings=settings)
+    app.add_middleware(TrailingSlash)
+    return app

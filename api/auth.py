@@ -1,0 +1,66 @@
+"""Bearer tokens: read-only tokens may GET, read-write tokens may do everything.
+
+With no token configured (local development) the API is open and binds to loopback.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..settings import Settings
+from .errors import error_body
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _matches(token: str, candidates: list[str]) -> bool:
+    # compare_digest against every candidate: timing does not reveal which matched
+    found = False
+    for candidate in candidates:
+        found |= hmac.compare_digest(token.encode(), candidate.encode())
+    return found
+
+
+class BearerAuth:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.write = [t.get_secret_value() for t in settings.api_tokens]
+        self.read = [t.get_secret_value() for t in settings.api_read_only_tokens]
+        self.enabled = settings.auth_enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.enabled or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            await _deny(send, 401, "missing bearer token", "unauthorized")
+            return
+        if _matches(token, self.write):
+            await self.app(scope, receive, send)
+        elif _matches(token, self.read):
+            if scope["method"] in READ_METHODS:
+                await self.app(scope, receive, send)
+            else:
+                await _deny(send, 403, "this token is read-only", "forbidden")
+        else:
+            await _deny(send, 401, "invalid bearer token", "unauthorized")
+
+
+async def _deny(send: Send, status: int, message: str, kind: str) -> None:
+    from starlette.responses import JSONResponse
+
+    response = JSONResponse(
+        error_body(["header", "authorization"], message, kind), status_code=status
+    )
+    if status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> dict[str, object]:  # pragma: no cover - never called
+    return {"type": "http.disconnect"}

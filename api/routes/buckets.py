@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from sqlalchemy.orm import Session
+
+from ...catalog import buckets
+from ...catalog.models import Bucket
+from ...storage import ObjectStore
+from ..deps import get_session, get_store
+from ..pagination import PageParams, paginate
+from ..schemas import BucketCreate, BucketOut
+
+router = APIRouter(prefix="/buckets", tags=["buckets"])
+
+
+@router.post("", response_model=BucketOut, status_code=status.HTTP_201_CREATED)
+def create_bucket(
+    body: BucketCreate,
+    session: Session = Depends(get_session),
+    store: ObjectStore = Depends(get_store),
+) -> Bucket:
+    """Create the bucket in the catalog and, versioned, in the object store."""
+    return buckets.create_bucket(session, store, name=body.name, object_lock=body.object_lock)
+
+
+@router.get("", response_model=list[BucketOut])
+def list_buckets(
+    request: Request,
+    response: Response,
+    page: PageParams = Depends(),
+    session: Session = Depends(get_session),
+) -> Sequence[Bucket]:
+    return paginate(
+        buckets.list_buckets(session, after=page.after, limit=page.limit), request, response
+    )
+
+
+@router.get("/{bucket_id}", response_model=BucketOut)
+def get_bucket(bucket_id: int, session: Session = Depends(get_session)) -> Bucket:
+    return buckets.get_bucket(session, bucket_id)
+
+
+@router.delete("/{bucket_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_bucket(
+    bucket_id: int,
+    force: bool = Query(False, description="also delete its jobs, objects and every version"),
+    session: Session = Depends(get_session),
+    store: ObjectStore = Depends(get_store),
+) -> None:
+    buckets.delete_bucket(session, store, bucket_id, force=force)

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
+
+from ...catalog import files
+from ...catalog.files import DuplicateGroup, FileIn
+from ...catalog.models import File, ObjectVersion
+from ...catalog.objects import store_content
+from ...errors import Invalid
+from ...storage import ObjectStore
+from ..deps import get_session, get_store
+from ..pagination import PageParams, paginate
+from ..schemas import (
+    SHA256_PATTERN,
+    DuplicateGroupOut,
+    DuplicateSummary,
+    FileBatch,
+    FileOut,
+    FileRegister,
+    VersionOut,
+)
+
+router = APIRouter(prefix="/files", tags=["files"])
+SPOOL_IN_MEMORY = 8 * 1024 * 1024
+
+
+@router.post("", response_model=FileOut, status_code=status.HTTP_201_CREATED)
+def register_file(body: FileRegister, session: Session = Depends(get_session)) -> File:
+    """Register one file. Content already stored in the bucket makes it a duplicate."""
+    fields = body.model_dump(exclude={"job_id"})
+    return files.register_files(session, body.job_id, [FileIn(**fields)])[0]
+
+
+@router.post("/batch", response_model=list[FileOut], status_code=status.HTTP_201_CREATED)
+def register_batch(body: FileBatch, session: Session = Depends(get_session)) -> list[File]:
+    """Register up to 50,000 files in one transaction, in bulk."""
+    return files.register_files(
+        session, body.job_id, [FileIn(**f.model_dump()) for f in body.files]
+    )
+
+
+@router.get("", response_model=list[FileOut])
+def list_files(
+    request: Request,
+    response: Response,
+    job_id: int | None = None,
+    bucket_id: int | None = None,
+    path_prefix: str | None = Query(None, description="files whose path starts with this"),
+    sha256: str | None = Query(None, pattern=SHA256_PATTERN),
+    duplicate: bool | None = None,
+    page: PageParams = Depends(),
+    session: Session = Depends(get_session),
+) -> Sequence[File]:
+    found = files.list_files(
+        session,
+        job_id=job_id,
+        bucket_id=bucket_id,
+        path_prefix=path_prefix,
+        sha256=sha256,
+        duplicates=duplicate,
+        after=page.after,
+        limit=page.limit,
+    )
+    return paginate(found, request, response)
+
+
+@router.get("/duplicates", response_model=list[DuplicateGroupOut])
+def duplicate_report(
+    request: Request,
+    response: Response,
+    bucket_id: int | None = None,
+    page: PageParams = Depends(),
+    session: Session = Depends(get_session),
+) -> Sequence[DuplicateGroup]:
+    """Groups of identical content: the canonical file, how many duplicates, bytes saved."""
+    found = files.duplicate_groups(session, bucket_id=bucket_id, after=page.after, limit=page.limit)
+    return paginate(found, request, response)
+
+
+@router.get("/duplicates/summary", response_model=DuplicateSummary)
+def duplicate_summary(
+    bucket_id: int | None = None, session: Session = Depends(get_session)
+) -> dict[str, int]:
+    return files.duplicate_summary(session, bucket_id=bucket_id)
+
+
+@router.get("/{file_id}", response_model=FileOut)
+def get_file(file_id: int, session: Session = Depends(get_session)) -> File:
+    return files.get_file(session, file_id)
+
+
+@router.put("/{file_id}/content", response_model=VersionOut, status_code=status.HTTP_201_CREATED)
+async def upload_content(
+    file_id: int,
+    request: Request,
+    session: Session = Depends(get_session),
+    store: ObjectStore = Depends(get_store),
+) -> ObjectVersion:
+    """Upload a canonical file's bytes (application/octet-stream). Checked against the
+    registered size and sha256; stored as a new version of `<key_prefix>/<path>`."""
+    with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY) as spool:
+        length = 0
+        async for chunk in request.stream():
+            spool.write(chunk)
+            length += len(chunk)
+        spool.seek(0)
+        if length == 0 and request.headers.get("content-length") not in (None, "0"):
+            raise Invalid("request body was cut short", field="body")
+        return await run_in_threadpool(store_content, session, store, file_id, spool, length)

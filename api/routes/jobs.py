@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from sqlalchemy.orm import Session
+
+from ...catalog import jobs
+from ...catalog.models import BackupJob, JobStatus
+from ..deps import get_session
+from ..pagination import PageParams, paginate
+from ..schemas import JobCreate, JobOut, JobStatusUpdate
+
+router = APIRouter(prefix="/backup-jobs", tags=["backup-jobs"])
+
+
+@router.post("", response_model=JobOut, status_code=status.HTTP_201_CREATED)
+def create_job(body: JobCreate, session: Session = Depends(get_session)) -> BackupJob:
+    """A pending job; the scheduler starts it once `start_time` has passed."""
+    return jobs.create_job(session, **body.model_dump())
+
+
+@router.get("", response_model=list[JobOut])
+def list_jobs(
+    request: Request,
+    response: Response,
+    status_filter: JobStatus | None = Query(None, alias="status"),
+    bucket_id: int | None = None,
+    page: PageParams = Depends(),
+    session: Session = Depends(get_session),
+) -> Sequence[BackupJob]:
+    found = jobs.list_jobs(
+        session, status=status_filter, bucket_id=bucket_id, after=page.after, limit=page.limit
+    )
+    return paginate(found, request, response)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: int, session: Session = Depends(get_session)) -> BackupJob:
+    return jobs.get_job(session, job_id)
+
+
+@router.patch("/{job_id}", response_model=JobOut)
+@router.put("/{job_id}/status", response_model=JobOut)
+def update_status(
+    job_id: int, body: JobStatusUpdate, session: Session = Depends(get_session)
+) -> BackupJob:
+    """Move the job along its lifecycle; finished jobs do not change."""
+    return jobs.set_status(session, job_id, body.status, error=body.error)
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job_id: int, session: Session = Depends(get_session)) -> BackupJob:
+    return jobs.cancel_job(session, job_id)

@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlalchemy.orm import Session
+
+from ...catalog import objects, tags
+from ...catalog.models import BackupObject, ObjectVersion
+from ...storage import ObjectStore, StoredVersion
+from ..deps import get_session, get_store
+from ..pagination import PageParams, paginate
+from ..schemas import LatestOut, ObjectOut, StoredVersionOut, TagSet, VersionOut
+
+router = APIRouter(prefix="/backup-objects", tags=["backup-objects"])
+
+
+@router.get("", response_model=list[ObjectOut])
+def list_objects(
+    request: Request,
+    response: Response,
+    bucket_id: int | None = None,
+    key_prefix: str | None = None,
+    tag_key: str | None = Query(None, description="objects carrying this tag"),
+    tag_value: str | None = Query(None, description="...with this value (needs tag_key)"),
+    page: PageParams = Depends(),
+    session: Session = Depends(get_session),
+) -> Sequence[BackupObject]:
+    tag = (tag_key, tag_value) if tag_key is not None else None
+    found = objects.list_objects(
+        session,
+        bucket_id=bucket_id,
+        key_prefix=key_prefix,
+        tag=tag,
+        after=page.after,
+        limit=page.limit,
+    )
+    return paginate(found, request, response)
+
+
+@router.get("/latest", response_model=list[LatestOut])
+def latest_versions(
+    request: Request,
+    response: Response,
+    bucket_id: int | None = None,
+    page: PageParams = Depends(),
+    session: Session = Depends(get_session),
+) -> Sequence[dict[str, Any]]:
+    """The latest live version of each object."""
+    found = objects.latest_versions(
+        session, bucket_id=bucket_id, after=page.after, limit=page.limit
+    )
+    items = [
+        {**ObjectOut.model_validate(item.object).model_dump(), "latest_version": item.version}
+        for item in found.items
+    ]
+    paginate(found, request, response)
+    return items
+
+
+@router.get("/{object_id}", response_model=ObjectOut)
+def get_object(object_id: int, session: Session = Depends(get_session)) -> BackupObject:
+    return objects.get_object(session, object_id)
+
+
+@router.get("/{object_id}/versions", response_model=list[VersionOut])
+def list_versions(
+    request: Request,
+    response: Response,
+    object_id: int,
+    include_deleted: bool = False,
+    page: PageParams = Depends(),
+    session: Session = Depends(get_session),
+) -> Sequence[ObjectVersion]:
+    """The catalog's versions of an object, oldest first."""
+    found = objects.list_versions(
+        session, object_id, include_deleted=include_deleted, after=page.after, limit=page.limit
+    )
+    return paginate(found, request, response)
+
+
+@router.get("/{object_id}/store-versions", response_model=list[StoredVersionOut])
+def list_store_versions(
+    object_id: int, session: Session = Depends(get_session), store: ObjectStore = Depends(get_store)
+) -> list[StoredVersion]:
+    """The versions the object store itself holds for this object's key, newest first."""
+    obj = objects.get_object(session, object_id)
+    bucket = objects.object_bucket(session, obj)
+    return [v for v in store.list_versions(bucket.name, prefix=obj.key) if v.key == obj.key]
+
+
+@router.get("/{object_id}/versions/{version_id}", response_model=VersionOut)
+def get_version(
+    object_id: int, version_id: str, session: Session = Depends(get_session)
+) -> ObjectVersion:
+    return objects.get_version(session, object_id, version_id)
+
+
+@router.delete("/{object_id}/versions/{version_id}", response_model=VersionOut)
+def delete_version(
+    object_id: int,
+    version_id: str,
+    session: Session = Depends(get_session),
+    store: ObjectStore = Depends(get_store),
+) -> ObjectVersion:
+    """Delete one version in the object store by version id, and mark it deleted."""
+    return objects.delete_version(
+        session, store, object_id, version_id, reason="deleted through the API"
+    )
+
+
+@router.get("/{object_id}/tags", response_model=TagSet)
+def get_tags(object_id: int, session: Session = Depends(get_session)) -> dict[str, Any]:
+    return {"tags": tags.list_tags(session, object_id)}
+
+
+@router.put("/{object_id}/tags", response_model=TagSet)
+def replace_tags(
+    object_id: int,
+    body: TagSet,
+    session: Session = Depends(get_session),
+    store: ObjectStore = Depends(get_store),
+) -> dict[str, Any]:
+    """Replace the whole tag set (catalog and the latest S3 version)."""
+    return {"tags": tags.replace_tags(session, store, object_id, body.tags)}
+
+
+@router.patch("/{object_id}/tags", response_model=TagSet)
+def merge_tags(
+    object_id: int,
+    body: TagSet,
+    session: Session = Depends(get_session),
+    store: ObjectStore = Depends(get_store),
+) -> dict[str, Any]:
+    """Add or change the given tags, keeping the others."""
+    return {"tags": tags.merge_tags(session, store, object_id, body.tags)}
+
+
+@router.delete("/{object_id}/tags/{key}", response_model=TagSet)
+def delete_tag(
+    object_id: int,
+    key: str,
+    session: Session = Depends(get_session),
+    store: ObjectStore = Depends(get_store),
+) -> dict[str, Any]:
+    return {"tags": tags.delete_tag(session, store, object_id, key)}

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from sqlalchemy.orm import Session
+
+from ...catalog import retention
+from ...catalog.models import BackupObject, RetentionPolicy
+from ...storage import ObjectStore
+from ..deps import get_session, get_store
+from ..pagination import PageParams, paginate
+from ..schemas import (
+    ApplyOut,
+    Count,
+    ObjectIds,
+    ObjectOut,
+    PlannedVersionOut,
+    PlanOut,
+    PolicyCreate,
+    PolicyOut,
+    PolicyUpdate,
+    VersionOut,
+)
+
+router = APIRouter(prefix="/retention-policies", tags=["retention-policies"])
+
+
+@router.post("", response_model=PolicyOut, status_code=status.HTTP_201_CREATED)
+def create_policy(body: PolicyCreate, session: Session = Depends(get_session)) -> RetentionPolicy:
+    """Rules combine as a union: a version is kept if any rule keeps it. No rules: keep all."""
+    return retention.create_policy(session, **body.model_dump())
+
+
+@router.get("", response_model=list[PolicyOut])
+def list_policies(
+    request: Request,
+    response: Response,
+    page: PageParams = Depends(),
+    session: Session = Depends(get_session),
+) -> Sequence[RetentionPolicy]:
+    return paginate(
+        retention.list_policies(session, after=page.after, limit=page.limit), request, response
+    )
+
+
+@router.get("/{policy_id}", response_model=PolicyOut)
+def get_policy(policy_id: int, session: Session = Depends(get_session)) -> RetentionPolicy:
+    return retention.get_policy(session, policy_id)
+
+
+@router.patch("/{policy_id}", response_model=PolicyOut)
+def update_policy(
+    policy_id: int, body: PolicyUpdate, session: Session = Depends(get_session)
+) -> RetentionPolicy:
+    """Change the given fields; send null to remove a rule."""
+    return retention.update_policy(session, policy_id, **body.model_dump(exclude_unset=True))
+
+
+@router.delete("/{policy_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_policy(policy_id: int, session: Session = Depends(get_session)) -> None:
+    retention.delete_policy(session, policy_id)
+
+
+@router.post("/{policy_id}/attach", response_model=Count)
+def attach(policy_id: int, body: ObjectIds, session: Session = Depends(get_session)) -> Count:
+    """Let this policy govern these objects."""
+    return Count(count=retention.attach(session, policy_id, body.object_ids))
+
+
+@router.post("/{policy_id}/detach", response_model=Count)
+def detach(policy_id: int, body: ObjectIds, session: Session = Depends(get_session)) -> Count:
+    return Count(count=retention.detach(session, policy_id, body.object_ids))
+
+
+@router.get("/{policy_id}/objects", response_model=list[ObjectOut])
+def governed_objects(
+    policy_id: int,
+    request: Request,
+    response: Response,
+    page: PageParams = Depends(),
+    session: Session = Depends(get_session),
+) -> Sequence[BackupObject]:
+    found = retention.governed_objects(session, policy_id, after=page.after, limit=page.limit)
+    return paginate(found, request, response)
+
+
+def _planned(items: list[retention.PlannedVersion]) -> list[PlannedVersionOut]:
+    return [
+        PlannedVersionOut(
+            object_id=i.object_id,
+            bucket=i.bucket,
+            key=i.key,
+            version=VersionOut.model_validate(i.version),
+            keep=i.keep,
+            reasons=list(i.reasons),
+        )
+        for i in items
+    ]
+
+
+@router.post("/{policy_id}/dry-run", response_model=PlanOut)
+def dry_run(policy_id: int, session: Session = Depends(get_session)) -> dict[str, Any]:
+    """What applying the policy now would delete and keep, and why. Changes nothing."""
+    plan = retention.plan(session, policy_id)
+    delete = plan.to_delete
+    return {
+        "policy_id": policy_id,
+        "evaluated_at": plan.evaluated_at,
+        "keep": len(plan.versions) - len(delete),
+        "delete": len(delete),
+        "bytes_to_free": sum(i.version.size for i in delete),
+        "versions": _planned(plan.versions),
+    }
+
+
+@router.post("/{policy_id}/apply", response_model=ApplyOut)
+def apply(
+    policy_id: int, session: Session = Depends(get_session), store: ObjectStore = Depends(get_store)
+) -> dict[str, Any]:
+    """Delete the versions the policy does not keep, in the store and the catalog."""
+    result = retention.apply(session, store, policy_id)
+    return {
+        "policy_id": policy_id,
+        "deleted": len(result.deleted),
+        "bytes_freed": result.bytes_freed,
+        "refused": result.refused,
+        "versions": _planned(result.deleted),
+    }

@@ -1,0 +1,213 @@
+"""Request and response bodies, apart from the ORM models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..catalog.models import JobStatus
+
+SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class BucketCreate(BaseModel):
+    name: str = Field(examples=["nightly-backups"], description="S3 bucket name")
+    object_lock: bool = Field(False, description="create the bucket with S3 Object Lock enabled")
+
+
+class BucketOut(Out):
+    id: int
+    name: str
+    object_lock: bool
+    created_at: datetime
+
+
+class JobCreate(BaseModel):
+    job_name: str = Field(min_length=1, max_length=255)
+    source_system: str = Field(min_length=1, description="what is backed up (a path or a name)")
+    bucket_id: int
+    start_time: datetime | None = Field(
+        None, description="not before this time; naive times are UTC; omitted: now"
+    )
+    key_prefix: str = Field("", description="object keys are <key_prefix>/<file path>")
+
+
+class JobStatusUpdate(BaseModel):
+    status: JobStatus
+    error: str | None = None
+
+
+class JobOut(Out):
+    id: int
+    job_name: str
+    source_system: str
+    bucket_id: int
+    key_prefix: str
+    status: JobStatus
+    start_time: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    heartbeat_at: datetime | None
+    worker_id: str | None
+    attempts: int
+    error: str | None
+    stats: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class FileFields(BaseModel):
+    path: str = Field(min_length=1, description="path relative to the job's source")
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=SHA256_PATTERN)
+    mtime: datetime | None = None
+
+
+class FileRegister(FileFields):
+    job_id: int
+
+
+class FileBatch(BaseModel):
+    job_id: int
+    files: list[FileFields] = Field(min_length=1, max_length=50_000)
+
+
+class FileOut(Out):
+    id: int
+    job_id: int
+    bucket_id: int
+    path: str
+    size: int
+    sha256: str
+    mtime: datetime | None
+    is_duplicate: bool
+    canonical_file_id: int | None
+    object_version_id: int | None
+    created_at: datetime
+
+
+class DuplicateGroupOut(Out):
+    canonical_file_id: int
+    bucket_id: int
+    sha256: str
+    size: int
+    object_version_id: int | None
+    duplicates: int
+    bytes_saved: int
+
+
+class DuplicateSummary(BaseModel):
+    groups: int
+    duplicate_files: int
+    bytes_saved: int
+
+
+class ObjectOut(Out):
+    id: int
+    bucket_id: int
+    key: str
+    created_at: datetime
+
+
+class VersionOut(Out):
+    id: int
+    object_id: int
+    version_id: str
+    size: int
+    sha256: str
+    etag: str | None
+    created_at: datetime
+    deleted_at: datetime | None
+    deleted_by_policy_id: int | None
+    deletion_reason: str | None
+
+
+class LatestOut(ObjectOut):
+    latest_version: VersionOut
+
+
+class StoredVersionOut(BaseModel):
+    key: str
+    version_id: str
+    size: int
+    etag: str | None
+    is_latest: bool
+    last_modified: datetime | None
+
+
+class TagSet(BaseModel):
+    tags: dict[str, str] = Field(description="at most 10; keys up to 128, values up to 256 chars")
+
+
+class PolicyCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=253)
+    description: str = ""
+    keep_last: int | None = Field(None, description="keep the newest N versions of each object")
+    max_age_days: int | None = Field(None, description="keep versions younger than D days")
+
+
+class PolicyUpdate(BaseModel):
+    name: str | None = Field(None, min_length=1, max_length=253)
+    description: str | None = None
+    keep_last: int | None = None
+    max_age_days: int | None = None
+
+
+class PolicyOut(Out):
+    id: int
+    name: str
+    description: str
+    keep_last: int | None
+    max_age_days: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ObjectIds(BaseModel):
+    object_ids: list[int] = Field(min_length=1, max_length=10_000)
+
+
+class Count(BaseModel):
+    count: int
+
+
+class PlannedVersionOut(BaseModel):
+    object_id: int
+    bucket: str
+    key: str
+    version: VersionOut
+    keep: bool
+    reasons: list[str]
+
+
+class PlanOut(BaseModel):
+    policy_id: int
+    evaluated_at: datetime
+    keep: int
+    delete: int
+    bytes_to_free: int
+    versions: list[PlannedVersionOut]
+
+
+class ApplyOut(BaseModel):
+    policy_id: int
+    deleted: int
+    bytes_freed: int
+    refused: dict[str, str] = Field(description="S3 version id -> why the store refused")
+    versions: list[PlannedVersionOut]
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    detail: list[ErrorItem]

@@ -1,0 +1,1 @@
+"""Backup metadata catalog, object storage and engine for MinIO."""

@@ -1,0 +1,1 @@
+"""Catalog: SQLAlchemy models and repository functions over PostgreSQL."""

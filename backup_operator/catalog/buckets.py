@@ -1,0 +1,76 @@
+"""Buckets: a catalog row and a versioned bucket in the object store, created together."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import delete, exists, select
+from sqlalchemy.orm import Session
+
+from ..errors import Conflict, Invalid, NotFound
+from ..storage import ObjectStore
+from .models import BackupJob, BackupObject, Bucket, File
+from .pages import Page, keyset, page_of
+
+# S3 bucket naming rules (lowercase DNS-like names, 3 to 63 characters).
+BUCKET_NAME = re.compile(
+    r"^(?!xn--)(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+)
+
+
+def validate_bucket_name(name: str) -> None:
+    if not BUCKET_NAME.match(name):
+        raise Invalid(
+            "must be 3-63 characters of lowercase letters, digits, '.' and '-', "
+            "starting and ending with a letter or digit",
+            field="name",
+        )
+
+
+def create_bucket(session: Session, store: ObjectStore, *, name: str, object_lock: bool) -> Bucket:
+    validate_bucket_name(name)
+    if session.scalar(select(Bucket.id).where(Bucket.name == name)) is not None:
+        raise Conflict(f"bucket {name!r} already exists", field="name")
+    bucket = Bucket(name=name, object_lock=object_lock)
+    session.add(bucket)
+    session.flush()  # the unique constraint speaks before the store is touched
+    store.create_bucket(name, object_lock=object_lock)
+    session.commit()
+    return bucket
+
+
+def get_bucket(session: Session, bucket_id: int) -> Bucket:
+    bucket = session.get(Bucket, bucket_id)
+    if bucket is None:
+        raise NotFound(f"bucket {bucket_id} not found", field="bucket_id")
+    return bucket
+
+
+def list_buckets(session: Session, *, after: int | None, limit: int) -> Page[Bucket]:
+    rows = session.scalars(keyset(select(Bucket), Bucket.id, after, limit)).all()
+    return page_of(rows, limit, rows[limit - 1].id if len(rows) > limit else None)
+
+
+def delete_bucket(session: Session, store: ObjectStore, bucket_id: int, *, force: bool) -> None:
+    bucket = session.get(Bucket, bucket_id, with_for_update=True)
+    if bucket is None:
+        raise NotFound(f"bucket {bucket_id} not found", field="bucket_id")
+    in_use = session.scalar(
+        select(
+            exists().where(BackupObject.bucket_id == bucket_id)
+            | exists().where(BackupJob.bucket_id == bucket_id)
+        )
+    )
+    if in_use and not force:
+        raise Conflict(
+            f"bucket {bucket.name!r} holds backup objects or jobs; delete with force=true to "
+            "remove them, and every version in the object store, too",
+            field="force",
+        )
+    session.execute(delete(File).where(File.bucket_id == bucket_id))
+    session.execute(delete(BackupJob).where(BackupJob.bucket_id == bucket_id))
+    session.execute(delete(BackupObject).where(BackupObject.bucket_id == bucket_id))
+    session.delete(bucket)
+    session.flush()
+    store.remove_bucket(bucket.name, force=force)
+    session.commit()

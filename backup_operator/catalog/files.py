@@ -1,0 +1,255 @@
+"""Original files and duplicate detection.
+
+Within a bucket each content (SHA-256) has exactly one canonical file; every other
+file with that content is a duplicate linked to it and is never uploaded. The partial
+unique index `uq_files_canonical_content` is the arbiter: of two concurrent
+registrations of the same new content, one insert wins and the other, after waiting
+for it, becomes its duplicate.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session, aliased
+
+from ..errors import Conflict, Invalid, NotFound
+from .jobs import as_utc, get_job
+from .models import File
+from .pages import Page, keyset, page_of
+
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_BATCH = 50_000
+
+
+@dataclass(frozen=True)
+class FileIn:
+    path: str
+    size: int
+    sha256: str
+    mtime: datetime | None = None
+
+
+def _validated(files: Sequence[FileIn]) -> list[FileIn]:
+    if not files:
+        raise Invalid("at least one file is needed", field="files")
+    if len(files) > MAX_BATCH:
+        raise Invalid(f"at most {MAX_BATCH} files per batch", field="files")
+    seen: set[str] = set()
+    out = []
+    for index, item in enumerate(files):
+        path = item.path.lstrip("/")
+        if not path or "\x00" in path:
+            raise Invalid("path must be non-empty and contain no NUL", field=f"files[{index}].path")
+        if path in seen:
+            raise Invalid(f"path {path!r} appears twice in the batch", field=f"files[{index}].path")
+        seen.add(path)
+        sha = item.sha256.lower()
+        if not SHA256.match(sha):
+            raise Invalid("must be 64 hexadecimal characters", field=f"files[{index}].sha256")
+        if item.size < 0:
+            raise Invalid("must not be negative", field=f"files[{index}].size")
+        out.append(FileIn(path, item.size, sha, as_utc(item.mtime)))
+    return out
+
+
+# Canonical candidates: the first file of each content not yet in the bucket.
+_INSERT_CANONICAL = text("""
+    INSERT INTO files (job_id, bucket_id, path, size, sha256, mtime, is_duplicate)
+    SELECT :job_id, :bucket_id, t.path, t.size, t.sha256, t.mtime, false
+    FROM unnest(CAST(:paths AS text[]), CAST(:sizes AS bigint[]), CAST(:shas AS text[]),
+                CAST(:mtimes AS timestamptz[])) AS t(path, size, sha256, mtime)
+    ON CONFLICT DO NOTHING
+    RETURNING id, path
+""")
+
+# The rest become duplicates of whichever canonical file now holds their content.
+_INSERT_DUPLICATES = text("""
+    INSERT INTO files (job_id, bucket_id, path, size, sha256, mtime, is_duplicate,
+                       canonical_file_id, object_version_id)
+    SELECT :job_id, :bucket_id, t.path, t.size, t.sha256, t.mtime, true, c.id, c.object_version_id
+    FROM unnest(CAST(:paths AS text[]), CAST(:sizes AS bigint[]), CAST(:shas AS text[]),
+                CAST(:mtimes AS timestamptz[])) AS t(path, size, sha256, mtime)
+    JOIN files c ON c.bucket_id = :bucket_id AND c.sha256 = t.sha256 AND NOT c.is_duplicate
+                AND c.size = t.size
+    ON CONFLICT (job_id, path) DO NOTHING
+    RETURNING id, path
+""")
+
+
+def _columns(files: Sequence[FileIn]) -> dict[str, Any]:
+    return {
+        "paths": [f.path for f in files],
+        "sizes": [f.size for f in files],
+        "shas": [f.sha256 for f in files],
+        "mtimes": [f.mtime for f in files],
+    }
+
+
+def register_files(session: Session, job_id: int, files: Sequence[FileIn]) -> list[File]:
+    """Register a batch in one transaction (all or nothing), in bulk.
+
+    Re-registering the same path with the same content is idempotent; the same path
+    with other content is a conflict.
+    """
+    batch = _validated(files)
+    job = get_job(session, job_id)
+    if job.status.finished:
+        raise Conflict(
+            f"job {job_id} is {job.status.value}; it takes no more files", field="job_id"
+        )
+    params = {"job_id": job_id, "bucket_id": job.bucket_id}
+    inserted = dict(
+        (path, file_id)
+        for file_id, path in session.execute(_INSERT_CANONICAL, {**params, **_columns(batch)})
+    )
+    rest = [f for f in batch if f.path not in inserted]
+    if rest:
+        for file_id, path in session.execute(_INSERT_DUPLICATES, {**params, **_columns(rest)}):
+            inserted[path] = file_id
+        _check_leftovers(
+            session, job_id, job.bucket_id, [f for f in rest if f.path not in inserted], inserted
+        )
+    session.commit()
+    by_id = {f.id: f for f in session.scalars(select(File).where(File.id.in_(inserted.values())))}
+    return [by_id[inserted[f.path]] for f in batch]
+
+
+def _check_leftovers(
+    session: Session, job_id: int, bucket_id: int, leftovers: list[FileIn], inserted: dict[str, int]
+) -> None:
+    """Files neither inserted nor duplicated: already registered, or a size/checksum clash."""
+    if not leftovers:
+        return
+    existing = {
+        f.path: f
+        for f in session.scalars(
+            select(File).where(File.job_id == job_id, File.path.in_([f.path for f in leftovers]))
+        )
+    }
+    for item in leftovers:
+        found = existing.get(item.path)
+        if found is not None and (found.sha256, found.size) == (item.sha256, item.size):
+            inserted[item.path] = found.id  # a retried registration: answer what is there
+            continue
+        session.rollback()
+        if found is not None:
+            raise Conflict(
+                f"path {item.path!r} is already registered in job {job_id} with other content",
+                field="path",
+            )
+        raise Invalid(
+            f"sha256 of {item.path!r} matches a stored file of another size in this "
+            "bucket: the checksum or the size is wrong",
+            field="size",
+        )
+
+
+def get_file(session: Session, file_id: int) -> File:
+    found = session.get(File, file_id)
+    if found is None:
+        raise NotFound(f"file {file_id} not found", field="file_id")
+    return found
+
+
+def list_files(
+    session: Session,
+    *,
+    job_id: int | None = None,
+    bucket_id: int | None = None,
+    path_prefix: str | None = None,
+    sha256: str | None = None,
+    duplicates: bool | None = None,
+    after: int | None,
+    limit: int,
+) -> Page[File]:
+    query = select(File)
+    if job_id is not None:
+        query = query.where(File.job_id == job_id)
+    if bucket_id is not None:
+        query = query.where(File.bucket_id == bucket_id)
+    if path_prefix:
+        query = query.where(File.path.startswith(path_prefix.lstrip("/"), autoescape=True))
+    if sha256 is not None:
+        if not SHA256.match(sha256.lower()):
+            raise Invalid("must be 64 hexadecimal characters", field="sha256")
+        query = query.where(File.sha256 == sha256.lower())
+    if duplicates is not None:
+        query = query.where(File.is_duplicate.is_(duplicates))
+    rows = session.scalars(keyset(query, File.id, after, limit)).all()
+    return page_of(rows, limit, rows[limit - 1].id if len(rows) > limit else None)
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    canonical_file_id: int
+    bucket_id: int
+    sha256: str
+    size: int
+    object_version_id: int | None
+    duplicates: int
+    bytes_saved: int
+
+
+def duplicate_groups(
+    session: Session, *, bucket_id: int | None = None, after: int | None, limit: int
+) -> Page[DuplicateGroup]:
+    canonical = aliased(File)
+    duplicate = aliased(File)
+    query = (
+        select(
+            canonical.id,
+            canonical.bucket_id,
+            canonical.sha256,
+            canonical.size,
+            canonical.object_version_id,
+            func.count(duplicate.id),
+        )
+        .join(duplicate, duplicate.canonical_file_id == canonical.id)
+        .where(duplicate.is_duplicate)
+        .group_by(canonical.id)
+    )
+    if bucket_id is not None:
+        query = query.where(canonical.bucket_id == bucket_id)
+    rows = session.execute(keyset(query, canonical.id, after, limit)).all()
+    groups = [DuplicateGroup(r[0], r[1], r[2], r[3], r[4], r[5], r[5] * r[3]) for r in rows]
+    return page_of(
+        groups, limit, groups[limit - 1].canonical_file_id if len(groups) > limit else None
+    )
+
+
+def duplicate_summary(session: Session, *, bucket_id: int | None = None) -> dict[str, int]:
+    query = select(
+        func.count(func.distinct(File.canonical_file_id)),
+        func.count(),
+        func.coalesce(func.sum(File.size), 0),
+    ).where(File.is_duplicate)
+    if bucket_id is not None:
+        query = query.where(File.bucket_id == bucket_id)
+    groups, files, saved = session.execute(query).one()
+    return {"groups": groups, "duplicate_files": files, "bytes_saved": int(saved)}
+
+
+def job_file_stats(session: Session, job_id: int) -> dict[str, int]:
+    """What a job's registered files amount to: its statistics on completion."""
+    row = session.execute(
+        select(
+            func.count(),
+            func.count().filter(File.is_duplicate),
+            func.count().filter(~File.is_duplicate & File.object_version_id.is_(None)),
+            func.coalesce(func.sum(File.size), 0),
+            func.coalesce(func.sum(File.size).filter(File.is_duplicate), 0),
+        ).where(File.job_id == job_id)
+    ).one()
+    return {
+        "files": row[0],
+        "duplicates": row[1],
+        "pending_upload": row[2],
+        "bytes": int(row[3]),
+        "bytes_saved": int(row[4]),
+    }

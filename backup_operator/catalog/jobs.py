@@ -1,0 +1,204 @@
+"""Backup jobs and their lifecycle: pending -> running -> completed / failed / cancelled."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from ..errors import Conflict, NotFound
+from .buckets import get_bucket
+from .models import BackupJob, JobStatus
+from .pages import Page, keyset, page_of
+
+ALLOWED_TRANSITIONS: dict[JobStatus, set[JobStatus]] = {
+    JobStatus.PENDING: {JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED},
+    JobStatus.RUNNING: {
+        JobStatus.COMPLETED,
+        JobStatus.FAILED,
+        JobStatus.CANCELLED,
+        JobStatus.PENDING,
+    },
+    JobStatus.COMPLETED: set(),
+    JobStatus.FAILED: set(),
+    JobStatus.CANCELLED: set(),
+}
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """Naive times (as the original API accepted them) are taken as UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def normalise_prefix(prefix: str) -> str:
+    return prefix.strip("/")
+
+
+def create_job(
+    session: Session,
+    *,
+    job_name: str,
+    source_system: str,
+    bucket_id: int,
+    start_time: datetime | None = None,
+    key_prefix: str = "",
+) -> BackupJob:
+    get_bucket(session, bucket_id)
+    job = BackupJob(
+        job_name=job_name,
+        source_system=source_system,
+        bucket_id=bucket_id,
+        start_time=as_utc(start_time),
+        key_prefix=normalise_prefix(key_prefix),
+    )
+    session.add(job)
+    session.commit()
+    return job
+
+
+def get_job(session: Session, job_id: int, *, for_update: bool = False) -> BackupJob:
+    job = session.get(BackupJob, job_id, with_for_update=for_update, populate_existing=for_update)
+    if job is None:
+        raise NotFound(f"backup job {job_id} not found", field="job_id")
+    return job
+
+
+def list_jobs(
+    session: Session,
+    *,
+    status: JobStatus | None = None,
+    bucket_id: int | None = None,
+    after: int | None,
+    limit: int,
+) -> Page[BackupJob]:
+    query = select(BackupJob)
+    if status is not None:
+        query = query.where(BackupJob.status == status)
+    if bucket_id is not None:
+        query = query.where(BackupJob.bucket_id == bucket_id)
+    rows = session.scalars(keyset(query, BackupJob.id, after, limit)).all()
+    return page_of(rows, limit, rows[limit - 1].id if len(rows) > limit else None)
+
+
+def set_status(
+    session: Session,
+    job_id: int,
+    status: JobStatus,
+    *,
+    error: str | None = None,
+    stats: dict[str, Any] | None = None,
+) -> BackupJob:
+    job = get_job(session, job_id, for_update=True)
+    if status != job.status and status not in ALLOWED_TRANSITIONS[job.status]:
+        raise Conflict(
+            f"job {job_id} is {job.status.value}; it cannot become {status.value}", field="status"
+        )
+    now = datetime.now(UTC)
+    job.status = status
+    if status is JobStatus.RUNNING:
+        job.started_at = job.started_at or now
+        job.heartbeat_at = now
+    if status.finished:
+        job.completed_at = now
+    if status is JobStatus.PENDING:
+        job.worker_id = None
+    if error is not None:
+        job.error = error
+    if stats is not None:
+        job.stats = stats
+    session.commit()
+    return job
+
+
+def cancel_job(session: Session, job_id: int) -> BackupJob:
+    return set_status(session, job_id, JobStatus.CANCELLED)
+
+
+# --- the scheduler's side: claims, heartbeats and endings -------------------------------
+
+
+def claim_due_job(session: Session, *, worker_id: str) -> BackupJob | None:
+    """Take one pending job whose start time has come. Row locks with SKIP LOCKED make
+    the claim exclusive across replicas without waiting on each other."""
+    due = (
+        select(BackupJob.id)
+        .where(BackupJob.status == JobStatus.PENDING)
+        .where((BackupJob.start_time.is_(None)) | (BackupJob.start_time <= func.now()))
+        .order_by(BackupJob.start_time.asc().nulls_first(), BackupJob.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    job_id = session.scalar(
+        update(BackupJob)
+        .where(BackupJob.id == due)
+        .values(
+            status=JobStatus.RUNNING,
+            worker_id=worker_id,
+            started_at=func.coalesce(BackupJob.started_at, func.now()),
+            heartbeat_at=func.now(),
+            attempts=BackupJob.attempts + 1,
+        )
+        .returning(BackupJob.id)
+    )
+    session.commit()
+    return None if job_id is None else get_job(session, job_id)
+
+
+def heartbeat(session: Session, job_id: int, *, worker_id: str) -> bool:
+    """Answers False when the job is no longer ours to run (cancelled or reclaimed)."""
+    still_ours = session.scalar(
+        update(BackupJob)
+        .where(
+            BackupJob.id == job_id,
+            BackupJob.worker_id == worker_id,
+            BackupJob.status == JobStatus.RUNNING,
+        )
+        .values(heartbeat_at=func.now())
+        .returning(BackupJob.id)
+    )
+    session.commit()
+    return still_ours is not None
+
+
+def finish_job(
+    session: Session,
+    job_id: int,
+    *,
+    worker_id: str,
+    status: JobStatus,
+    stats: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> bool:
+    """End a running job we own; a job cancelled meanwhile stays cancelled."""
+    values: dict[str, Any] = {"status": status, "completed_at": func.now(), "error": error}
+    if stats is not None:
+        values["stats"] = stats
+    ended = session.scalar(
+        update(BackupJob)
+        .where(
+            BackupJob.id == job_id,
+            BackupJob.worker_id == worker_id,
+            BackupJob.status == JobStatus.RUNNING,
+        )
+        .values(**values)
+        .returning(BackupJob.id)
+    )
+    session.commit()
+    return ended is not None
+
+
+def release_stale_jobs(session: Session, *, timeout: timedelta) -> list[int]:
+    """Running jobs whose worker stopped heartbeating go back to pending, to be resumed."""
+    ids = session.scalars(
+        update(BackupJob)
+        .where(BackupJob.status == JobStatus.RUNNING, BackupJob.heartbeat_at < func.now() - timeout)
+        .values(status=JobStatus.PENDING, worker_id=None)
+        .returning(BackupJob.id)
+    ).all()
+    session.commit()
+    return list(ids)

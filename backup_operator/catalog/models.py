@@ -1,0 +1,233 @@
+"""Typed SQLAlchemy 2 models of the catalog.
+
+Schema changes go through Alembic migrations (backup_operator/migrations);
+`tests/test_migrations.py` checks that these models and the migrations agree.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+id_pk = Annotated[int, mapped_column(BigInteger, primary_key=True, autoincrement=True)]
+created_at = Annotated[datetime, mapped_column(server_default=func.now())]
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSONB,
+        int: BigInteger,
+    }
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Bucket(Base):
+    __tablename__ = "buckets"
+
+    id: Mapped[id_pk]
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    object_lock: Mapped[bool] = mapped_column(server_default=text("false"))
+    created_at: Mapped[created_at]
+
+
+class BackupJob(Base):
+    __tablename__ = "backup_jobs"
+    __table_args__ = (
+        Index(None, "status", "start_time"),
+        Index(None, "bucket_id", "id"),
+    )
+
+    id: Mapped[id_pk]
+    job_name: Mapped[str] = mapped_column(String(255))
+    source_system: Mapped[str] = mapped_column(Text)
+    # RESTRICT: a bucket's history is never dropped implicitly; forced deletion is explicit.
+    bucket_id: Mapped[int] = mapped_column(ForeignKey("buckets.id", ondelete="RESTRICT"))
+    key_prefix: Mapped[str] = mapped_column(Text, server_default="")
+    status: Mapped[JobStatus] = mapped_column(
+        Enum(
+            JobStatus,
+            native_enum=False,
+            create_constraint=True,
+            length=16,
+            name="status",
+            values_callable=lambda e: [m.value for m in e],
+        ),
+        server_default=JobStatus.PENDING.value,
+    )
+    start_time: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    worker_id: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(server_default=text("0"))
+    error: Mapped[str | None] = mapped_column(Text)
+    stats: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    created_at: Mapped[created_at]
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class File(Base):
+    """An original file seen by a job. Duplicates point at the canonical file of their content."""
+
+    __tablename__ = "files"
+    __table_args__ = (
+        UniqueConstraint("job_id", "path"),
+        # Exactly one canonical file per content and bucket: the race arbiter for dedup.
+        Index(
+            "uq_files_canonical_content",
+            "bucket_id",
+            "sha256",
+            unique=True,
+            postgresql_where=text("NOT is_duplicate"),
+        ),
+        Index(None, "sha256", "id"),
+        Index("ix_files_path_prefix", "path", "id", postgresql_ops={"path": "text_pattern_ops"}),
+        Index(None, "job_id", "id"),
+        Index(
+            "ix_files_duplicates_by_canonical",
+            "canonical_file_id",
+            postgresql_where=text("is_duplicate"),
+        ),
+        CheckConstraint("size >= 0", name="size_not_negative"),
+        CheckConstraint("sha256 ~ '^[0-9a-f]{64}$'", name="sha256_hex"),
+        CheckConstraint(
+            "is_duplicate = (canonical_file_id IS NOT NULL)", name="duplicate_has_canonical"
+        ),
+    )
+
+    id: Mapped[id_pk]
+    job_id: Mapped[int] = mapped_column(ForeignKey("backup_jobs.id", ondelete="CASCADE"))
+    bucket_id: Mapped[int] = mapped_column(ForeignKey("buckets.id", ondelete="RESTRICT"))
+    path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64))
+    mtime: Mapped[datetime | None]
+    is_duplicate: Mapped[bool] = mapped_column(server_default=text("false"))
+    canonical_file_id: Mapped[int | None] = mapped_column(ForeignKey("files.id"))
+    # The stored content: the file's own upload, or its canonical file's.
+    object_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("object_versions.id", ondelete="RESTRICT")
+    )
+    created_at: Mapped[created_at]
+
+
+class BackupObject(Base):
+    __tablename__ = "backup_objects"
+    __table_args__ = (UniqueConstraint("bucket_id", "key"),)
+
+    id: Mapped[id_pk]
+    bucket_id: Mapped[int] = mapped_column(ForeignKey("buckets.id", ondelete="RESTRICT"))
+    key: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[created_at]
+
+
+class ObjectVersion(Base):
+    __tablename__ = "object_versions"
+    __table_args__ = (
+        UniqueConstraint("object_id", "version_id"),
+        # Serves "latest version of each object" as an index-only probe per object.
+        Index(
+            "ix_object_versions_live",
+            "object_id",
+            text("id DESC"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+        Index(None, "deleted_by_policy_id"),
+        CheckConstraint("size >= 0", name="size_not_negative"),
+    )
+
+    id: Mapped[id_pk]
+    object_id: Mapped[int] = mapped_column(ForeignKey("backup_objects.id", ondelete="CASCADE"))
+    version_id: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64))
+    etag: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[created_at]
+    deleted_at: Mapped[datetime | None]
+    deleted_by_policy_id: Mapped[int | None] = mapped_column(
+        ForeignKey("retention_policies.id", ondelete="SET NULL")
+    )
+    deletion_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+    __table_args__ = (
+        UniqueConstraint("object_id", "key"),
+        Index(None, "key", "value"),
+    )
+
+    id: Mapped[id_pk]
+    object_id: Mapped[int] = mapped_column(ForeignKey("backup_objects.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(128))
+    value: Mapped[str] = mapped_column(String(256))
+
+
+class RetentionPolicy(Base):
+    __tablename__ = "retention_policies"
+    __table_args__ = (
+        CheckConstraint("keep_last IS NULL OR keep_last >= 1", name="keep_last_positive"),
+        CheckConstraint("max_age_days IS NULL OR max_age_days >= 1", name="max_age_positive"),
+    )
+
+    id: Mapped[id_pk]
+    name: Mapped[str] = mapped_column(String(253), unique=True)
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    keep_last: Mapped[int | None]
+    max_age_days: Mapped[int | None]
+    created_at: Mapped[created_at]
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class ObjectRetention(Base):
+    """Which retention policy governs which object."""
+
+    __tablename__ = "object_retention"
+    __table_args__ = (Index(None, "policy_id", "object_id"),)
+
+    object_id: Mapped[int] = mapped_column(
+        ForeignKey("backup_objects.id", ondelete="CASCADE"), primary_key=True
+    )
+    policy_id: Mapped[int] = mapped_column(
+        ForeignKey("retention_policies.id", ondelete="CASCADE"), primary_key=True
+    )
+    attached_at: Mapped[created_at]

@@ -1,0 +1,233 @@
+"""Backup objects and their versions, kept in step with the object store.
+
+Order of work, so that neither side is left half done:
+- upload: the S3 PUT comes first, the catalog rows second, in one transaction; if the
+  catalog write fails the new S3 version is deleted again (no untracked object stays);
+- delete: the version row is locked, the S3 DELETE is made, then the row is marked
+  deleted and committed; if the store refuses, the transaction rolls back untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import IO
+
+from sqlalchemy import func, select, true, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session, aliased
+
+from ..errors import Conflict, Invalid, NotFound
+from ..storage import ObjectStore
+from .models import BackupJob, BackupObject, Bucket, File, ObjectVersion, Tag
+from .pages import Page, keyset, page_of
+
+
+def object_key(prefix: str, path: str) -> str:
+    path = path.lstrip("/")
+    return f"{prefix}/{path}" if prefix else path
+
+
+class HashingReader:
+    """Counts and hashes what the uploader reads, so content is verified in one pass."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.raw.read(size)
+        self.sha256.update(chunk)
+        self.size += len(chunk)
+        return chunk
+
+
+def store_content(
+    session: Session, store: ObjectStore, file_id: int, data: IO[bytes], length: int
+) -> ObjectVersion:
+    """Upload a canonical file's content as a new version of its key and link it."""
+    file = session.get(File, file_id, with_for_update=True)
+    if file is None:
+        raise NotFound(f"file {file_id} not found", field="file_id")
+    if file.is_duplicate:
+        raise Conflict(
+            f"file {file_id} is a duplicate of file {file.canonical_file_id}; "
+            "its content is already stored",
+            field="file_id",
+        )
+    if file.object_version_id is not None:
+        raise Conflict(f"file {file_id} is already stored", field="file_id")
+    if length != file.size:
+        raise Invalid(
+            f"content is {length} bytes, the file was registered with {file.size}", field="size"
+        )
+    job = session.get_one(BackupJob, file.job_id)
+    bucket = session.get_one(Bucket, file.bucket_id)
+    key = object_key(job.key_prefix, file.path)
+    reader = HashingReader(data)
+    version_id, etag = store.put(bucket.name, key, reader, length)  # type: ignore[arg-type]
+    try:
+        if reader.sha256.hexdigest() != file.sha256 or reader.size != file.size:
+            raise Invalid("uploaded content does not match the registered sha256", field="sha256")
+        version = _record_version(session, bucket.id, key, version_id, file.size, file.sha256, etag)
+        file.object_version_id = version.id
+        session.execute(
+            update(File)
+            .where(File.canonical_file_id == file.id, File.is_duplicate)
+            .values(object_version_id=version.id)
+        )
+        session.commit()
+    except BaseException:
+        session.rollback()
+        store.delete_version(bucket.name, key, version_id)  # leave no untracked object behind
+        raise
+    return version
+
+
+def _record_version(
+    session: Session,
+    bucket_id: int,
+    key: str,
+    version_id: str,
+    size: int,
+    sha256: str,
+    etag: str | None,
+) -> ObjectVersion:
+    session.execute(
+        insert(BackupObject).values(bucket_id=bucket_id, key=key).on_conflict_do_nothing()
+    )
+    object_id = session.scalar(
+        select(BackupObject.id).where(BackupObject.bucket_id == bucket_id, BackupObject.key == key)
+    )
+    version = ObjectVersion(
+        object_id=object_id, version_id=version_id, size=size, sha256=sha256, etag=etag
+    )
+    session.add(version)
+    session.flush()
+    return version
+
+
+def get_object(session: Session, object_id: int) -> BackupObject:
+    found = session.get(BackupObject, object_id)
+    if found is None:
+        raise NotFound(f"backup object {object_id} not found", field="object_id")
+    return found
+
+
+def list_objects(
+    session: Session,
+    *,
+    bucket_id: int | None = None,
+    key_prefix: str | None = None,
+    tag: tuple[str, str | None] | None = None,
+    after: int | None,
+    limit: int,
+) -> Page[BackupObject]:
+    query = select(BackupObject)
+    if bucket_id is not None:
+        query = query.where(BackupObject.bucket_id == bucket_id)
+    if key_prefix:
+        query = query.where(BackupObject.key.startswith(key_prefix, autoescape=True))
+    if tag is not None:
+        tagged = select(Tag.object_id).where(Tag.key == tag[0])
+        if tag[1] is not None:
+            tagged = tagged.where(Tag.value == tag[1])
+        query = query.where(BackupObject.id.in_(tagged))
+    rows = session.scalars(keyset(query, BackupObject.id, after, limit)).all()
+    return page_of(rows, limit, rows[limit - 1].id if len(rows) > limit else None)
+
+
+@dataclass(frozen=True)
+class LatestVersion:
+    object: BackupObject
+    version: ObjectVersion
+
+
+def latest_versions(
+    session: Session, *, bucket_id: int | None = None, after: int | None, limit: int
+) -> Page[LatestVersion]:
+    """The newest live version of each object, in object order (one index probe each)."""
+    newest = (
+        select(ObjectVersion)
+        .where(ObjectVersion.object_id == BackupObject.id, ObjectVersion.deleted_at.is_(None))
+        .order_by(ObjectVersion.id.desc())
+        .limit(1)
+        .lateral()
+    )
+    version_alias = aliased(ObjectVersion, newest)
+    query = select(BackupObject, version_alias).join(newest, true())
+    if bucket_id is not None:
+        query = query.where(BackupObject.bucket_id == bucket_id)
+    rows = session.execute(keyset(query, BackupObject.id, after, limit)).all()  # type: ignore[arg-type]
+    items = [LatestVersion(obj, ver) for obj, ver in rows]
+    return page_of(items, limit, items[limit - 1].object.id if len(items) > limit else None)
+
+
+def list_versions(
+    session: Session, object_id: int, *, include_deleted: bool, after: int | None, limit: int
+) -> Page[ObjectVersion]:
+    get_object(session, object_id)
+    query = select(ObjectVersion).where(ObjectVersion.object_id == object_id)
+    if not include_deleted:
+        query = query.where(ObjectVersion.deleted_at.is_(None))
+    rows = session.scalars(keyset(query, ObjectVersion.id, after, limit)).all()
+    return page_of(rows, limit, rows[limit - 1].id if len(rows) > limit else None)
+
+
+def get_version(
+    session: Session, object_id: int, version_id: str, *, for_update: bool = False
+) -> ObjectVersion:
+    query = select(ObjectVersion).where(
+        ObjectVersion.object_id == object_id, ObjectVersion.version_id == version_id
+    )
+    if for_update:
+        query = query.with_for_update()
+    found = session.scalar(query)
+    if found is None:
+        raise NotFound(
+            f"version {version_id!r} of object {object_id} not found", field="version_id"
+        )
+    return found
+
+
+def delete_version(
+    session: Session,
+    store: ObjectStore,
+    object_id: int,
+    version_id: str,
+    *,
+    reason: str,
+    policy_id: int | None = None,
+) -> ObjectVersion:
+    obj = get_object(session, object_id)
+    version = get_version(session, object_id, version_id, for_update=True)
+    if version.deleted_at is not None:
+        raise Conflict(
+            f"version {version_id!r} was deleted at {version.deleted_at.isoformat()}",
+            field="version_id",
+        )
+    referencing = session.scalar(
+        select(File.id).where(File.object_version_id == version.id, File.is_duplicate).limit(1)
+    )
+    if referencing is not None:
+        raise Conflict(
+            f"version {version_id!r} is the stored content of duplicate files "
+            f"(file {referencing} among them); deleting it would lose them",
+            field="version_id",
+        )
+    bucket = session.get_one(Bucket, obj.bucket_id)
+    store.delete_version(bucket.name, obj.key, version_id)
+    _mark_deleted(version, reason=reason, policy_id=policy_id)
+    session.commit()
+    return version
+
+
+def _mark_deleted(version: ObjectVersion, *, reason: str, policy_id: int | None) -> None:
+    version.deleted_at = func.now()  # type: ignore[assignment]
+    version.deletion_reason = reason
+    version.deleted_by_policy_id = policy_id
+
+
+def object_bucket(session: Session, obj: BackupObject) -> Bucket:
+    return session.get_one(Bucket, obj.bucket_id)

@@ -1,0 +1,218 @@
+"""Retention policies in the catalog: which policy governs which object, dry runs, applies."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from ..errors import Conflict, Invalid, NotFound
+from ..retention import Decision, Rules, decide
+from ..storage import ObjectStore
+from .models import BackupObject, Bucket, File, ObjectRetention, ObjectVersion, RetentionPolicy
+from .pages import Page, keyset, page_of
+
+
+def _check_rules(keep_last: int | None, max_age_days: int | None) -> None:
+    if keep_last is not None and keep_last < 1:
+        raise Invalid("must be at least 1 (omit it to keep no count)", field="keep_last")
+    if max_age_days is not None and max_age_days < 1:
+        raise Invalid("must be at least 1 day", field="max_age_days")
+
+
+def create_policy(
+    session: Session,
+    *,
+    name: str,
+    description: str = "",
+    keep_last: int | None,
+    max_age_days: int | None,
+) -> RetentionPolicy:
+    _check_rules(keep_last, max_age_days)
+    if session.scalar(select(RetentionPolicy.id).where(RetentionPolicy.name == name)):
+        raise Conflict(f"retention policy {name!r} already exists", field="name")
+    policy = RetentionPolicy(
+        name=name, description=description, keep_last=keep_last, max_age_days=max_age_days
+    )
+    session.add(policy)
+    session.commit()
+    return policy
+
+
+def get_policy(session: Session, policy_id: int) -> RetentionPolicy:
+    policy = session.get(RetentionPolicy, policy_id)
+    if policy is None:
+        raise NotFound(f"retention policy {policy_id} not found", field="policy_id")
+    return policy
+
+
+def list_policies(session: Session, *, after: int | None, limit: int) -> Page[RetentionPolicy]:
+    rows = session.scalars(keyset(select(RetentionPolicy), RetentionPolicy.id, after, limit)).all()
+    return page_of(rows, limit, rows[limit - 1].id if len(rows) > limit else None)
+
+
+def update_policy(session: Session, policy_id: int, **changes: object) -> RetentionPolicy:
+    policy = get_policy(session, policy_id)
+    keep_last = changes.get("keep_last", policy.keep_last)
+    max_age_days = changes.get("max_age_days", policy.max_age_days)
+    _check_rules(keep_last, max_age_days)  # type: ignore[arg-type]
+    if (
+        "name" in changes
+        and changes["name"] != policy.name
+        and session.scalar(
+            select(RetentionPolicy.id).where(RetentionPolicy.name == changes["name"])
+        )
+    ):
+        raise Conflict(f"retention policy {changes['name']!r} already exists", field="name")
+    for attribute, value in changes.items():
+        setattr(policy, attribute, value)
+    session.commit()
+    return policy
+
+
+def delete_policy(session: Session, policy_id: int) -> None:
+    session.delete(get_policy(session, policy_id))
+    session.commit()
+
+
+def attach(session: Session, policy_id: int, object_ids: list[int]) -> int:
+    get_policy(session, policy_id)
+    known = set(session.scalars(select(BackupObject.id).where(BackupObject.id.in_(object_ids))))
+    missing = sorted(set(object_ids) - known)
+    if missing:
+        raise NotFound(f"backup objects not found: {missing[:20]}", field="object_ids")
+    if not object_ids:
+        return 0
+    result = session.execute(
+        insert(ObjectRetention)
+        .values([{"policy_id": policy_id, "object_id": oid} for oid in sorted(known)])
+        .on_conflict_do_nothing()
+    )
+    session.commit()
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def detach(session: Session, policy_id: int, object_ids: list[int]) -> int:
+    get_policy(session, policy_id)
+    result = session.execute(
+        delete(ObjectRetention).where(
+            ObjectRetention.policy_id == policy_id, ObjectRetention.object_id.in_(object_ids)
+        )
+    )
+    session.commit()
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def governed_objects(
+    session: Session, policy_id: int, *, after: int | None, limit: int
+) -> Page[BackupObject]:
+    get_policy(session, policy_id)
+    query = (
+        select(BackupObject)
+        .join(ObjectRetention, ObjectRetention.object_id == BackupObject.id)
+        .where(ObjectRetention.policy_id == policy_id)
+    )
+    rows = session.scalars(keyset(query, BackupObject.id, after, limit)).all()
+    return page_of(rows, limit, rows[limit - 1].id if len(rows) > limit else None)
+
+
+@dataclass(frozen=True)
+class PlannedVersion:
+    object_id: int
+    bucket: str
+    key: str
+    version: ObjectVersion
+    keep: bool
+    reasons: tuple[str, ...]
+
+
+@dataclass
+class Plan:
+    policy_id: int
+    evaluated_at: datetime
+    versions: list[PlannedVersion] = field(default_factory=list)
+
+    @property
+    def to_delete(self) -> list[PlannedVersion]:
+        return [v for v in self.versions if not v.keep]
+
+
+def plan(session: Session, policy_id: int, *, now: datetime | None = None) -> Plan:
+    """The dry run: every live version of every governed object, kept or not, and why."""
+    policy = get_policy(session, policy_id)
+    rules = Rules(keep_last=policy.keep_last, max_age_days=policy.max_age_days)
+    now = now or datetime.now(UTC)
+    rows = session.execute(
+        select(ObjectVersion, BackupObject.key, Bucket.name)
+        .join(BackupObject, BackupObject.id == ObjectVersion.object_id)
+        .join(Bucket, Bucket.id == BackupObject.bucket_id)
+        .join(ObjectRetention, ObjectRetention.object_id == BackupObject.id)
+        .where(ObjectRetention.policy_id == policy_id, ObjectVersion.deleted_at.is_(None))
+        .order_by(ObjectVersion.object_id, ObjectVersion.id)
+    ).all()
+    referenced = (
+        set(
+            session.scalars(
+                select(File.object_version_id).where(
+                    File.is_duplicate, File.object_version_id.in_([r[0].id for r in rows])
+                )
+            )
+        )
+        if rows
+        else set()
+    )
+    by_object: dict[int, list[tuple[ObjectVersion, str, str]]] = defaultdict(list)
+    for version, key, bucket in rows:
+        by_object[version.object_id].append((version, key, bucket))
+    result = Plan(policy_id=policy_id, evaluated_at=now)
+    for object_id, versions in by_object.items():
+        index = {v.id: (v, key, bucket) for v, key, bucket in versions}
+        decisions: list[Decision] = decide(
+            rules, [(v.id, v.created_at) for v, _, _ in versions], now
+        )
+        for decision in decisions:
+            version, key, bucket = index[decision.version_id]
+            keep, reasons = decision.keep, decision.reasons
+            if not keep and version.id in referenced:
+                keep, reasons = True, ("stored content of duplicate files: never deleted",)
+            result.versions.append(PlannedVersion(object_id, bucket, key, version, keep, reasons))
+    return result
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    plan: Plan
+    deleted: list[PlannedVersion]
+    refused: dict[str, str]  # S3 version id -> the store's reason (object lock, ...)
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(item.version.size for item in self.deleted)
+
+
+def apply(session: Session, store: ObjectStore, policy_id: int) -> ApplyResult:
+    """Delete what the plan says, in the store by version id (batched), then in the catalog."""
+    current = plan(session, policy_id)
+    by_bucket: dict[str, list[PlannedVersion]] = defaultdict(list)
+    for item in current.to_delete:
+        by_bucket[item.bucket].append(item)
+    deleted: list[PlannedVersion] = []
+    refused: dict[str, str] = {}
+    for bucket, items in by_bucket.items():
+        refused_here = store.delete_versions(
+            bucket, [(item.key, item.version.version_id) for item in items]
+        )
+        refused.update(refused_here)
+        for item in items:
+            if item.version.version_id in refused_here:
+                continue
+            item.version.deleted_at = func.now()  # type: ignore[assignment]
+            item.version.deleted_by_policy_id = policy_id
+            item.version.deletion_reason = "; ".join(item.reasons)
+            deleted.append(item)
+        session.commit()  # per bucket, so a later outage keeps what was already done
+    return ApplyResult(current, deleted, refused)

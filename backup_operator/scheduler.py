@@ -1,0 +1,128 @@
+"""Background scheduler: claims due jobs, runs them, heartbeats, resumes the abandoned.
+
+Several replicas may run it at once: claims use `FOR UPDATE SKIP LOCKED`, and a job
+whose worker stops heartbeating goes back to pending for another worker to resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from .catalog import jobs
+from .catalog.files import job_file_stats
+from .catalog.models import BackupJob, JobStatus
+from .errors import Unavailable
+
+logger = logging.getLogger(__name__)
+
+
+class JobCancelled(Exception):
+    """The job was cancelled (or taken over) while it ran."""
+
+
+class JobRunner(Protocol):
+    def __call__(
+        self, session: Session, job: BackupJob, heartbeat: Callable[[], None]
+    ) -> dict[str, Any]: ...
+
+
+def complete_registered_files(
+    session: Session, job: BackupJob, heartbeat: Callable[[], None]
+) -> dict[str, Any]:
+    """A job whose files were registered through the API: its statistics are its result."""
+    heartbeat()
+    return job_file_stats(session, job.id)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Scheduler:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        runner: JobRunner = complete_registered_files,
+        interval: float = 2.0,
+        heartbeat_timeout: float = 60.0,
+        worker_id: str | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.runner = runner
+        self.interval = interval
+        self.heartbeat_timeout = timedelta(seconds=heartbeat_timeout)
+        self.worker_id = worker_id or default_worker_id()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                while self.run_once() and not self._stop.is_set():
+                    pass
+            except Unavailable as error:
+                logger.warning("scheduler: %s; retrying in %.0fs", error, self.interval)
+            except Exception:
+                logger.exception("scheduler: unexpected error; retrying in %.0fs", self.interval)
+            self._stop.wait(self.interval)
+
+    def run_once(self) -> bool:
+        """Release stale jobs, claim one due job and run it. Answers whether one ran."""
+        with self.sessions() as session:
+            released = jobs.release_stale_jobs(session, timeout=self.heartbeat_timeout)
+            if released:
+                logger.warning("jobs %s lost their worker; they will be resumed", released)
+            job = jobs.claim_due_job(session, worker_id=self.worker_id)
+            if job is None:
+                return False
+            logger.info("job %s (%s) started by %s", job.id, job.job_name, self.worker_id)
+            self._run(session, job)
+            return True
+
+    def _run(self, session: Session, job: BackupJob) -> None:
+        def heartbeat() -> None:
+            with self.sessions() as beat:
+                if not jobs.heartbeat(beat, job.id, worker_id=self.worker_id):
+                    raise JobCancelled(f"job {job.id} is no longer ours to run")
+
+        try:
+            stats = self.runner(session, job, heartbeat)
+        except JobCancelled as stop:
+            logger.info("%s; stopped", stop)
+            return
+        except Unavailable:
+            raise  # the heartbeat lapses and the job is resumed once the outage ends
+        except Exception as error:
+            session.rollback()
+            logger.exception("job %s failed", job.id)
+            jobs.finish_job(
+                session,
+                job.id,
+                worker_id=self.worker_id,
+                status=JobStatus.FAILED,
+                error=f"{type(error).__name__}: {error}",
+            )
+            return
+        if jobs.finish_job(
+            session, job.id, worker_id=self.worker_id, status=JobStatus.COMPLETED, stats=stats
+        ):
+            logger.info("job %s completed: %s", job.id, stats)

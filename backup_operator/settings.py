@@ -1,0 +1,113 @@
+"""The one settings object, read from the environment.
+
+Variable names are those of the original docker-compose design, so its users
+can move over unchanged (`MINIO_*`, `SQLALCHEMY_DATABASE_URL`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LOOPBACK = "127.0.0.1"
+
+
+def _split_tokens(value: object) -> object:
+    if isinstance(value, str):
+        return [token.strip() for token in value.split(",") if token.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    minio_endpoint: str = Field("localhost:9000", description="host:port of the S3 server")
+    minio_access_key: SecretStr = SecretStr("minioadmin")
+    minio_secret_key: SecretStr = SecretStr("minioadmin")
+    minio_secure: bool = False
+    minio_region: str | None = None
+
+    sqlalchemy_database_url: SecretStr | None = Field(
+        None, description="PostgreSQL URL; `make dev` starts an embedded server when unset"
+    )
+    db_pool_size: int = Field(10, ge=1, le=200)
+
+    # Read-write and read-only bearer tokens, comma separated. None: local development.
+    api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    api_read_only_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    api_host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    scheduler_enabled: bool = True
+    scheduler_interval_seconds: float = Field(2.0, gt=0)
+    job_heartbeat_timeout_seconds: float = Field(60.0, gt=0)
+
+    # Seconds a client is told to wait after a 503 (a dependency is down).
+    retry_after_seconds: int = Field(5, ge=1)
+
+    dev_data_dir: str = ".dev-data"
+
+    _split_api_tokens = field_validator("api_tokens", "api_read_only_tokens", mode="before")(
+        _split_tokens
+    )
+
+    @field_validator("minio_endpoint")
+    @classmethod
+    def _endpoint_is_host_port(cls, value: str) -> str:
+        if "://" in value or "/" in value:
+            raise ValueError(
+                "must be host:port without a scheme or path (use MINIO_SECURE for TLS)"
+            )
+        return value
+
+    @field_validator("sqlalchemy_database_url")
+    @classmethod
+    def _url_is_postgres(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        url = value.get_secret_value()
+        scheme = url.split("://", 1)[0]
+        if scheme in ("postgresql", "postgres"):
+            return SecretStr("postgresql+psycopg://" + url.split("://", 1)[1])
+        if scheme != "postgresql+psycopg":
+            raise ValueError("must be a PostgreSQL URL (postgresql://user:pass@host:port/db)")
+        return value
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_tokens or self.api_read_only_tokens)
+
+    @property
+    def bind_host(self) -> str:
+        # Without tokens the API is open: never expose it beyond this machine.
+        return self.api_host if self.auth_enabled else LOOPBACK
+
+    def database_url(self) -> str:
+        if self.sqlalchemy_database_url is None:
+            raise SettingsError("SQLALCHEMY_DATABASE_URL is not set")
+        return self.sqlalchemy_database_url.get_secret_value()
+
+
+class SettingsError(Exception):
+    """Settings that cannot be used; the message names the variable."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        variable = "_".join(str(part) for part in item["loc"][:1]).upper()
+        lines.append(f"invalid setting {variable}: {item['msg']}")
+    return "\n".join(lines)
+
+
+@functools.cache
+def get_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise SettingsError(describe_validation_error(error)) from None

@@ -1,0 +1,188 @@
+"""The object store, through the `minio` SDK (MinIO first, any S3 with versioning).
+
+Every failure to reach the store becomes `Unavailable`; missing keys and versions
+become `NotFound`. Transient failures are retried by urllib3 with backoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, Any
+
+import urllib3
+from minio import Minio
+from minio.commonconfig import ENABLED, Tags
+from minio.deleteobjects import DeleteObject
+from minio.error import MinioException, S3Error
+from minio.versioningconfig import VersioningConfig
+
+from .errors import Conflict, Invalid, NotFound, Unavailable
+
+# S3's own limits on object tags.
+MAX_TAGS = 10
+MAX_TAG_KEY = 128
+MAX_TAG_VALUE = 256
+# Multipart part size: big enough to keep part counts low, small enough to stream.
+PART_SIZE = 16 * 1024 * 1024
+DELETE_BATCH = 1000
+
+_NOT_FOUND_CODES = {"NoSuchKey", "NoSuchVersion", "NoSuchBucket", "NoSuchTagSet"}
+_UNAVAILABLE_CODES = {"ServiceUnavailable", "SlowDown", "InternalError", "RequestTimeout"}
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    key: str
+    version_id: str
+    size: int
+    etag: str | None
+    is_latest: bool
+    last_modified: datetime | None
+
+
+def make_client(
+    endpoint: str,
+    access_key: str,
+    secret_key: str,
+    *,
+    secure: bool,
+    region: str | None = None,
+    retries: int = 3,
+) -> Minio:
+    http = urllib3.PoolManager(
+        maxsize=32,  # one pooled connection per upload thread
+        timeout=urllib3.Timeout(connect=3, read=120),
+        retries=urllib3.Retry(
+            total=retries,
+            backoff_factor=0.2,
+            status_forcelist=[500, 502, 503, 504],
+            allowed_methods=None,  # S3 PUTs of a whole body are idempotent
+        ),
+    )
+    return Minio(
+        endpoint,
+        access_key=access_key,
+        secret_key=secret_key,
+        secure=secure,
+        region=region,
+        http_client=http,
+    )
+
+
+def validate_tags(tags: dict[str, str]) -> None:
+    if len(tags) > MAX_TAGS:
+        raise Invalid(f"at most {MAX_TAGS} tags per object, got {len(tags)}", field="tags")
+    for key, value in tags.items():
+        if not key or len(key) > MAX_TAG_KEY:
+            raise Invalid(
+                f"tag key must be 1 to {MAX_TAG_KEY} characters: {key[:40]!r}", field="tags"
+            )
+        if len(value) > MAX_TAG_VALUE:
+            raise Invalid(f"tag value of {key!r} exceeds {MAX_TAG_VALUE} characters", field="tags")
+
+
+@contextlib.contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except S3Error as error:
+        if error.code in _NOT_FOUND_CODES:
+            raise NotFound(f"{what}: {error.code}") from error
+        if error.code in _UNAVAILABLE_CODES:
+            raise Unavailable("object store", f"{what}: {error.code}") from error
+        raise
+    except (urllib3.exceptions.HTTPError, MinioException, OSError) as error:
+        if isinstance(error, S3Error):  # pragma: no cover - handled above
+            raise
+        raise Unavailable("object store", f"{what}: {type(error).__name__}") from error
+
+
+class ObjectStore:
+    def __init__(self, client: Minio) -> None:
+        self.client = client
+
+    def ping(self) -> None:
+        with translate_errors("list buckets"):
+            self.client.list_buckets()
+
+    def create_bucket(self, name: str, *, object_lock: bool = False) -> None:
+        with translate_errors(f"create bucket {name}"):
+            try:
+                self.client.make_bucket(name, object_lock=object_lock)
+            except S3Error as error:
+                if error.code == "BucketAlreadyOwnedByYou":
+                    pass  # adopting an existing bucket of ours is fine
+                elif error.code == "BucketAlreadyExists":
+                    raise Conflict(
+                        f"bucket {name} exists in the object store and is not ours", field="name"
+                    ) from error
+                else:
+                    raise
+            self.client.set_bucket_versioning(name, VersioningConfig(ENABLED))
+
+    def remove_bucket(self, name: str, *, force: bool = False) -> None:
+        with translate_errors(f"remove bucket {name}"):
+            if not self.client.bucket_exists(name):
+                return
+            if force:
+                self.delete_versions(
+                    name, [(v.key, v.version_id) for v in self.list_versions(name)]
+                )
+            self.client.remove_bucket(name)
+
+    def put(self, bucket: str, key: str, data: IO[bytes], length: int) -> tuple[str, str | None]:
+        """Upload and answer (version id, etag)."""
+        with translate_errors(f"put {bucket}/{key}"):
+            result = self.client.put_object(bucket, key, data, length, part_size=PART_SIZE)
+        return result.version_id or "null", result.etag
+
+    def get(self, bucket: str, key: str, version_id: str) -> Any:
+        with translate_errors(f"get {bucket}/{key}@{version_id}"):
+            return self.client.get_object(bucket, key, version_id=version_id)
+
+    def list_versions(self, bucket: str, prefix: str | None = None) -> Iterator[StoredVersion]:
+        with translate_errors(f"list versions of {bucket}"):
+            for item in self.client.list_objects(
+                bucket, prefix=prefix, recursive=True, include_version=True
+            ):
+                if item.is_delete_marker:
+                    continue
+                yield StoredVersion(
+                    key=item.object_name or "",
+                    version_id=item.version_id or "null",
+                    size=item.size or 0,
+                    etag=item.etag,
+                    is_latest=str(item.is_latest).lower() == "true",
+                    last_modified=item.last_modified,
+                )
+
+    def delete_version(self, bucket: str, key: str, version_id: str) -> None:
+        with translate_errors(f"delete {bucket}/{key}@{version_id}"):
+            self.client.remove_object(bucket, key, version_id=version_id)
+
+    def delete_versions(self, bucket: str, versions: list[tuple[str, str]]) -> dict[str, str]:
+        """Batched DeleteObjects; answers {version_id: error code} for those refused."""
+        refused: dict[str, str] = {}
+        with translate_errors(f"delete versions in {bucket}"):
+            for start in range(0, len(versions), DELETE_BATCH):
+                batch = [DeleteObject(k, v) for k, v in versions[start : start + DELETE_BATCH]]
+                for error in self.client.remove_objects(bucket, batch):
+                    refused[error.version_id or ""] = error.code or "Error"
+        return refused
+
+    def set_tags(self, bucket: str, key: str, version_id: str, tags: dict[str, str]) -> None:
+        validate_tags(tags)
+        with translate_errors(f"tag {bucket}/{key}@{version_id}"):
+            if not tags:
+                self.client.delete_object_tags(bucket, key, version_id=version_id)
+                return
+            s3_tags = Tags.new_object_tags()
+            s3_tags.update(tags)
+            self.client.set_object_tags(bucket, key, s3_tags, version_id=version_id)
+
+    def get_tags(self, bucket: str, key: str, version_id: str) -> dict[str, str]:
+        with translate_errors(f"read tags of {bucket}/{key}@{version_id}"):
+            return dict(self.client.get_object_tags(bucket, key, version_id=version_id) or {})

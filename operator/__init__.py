@@ -1,0 +1,1 @@
+"""Kopf handlers (BackupJob, RetentionPolicy): see the operator issue."""
