@@ -1,0 +1,205 @@
+"""Fixtures: a real PostgreSQL and a real S3 server, started once per session on free
+loopback ports (or taken from TEST_DATABASE_URL / TEST_MINIO_ENDPOINT), a fresh
+database per test cloned from a migrated template, and unique bucket names."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from backup_operator.api.app import create_app
+from backup_operator.db import make_engine, make_sessionmaker
+from backup_operator.embedded import EmbeddedPostgres, EmbeddedS3
+from backup_operator.migrate import upgrade
+from backup_operator.settings import Settings
+from backup_operator.storage import ObjectStore, make_client
+
+TEMPLATE = "catalog_template"
+
+
+def plain(url: str) -> str:
+    """The URL as libpq (psycopg) takes it."""
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+def with_database(url: str, name: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of the server's maintenance database."""
+    given = os.environ.get("TEST_DATABASE_URL")
+    if given:
+        yield given.replace("postgresql://", "postgresql+psycopg://", 1)
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres")).start()
+    try:
+        yield server.url()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def template_url(pg_url: str) -> str:
+    with psycopg.connect(plain(pg_url), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {TEMPLATE}")
+    url = with_database(pg_url, TEMPLATE)
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def db_url(pg_url: str, template_url: str) -> Iterator[str]:
+    """A fresh, migrated database for this test alone."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(plain(pg_url), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    yield with_database(pg_url, name)
+    with psycopg.connect(plain(pg_url), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(db_url, pool_size=20)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def session(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    with sessions() as session:
+        yield session
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+    """(endpoint, access key, secret key) of a running S3 server."""
+    given = os.environ.get("TEST_MINIO_ENDPOINT")
+    if given:
+        yield (
+            given,
+            os.environ.get("TEST_MINIO_ACCESS_KEY", "minioadmin"),
+            os.environ.get("TEST_MINIO_SECRET_KEY", "minioadmin"),
+        )
+        return
+    server = EmbeddedS3(tmp_path_factory.mktemp("s3"), access_key="testkey", secret_key="testsecret")
+    server.start()
+    try:
+        yield server.endpoint, server.access_key, server.secret_key
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def store(s3_endpoint: tuple[str, str, str]) -> ObjectStore:
+    endpoint, access, secret = s3_endpoint
+    return ObjectStore(make_client(endpoint, access, secret, secure=False))
+
+
+@pytest.fixture
+def bucket_name() -> str:
+    return f"test-{uuid.uuid4().hex[:16]}"
+
+
+def make_settings(db_url: str, endpoint: str, access: str, secret: str, **extra: object) -> Settings:
+    values: dict[str, object] = {
+        "sqlalchemy_database_url": db_url,
+        "minio_endpoint": endpoint,
+        "minio_access_key": access,
+        "minio_secret_key": secret,
+        "minio_secure": False,
+        "scheduler_enabled": False,
+        "retry_after_seconds": 7,
+        **extra,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(db_url: str, s3_endpoint: tuple[str, str, str]) -> Settings:
+    return make_settings(db_url, *s3_endpoint)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def bucket(client: TestClient, bucket_name: str) -> dict[str, object]:
+    response = client.post("/buckets/", json={"name": bucket_name})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+@pytest.fixture
+def job(client: TestClient, bucket: dict[str, object]) -> dict[str, object]:
+    response = client.post(
+        "/backup-jobs/",
+        json={"job_name": "nightly", "source_system": "/data", "bucket_id": bucket["id"]},
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+@pytest.fixture
+def private_pg(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
+    """A server of this test's own, which the test may stop."""
+    server = EmbeddedPostgres(tmp_path / "pg").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_s3(tmp_path: Path) -> Iterator[EmbeddedS3]:
+    server = EmbeddedS3(tmp_path / "s3").start()
+    yield server
+    server.stop()
+
+
+def digest(content: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(content).hexdigest()
+
+
+@pytest.fixture
+def backup_file(client: TestClient):  # type: ignore[no-untyped-def]
+    """Register `path` with `content` in a job and upload it unless it is a duplicate."""
+
+    def backup(job_id: int, path: str, content: bytes) -> dict[str, object]:
+        registered = client.post(
+            "/files/",
+            json={"job_id": job_id, "path": path, "size": len(content), "sha256": digest(content)},
+        )
+        assert registered.status_code == 201, registered.text
+        file = dict(registered.json())
+        if not file["is_duplicate"]:
+            stored = client.put(f"/files/{file['id']}/content", content=content)
+            assert stored.status_code == 201, stored.text
+            file = dict(client.get(f"/files/{file['id']}").json())
+        return file
+
+    return backup
+
+
+@pytest.fixture
+def new_job(client: TestClient, bucket: dict[str, object]):  # type: ignore[no-untyped-def]
+    def create(**fields: object) -> dict[str, object]:
+        body = {"job_name": "job", "source_system": "/data", "bucket_id": bucket["id"], **fields}
+        response = client.post("/backup-jobs/", json=body)
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+    return create
