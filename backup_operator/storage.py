@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, Any, BinaryIO, cast
 
 import urllib3
 from minio import Minio
@@ -136,7 +136,9 @@ class ObjectStore:
     def put(self, bucket: str, key: str, data: IO[bytes], length: int) -> tuple[str, str | None]:
         """Upload and answer (version id, etag)."""
         with translate_errors(f"put {bucket}/{key}"):
-            result = self.client.put_object(bucket, key, data, length, part_size=PART_SIZE)
+            result = self.client.put_object(
+                bucket, key, cast(BinaryIO, data), length, part_size=PART_SIZE
+            )
         return result.version_id or "null", result.etag
 
     def get(self, bucket: str, key: str, version_id: str) -> Any:

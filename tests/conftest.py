@@ -11,10 +11,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from backup_operator.api.app import create_app
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from backup_operator.api.app import create_app
 from backup_operator.db import make_engine, make_sessionmaker
 from backup_operator.embedded import EmbeddedPostgres, EmbeddedS3
 from backup_operator.migrate import upgrade
@@ -92,7 +92,9 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
             os.environ.get("TEST_MINIO_SECRET_KEY", "minioadmin"),
         )
         return
-    server = EmbeddedS3(tmp_path_factory.mktemp("s3"), access_key="testkey", secret_key="testsecret")
+    server = EmbeddedS3(
+        tmp_path_factory.mktemp("s3"), access_key="testkey", secret_key="testsecret"
+    )
     server.start()
     try:
         yield server.endpoint, server.access_key, server.secret_key
@@ -111,7 +113,9 @@ def bucket_name() -> str:
     return f"test-{uuid.uuid4().hex[:16]}"
 
 
-def make_settings(db_url: str, endpoint: str, access: str, secret: str, **extra: object) -> Settings:
+def make_settings(
+    db_url: str, endpoint: str, access: str, secret: str, **extra: object
+) -> Settings:
     values: dict[str, object] = {
         "sqlalchemy_database_url": db_url,
         "minio_endpoint": endpoint,

@@ -7,8 +7,9 @@ from fastapi.testclient import TestClient
 from backup_operator.storage import ObjectStore
 
 
-def test_create_bucket_makes_a_versioned_bucket(client: TestClient, store: ObjectStore,
-                                                bucket_name: str) -> None:
+def test_create_bucket_makes_a_versioned_bucket(
+    client: TestClient, store: ObjectStore, bucket_name: str
+) -> None:
     response = client.post("/buckets/", json={"name": bucket_name})
     assert response.status_code == 201
     body = response.json()
@@ -47,7 +48,9 @@ def test_get_unknown_bucket_is_404(client: TestClient) -> None:
     response = client.get("/buckets/999")
     assert response.status_code == 404
     assert response.json()["detail"][0] == {
-        "loc": ["bucket_id"], "msg": "bucket 999 not found", "type": "not_found"
+        "loc": ["bucket_id"],
+        "msg": "bucket 999 not found",
+        "type": "not_found",
     }
 
 

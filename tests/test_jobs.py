@@ -46,7 +46,8 @@ def test_list_filters_by_status_and_bucket(client: TestClient, new_job, bucket_n
 
     ids = lambda response: [j["id"] for j in response.json()]  # noqa: E731
     assert ids(client.get("/backup-jobs/", params={"status": "pending"})) == [
-        first["id"], third.json()["id"]
+        first["id"],
+        third.json()["id"],
     ]
     assert ids(client.get("/backup-jobs/", params={"status": "cancelled"})) == [second["id"]]
     assert ids(client.get("/backup-jobs/", params={"bucket_id": other_bucket["id"]})) == [

@@ -34,8 +34,9 @@ def test_latest_is_paginated_per_object(client: TestClient, job: dict, backup_fi
         backup_file(job["id"], f"file{i}", f"content {i}".encode())
     page = client.get("/backup-objects/latest/", params={"limit": 3})
     assert [o["key"] for o in page.json()] == ["file0", "file1", "file2"]
-    rest = client.get("/backup-objects/latest/", params={"limit": 3,
-                                                         "after": page.headers["x-next-after"]})
+    rest = client.get(
+        "/backup-objects/latest/", params={"limit": 3, "after": page.headers["x-next-after"]}
+    )
     assert [o["key"] for o in rest.json()] == ["file3", "file4"]
     assert "link" not in rest.headers
 

@@ -22,7 +22,8 @@ def test_tags_are_written_to_s3_too(
     url = f"/backup-objects/{stored['id']}/tags"
     assert client.put(url, json={"tags": {"env": "prod", "team": "web"}}).status_code == 200
     assert client.patch(url, json={"tags": {"env": "staging"}}).json()["tags"] == {
-        "env": "staging", "team": "web"
+        "env": "staging",
+        "team": "web",
     }
     assert client.get(url).json() == {"tags": {"env": "staging", "team": "web"}}
     in_s3 = store.get_tags(bucket["name"], stored["key"], stored["version_id"])

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from ..errors import Conflict, Invalid, NotFound
 from ..storage import ObjectStore
 from .models import BackupJob, BackupObject, Bucket, File
-from .pages import Page, keyset, page_of
+from .pages import Page, scalar_page
 
 # S3 bucket naming rules (lowercase DNS-like names, 3 to 63 characters).
 BUCKET_NAME = re.compile(
@@ -47,8 +47,7 @@ def get_bucket(session: Session, bucket_id: int) -> Bucket:
 
 
 def list_buckets(session: Session, *, after: int | None, limit: int) -> Page[Bucket]:
-    rows = session.scalars(keyset(select(Bucket), Bucket.id, after, limit)).all()
-    return page_of(rows, limit, rows[limit - 1].id if len(rows) > limit else None)
+    return scalar_page(session, select(Bucket), Bucket.id, after=after, limit=limit)
 
 
 def delete_bucket(session: Session, store: ObjectStore, bucket_id: int, *, force: bool) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, aliased
 from ..errors import Conflict, Invalid, NotFound
 from .jobs import as_utc, get_job
 from .models import File
-from .pages import Page, keyset, page_of
+from .pages import Page, keyset, page_of, scalar_page
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_BATCH = 50_000
@@ -181,8 +181,7 @@ def list_files(
         query = query.where(File.sha256 == sha256.lower())
     if duplicates is not None:
         query = query.where(File.is_duplicate.is_(duplicates))
-    rows = session.scalars(keyset(query, File.id, after, limit)).all()
-    return page_of(rows, limit, rows[limit - 1].id if len(rows) > limit else None)
+    return scalar_page(session, query, File.id, after=after, limit=limit)
 
 
 @dataclass(frozen=True)
@@ -218,9 +217,7 @@ def duplicate_groups(
         query = query.where(canonical.bucket_id == bucket_id)
     rows = session.execute(keyset(query, canonical.id, after, limit)).all()
     groups = [DuplicateGroup(r[0], r[1], r[2], r[3], r[4], r[5], r[5] * r[3]) for r in rows]
-    return page_of(
-        groups, limit, groups[limit - 1].canonical_file_id if len(groups) > limit else None
-    )
+    return page_of(groups, limit, lambda group: group.canonical_file_id)
 
 
 def duplicate_summary(session: Session, *, bucket_id: int | None = None) -> dict[str, int]:

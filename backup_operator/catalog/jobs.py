@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from ..errors import Conflict, NotFound
 from .buckets import get_bucket
 from .models import BackupJob, JobStatus
-from .pages import Page, keyset, page_of
+from .pages import Page, scalar_page
 
 ALLOWED_TRANSITIONS: dict[JobStatus, set[JobStatus]] = {
     JobStatus.PENDING: {JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED},
@@ -80,8 +80,7 @@ def list_jobs(
         query = query.where(BackupJob.status == status)
     if bucket_id is not None:
         query = query.where(BackupJob.bucket_id == bucket_id)
-    rows = session.scalars(keyset(query, BackupJob.id, after, limit)).all()
-    return page_of(rows, limit, rows[limit - 1].id if len(rows) > limit else None)
+    return scalar_page(session, query, BackupJob.id, after=after, limit=limit)
 
 
 def set_status(

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, aliased
 from ..errors import Conflict, Invalid, NotFound
 from ..storage import ObjectStore
 from .models import BackupJob, BackupObject, Bucket, File, ObjectVersion, Tag
-from .pages import Page, keyset, page_of
+from .pages import Page, keyset, page_of, scalar_page
 
 
 def object_key(prefix: str, path: str) -> str:
@@ -134,8 +134,7 @@ def list_objects(
         if tag[1] is not None:
             tagged = tagged.where(Tag.value == tag[1])
         query = query.where(BackupObject.id.in_(tagged))
-    rows = session.scalars(keyset(query, BackupObject.id, after, limit)).all()
-    return page_of(rows, limit, rows[limit - 1].id if len(rows) > limit else None)
+    return scalar_page(session, query, BackupObject.id, after=after, limit=limit)
 
 
 @dataclass(frozen=True)
@@ -159,9 +158,9 @@ def latest_versions(
     query = select(BackupObject, version_alias).join(newest, true())
     if bucket_id is not None:
         query = query.where(BackupObject.bucket_id == bucket_id)
-    rows = session.execute(keyset(query, BackupObject.id, after, limit)).all()  # type: ignore[arg-type]
+    rows = session.execute(keyset(query, BackupObject.id, after, limit)).all()
     items = [LatestVersion(obj, ver) for obj, ver in rows]
-    return page_of(items, limit, items[limit - 1].object.id if len(items) > limit else None)
+    return page_of(items, limit, lambda item: item.object.id)
 
 
 def list_versions(
@@ -171,8 +170,7 @@ def list_versions(
     query = select(ObjectVersion).where(ObjectVersion.object_id == object_id)
     if not include_deleted:
         query = query.where(ObjectVersion.deleted_at.is_(None))
-    rows = session.scalars(keyset(query, ObjectVersion.id, after, limit)).all()
-    return page_of(rows, limit, rows[limit - 1].id if len(rows) > limit else None)
+    return scalar_page(session, query, ObjectVersion.id, after=after, limit=limit)
 
 
 def get_version(
@@ -224,7 +222,7 @@ def delete_version(
 
 
 def _mark_deleted(version: ObjectVersion, *, reason: str, policy_id: int | None) -> None:
-    version.deleted_at = func.now()  # type: ignore[assignment]
+    version.deleted_at = func.now()
     version.deletion_reason = reason
     version.deleted_by_policy_id = policy_id
 

@@ -14,7 +14,7 @@ from ..errors import Conflict, Invalid, NotFound
 from ..retention import Decision, Rules, decide
 from ..storage import ObjectStore
 from .models import BackupObject, Bucket, File, ObjectRetention, ObjectVersion, RetentionPolicy
-from .pages import Page, keyset, page_of
+from .pages import Page, scalar_page
 
 
 def _check_rules(keep_last: int | None, max_age_days: int | None) -> None:
@@ -51,8 +51,9 @@ def get_policy(session: Session, policy_id: int) -> RetentionPolicy:
 
 
 def list_policies(session: Session, *, after: int | None, limit: int) -> Page[RetentionPolicy]:
-    rows = session.scalars(keyset(select(RetentionPolicy), RetentionPolicy.id, after, limit)).all()
-    return page_of(rows, limit, rows[limit - 1].id if len(rows) > limit else None)
+    return scalar_page(
+        session, select(RetentionPolicy), RetentionPolicy.id, after=after, limit=limit
+    )
 
 
 def update_policy(session: Session, policy_id: int, **changes: object) -> RetentionPolicy:
@@ -87,13 +88,14 @@ def attach(session: Session, policy_id: int, object_ids: list[int]) -> int:
         raise NotFound(f"backup objects not found: {missing[:20]}", field="object_ids")
     if not object_ids:
         return 0
-    result = session.execute(
+    attached = session.scalars(
         insert(ObjectRetention)
         .values([{"policy_id": policy_id, "object_id": oid} for oid in sorted(known)])
         .on_conflict_do_nothing()
-    )
+        .returning(ObjectRetention.object_id)
+    ).all()
     session.commit()
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return len(attached)
 
 
 def detach(session: Session, policy_id: int, object_ids: list[int]) -> int:
@@ -116,8 +118,7 @@ def governed_objects(
         .join(ObjectRetention, ObjectRetention.object_id == BackupObject.id)
         .where(ObjectRetention.policy_id == policy_id)
     )
-    rows = session.scalars(keyset(query, BackupObject.id, after, limit)).all()
-    return page_of(rows, limit, rows[limit - 1].id if len(rows) > limit else None)
+    return scalar_page(session, query, BackupObject.id, after=after, limit=limit)
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,7 @@ def apply(session: Session, store: ObjectStore, policy_id: int) -> ApplyResult:
         for item in items:
             if item.version.version_id in refused_here:
                 continue
-            item.version.deleted_at = func.now()  # type: ignore[assignment]
+            item.version.deleted_at = func.now()
             item.version.deleted_by_policy_id = policy_id
             item.version.deletion_reason = "; ".join(item.reasons)
             deleted.append(item)

@@ -1,0 +1,109 @@
+"""`make dev`'s command on embedded defaults: real HTTP, the original calls, Ctrl-C, restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from backup_operator.embedded import free_port
+
+
+def start_dev(data: Path, port: int, s3_port: int) -> subprocess.Popen[str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("MINIO_", "SQLALCHEMY_", "API_"))
+    }
+    env.update(
+        PORT=str(port),
+        DEV_DATA_DIR=str(data),
+        DEV_S3_PORT=str(s3_port),
+        SCHEDULER_INTERVAL_SECONDS="0.2",
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "backup_operator", "dev"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_until_serving(process: subprocess.Popen[str], base: str) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"dev exited early:\n{process.stdout.read() if process.stdout else ''}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    pytest.fail("dev did not serve in 90 s")
+
+
+def interrupt(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    output, _ = process.communicate(timeout=60)
+    return output
+
+
+def servers_using(data: Path) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(data) in text and ("postgres" in text or "weed" in text):
+            found.append(text)
+    return found
+
+
+def test_dev_serves_the_original_calls_and_stops_cleanly(tmp_path: Path) -> None:
+    data, port, s3_port = tmp_path / "dev-data", free_port(), free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = start_dev(data, port, s3_port)
+    try:
+        wait_until_serving(process, base)
+        http = httpx.Client(base_url=base, follow_redirects=False, timeout=10)
+        bucket = http.post("/buckets/", json={"name": "dev-bucket"})
+        assert bucket.status_code == 201 and bucket.json()["id"] == 1
+        job = http.post(
+            "/backup-jobs/",
+            json={
+                "job_name": "Daily Backup",
+                "source_system": "/path/to/backup/source",
+                "start_time": "2025-05-07T12:00:00",
+                "bucket_id": 1,
+            },
+        )
+        assert job.status_code == 201
+        assert http.get("/backup-jobs/1").status_code == 200
+        latest = http.get("/backup-objects/latest/")
+        assert latest.status_code == 200 and latest.json() == []
+        deadline = time.monotonic() + 20
+        while http.get("/backup-jobs/1").json()["status"] != "completed":
+            assert time.monotonic() < deadline, "the scheduler did not run the due job"
+            time.sleep(0.2)
+    finally:
+        output = interrupt(process)
+    assert process.returncode == 0, output
+    assert "Traceback" not in output
+    assert servers_using(data) == []
+
+    process = start_dev(data, port, s3_port)  # the data survives a restart
+    try:
+        wait_until_serving(process, base)
+        assert [b["name"] for b in httpx.get(f"{base}/buckets/").json()] == ["dev-bucket"]
+        assert httpx.get(f"{base}/backup-jobs/1").json()["status"] == "completed"
+    finally:
+        interrupt(process)
+    assert servers_using(data) == []

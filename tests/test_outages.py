@@ -1,0 +1,71 @@
+"""PostgreSQL or the object store stopped mid-test: 503 with Retry-After, no traceback,
+and nothing half-written."""
+
+from __future__ import annotations
+
+import psycopg
+from backup_operator.api.app import create_app
+from fastapi.testclient import TestClient
+
+from backup_operator.embedded import EmbeddedPostgres, EmbeddedS3
+from backup_operator.migrate import upgrade
+
+from .conftest import digest, make_settings, plain
+
+
+def test_object_store_down(db_url: str, private_s3: EmbeddedS3, bucket_name: str) -> None:
+    settings = make_settings(
+        db_url, private_s3.endpoint, private_s3.access_key, private_s3.secret_key
+    )
+    with TestClient(create_app(settings)) as client:
+        bucket = client.post("/buckets/", json={"name": bucket_name}).json()
+        job = client.post(
+            "/backup-jobs/", json={"job_name": "j", "source_system": "/", "bucket_id": bucket["id"]}
+        ).json()
+        file = client.post(
+            "/files/", json={"job_id": job["id"], "path": "f", "size": 2, "sha256": digest(b"hi")}
+        ).json()
+        private_s3.stop()
+
+        response = client.post("/buckets/", json={"name": bucket_name + "-2"})
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "7"
+        assert response.json()["detail"][0]["loc"] == ["object store"]
+        assert [b["name"] for b in client.get("/buckets/").json()] == [bucket_name]
+
+        upload = client.put(f"/files/{file['id']}/content", content=b"hi")
+        assert upload.status_code == 503
+        assert client.get(f"/files/{file['id']}").json()["object_version_id"] is None
+        assert client.get("/backup-objects/").json() == []
+
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"] == "ok"
+        assert ready.json()["checks"]["object_store"].startswith("unavailable")
+
+        private_s3.start()
+        assert client.get("/readyz").status_code == 200
+        assert client.put(f"/files/{file['id']}/content", content=b"hi").status_code == 201
+
+
+def test_database_down(private_pg: EmbeddedPostgres, s3_endpoint: tuple[str, str, str]) -> None:
+    with psycopg.connect(plain(private_pg.url()), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE catalog")
+    url = private_pg.url("catalog")
+    upgrade(url)
+    with TestClient(create_app(make_settings(url, *s3_endpoint))) as client:
+        assert client.get("/buckets/").status_code == 200
+        private_pg.stop()
+
+        response = client.get("/buckets/")
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "7"
+        assert response.json()["detail"][0]["loc"] == ["database"]
+        created = client.post("/buckets/", json={"name": "while-db-is-down"})
+        assert created.status_code == 503
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/readyz").json()["checks"]["database"].startswith("unavailable")
+
+        private_pg.start()
+        assert client.get("/buckets/").status_code == 200
+        assert client.get("/readyz").status_code == 200

@@ -1,0 +1,170 @@
+"""The scheduler: due jobs run once across replicas, abandoned jobs are resumed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from backup_operator.api.app import create_app
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from backup_operator.catalog import jobs
+from backup_operator.catalog.models import BackupJob, JobStatus
+from backup_operator.scheduler import Scheduler
+from backup_operator.settings import Settings
+
+from .conftest import digest
+
+
+def wait_for_status(client: TestClient, job_id: int, status: str, timeout: float = 10) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/backup-jobs/{job_id}").json()
+        if job["status"] == status:
+            return dict(job)
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} is {job['status']}, not {status}")
+
+
+def test_service_runs_due_jobs_and_waits_for_future_ones(settings: Settings, bucket_name) -> None:
+    live = settings.model_copy(
+        update={"scheduler_enabled": True, "scheduler_interval_seconds": 0.1}
+    )
+    with TestClient(create_app(live)) as client:
+        bucket = client.post("/buckets/", json={"name": bucket_name}).json()
+        later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        future = client.post(
+            "/backup-jobs/",
+            json={
+                "job_name": "later",
+                "source_system": "/srv",
+                "bucket_id": bucket["id"],
+                "start_time": later,
+            },
+        ).json()
+        due = client.post(
+            "/backup-jobs/",
+            json={
+                "job_name": "now",
+                "source_system": "/srv",
+                "bucket_id": bucket["id"],
+                "start_time": "2025-05-07T12:00:00",
+            },
+        ).json()
+        client.post(
+            "/files/batch",
+            json={
+                "job_id": due["id"],
+                "files": [
+                    {"path": "a", "size": 3, "sha256": digest(b"one")},
+                    {"path": "b", "size": 3, "sha256": digest(b"one")},
+                ],
+            },
+        )
+        done = wait_for_status(client, due["id"], "completed")
+        assert done["stats"] == {
+            "files": 2,
+            "duplicates": 1,
+            "pending_upload": 1,
+            "bytes": 6,
+            "bytes_saved": 3,
+        }
+        assert done["started_at"] and done["completed_at"] and done["attempts"] == 1
+        time.sleep(0.3)
+        assert client.get(f"/backup-jobs/{future['id']}").json()["status"] == "pending"
+
+
+def make_due_jobs(session: Session, bucket_id: int, count: int) -> list[int]:
+    return [
+        jobs.create_job(session, job_name=f"j{i}", source_system="/", bucket_id=bucket_id).id
+        for i in range(count)
+    ]
+
+
+def test_replicas_never_run_the_same_job(
+    sessions: sessionmaker[Session], session: Session, bucket: dict
+) -> None:
+    job_ids = make_due_jobs(session, bucket["id"], 24)
+    runs: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def runner(session: Session, job: BackupJob, heartbeat) -> dict:  # type: ignore[no-untyped-def]
+        with lock:
+            runs.append((job.id, threading.current_thread().name))
+        time.sleep(0.02)
+        heartbeat()
+        return {}
+
+    replicas = [Scheduler(sessions, runner=runner, worker_id=f"w{i}") for i in range(4)]
+
+    def drain(scheduler: Scheduler) -> None:
+        while scheduler.run_once():
+            pass
+
+    threads = [threading.Thread(target=drain, args=(s,), name=s.worker_id) for s in replicas]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    counts = Counter(job_id for job_id, _ in runs)
+    assert sorted(counts) == job_ids and set(counts.values()) == {1}
+    assert len({worker for _, worker in runs}) > 1  # they really ran side by side
+    statuses = {jobs.get_job(session, i).status for i in job_ids}
+    assert statuses == {JobStatus.COMPLETED}
+
+
+def test_job_of_a_dead_worker_is_resumed(
+    sessions: sessionmaker[Session], session: Session, bucket: dict
+) -> None:
+    [job_id] = make_due_jobs(session, bucket["id"], 1)
+    claimed = jobs.claim_due_job(session, worker_id="dead-worker")
+    assert claimed is not None and claimed.id == job_id
+    session.execute(update(BackupJob).values(heartbeat_at=datetime.now(UTC) - timedelta(minutes=5)))
+    session.commit()
+
+    survivor = Scheduler(sessions, worker_id="survivor", heartbeat_timeout=60)
+    assert survivor.run_once()
+    job = jobs.get_job(session, job_id)
+    session.refresh(job)
+    assert job.status is JobStatus.COMPLETED
+    assert job.worker_id == "survivor" and job.attempts == 2
+
+
+def test_failing_job_ends_failed_with_the_reason(
+    sessions: sessionmaker[Session], session: Session, bucket: dict
+) -> None:
+    [job_id] = make_due_jobs(session, bucket["id"], 1)
+
+    def broken(session: Session, job: BackupJob, heartbeat) -> dict:  # type: ignore[no-untyped-def]
+        raise FileNotFoundError("/srv/data does not exist")
+
+    Scheduler(sessions, runner=broken).run_once()
+    session.expire_all()
+    job = jobs.get_job(session, job_id)
+    assert job.status is JobStatus.FAILED
+    assert job.error == "FileNotFoundError: /srv/data does not exist"
+
+
+def test_cancel_stops_a_running_job(
+    sessions: sessionmaker[Session], session: Session, bucket: dict
+) -> None:
+    [job_id] = make_due_jobs(session, bucket["id"], 1)
+    steps: list[int] = []
+
+    def long_job(session: Session, job: BackupJob, heartbeat) -> dict:  # type: ignore[no-untyped-def]
+        for step in range(100):
+            heartbeat()
+            steps.append(step)
+            if step == 2:
+                with sessions() as other:
+                    jobs.cancel_job(other, job.id)
+        return {}
+
+    Scheduler(sessions, runner=long_job).run_once()
+    session.expire_all()
+    assert jobs.get_job(session, job_id).status is JobStatus.CANCELLED
+    assert steps == [0, 1, 2]
