@@ -1,1 +1,0 @@
-"""Kopf handlers (BackupJob, RetentionPolicy): see the operator issue."""
