@@ -11,10 +11,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from backup_operator.api.app import create_app
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
+from backup_operator.api.app import create_app
 from backup_operator.db import make_engine, make_sessionmaker
 from backup_operator.embedded import EmbeddedPostgres, EmbeddedS3
 from backup_operator.migrate import upgrade

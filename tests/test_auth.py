@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from backup_operator.api.app import create_app
 from fastapi.testclient import TestClient
 
+from backup_operator.api.app import create_app
 from backup_operator.settings import LOOPBACK, Settings
 
 

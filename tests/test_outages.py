@@ -4,9 +4,9 @@ and nothing half-written."""
 from __future__ import annotations
 
 import psycopg
-from backup_operator.api.app import create_app
 from fastapi.testclient import TestClient
 
+from backup_operator.api.app import create_app
 from backup_operator.embedded import EmbeddedPostgres, EmbeddedS3
 from backup_operator.migrate import upgrade
 

@@ -7,11 +7,11 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from backup_operator.api.app import create_app
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from backup_operator.api.app import create_app
 from backup_operator.catalog import jobs
 from backup_operator.catalog.models import BackupJob, JobStatus
 from backup_operator.scheduler import Scheduler
