@@ -8,7 +8,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from ...catalog import files
-from ...catalog.files import DuplicateGroup, FileIn
+from ...catalog.files import DuplicateGroup, FileIn, FileRecord
 from ...catalog.models import File, ObjectVersion
 from ...catalog.objects import store_content
 from ...errors import Invalid
@@ -30,14 +30,14 @@ SPOOL_IN_MEMORY = 8 * 1024 * 1024
 
 
 @router.post("", response_model=FileOut, status_code=status.HTTP_201_CREATED)
-def register_file(body: FileRegister, session: Session = Depends(get_session)) -> File:
+def register_file(body: FileRegister, session: Session = Depends(get_session)) -> FileRecord:
     """Register one file. Content already stored in the bucket makes it a duplicate."""
     fields = body.model_dump(exclude={"job_id"})
     return files.register_files(session, body.job_id, [FileIn(**fields)])[0]
 
 
 @router.post("/batch", response_model=list[FileOut], status_code=status.HTTP_201_CREATED)
-def register_batch(body: FileBatch, session: Session = Depends(get_session)) -> list[File]:
+def register_batch(body: FileBatch, session: Session = Depends(get_session)) -> list[FileRecord]:
     """Register up to 50,000 files in one transaction, in bulk."""
     return files.register_files(
         session, body.job_id, [FileIn(**f.model_dump()) for f in body.files]

@@ -15,13 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Row, func, select, text
 from sqlalchemy.orm import Session, aliased
 
 from ..errors import Conflict, Invalid, NotFound
 from .jobs import as_utc, get_job
 from .models import File
 from .pages import Page, keyset, page_of, scalar_page
+
+# A registered file: a `File`, or a result row with the same attributes.
+FileRecord = File | Row[Any]
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_BATCH = 50_000
@@ -65,7 +68,7 @@ _INSERT_CANONICAL = text("""
     FROM unnest(CAST(:paths AS text[]), CAST(:sizes AS bigint[]), CAST(:shas AS text[]),
                 CAST(:mtimes AS timestamptz[])) AS t(path, size, sha256, mtime)
     ON CONFLICT DO NOTHING
-    RETURNING id, path
+    RETURNING files.*
 """)
 
 # The rest become duplicates of whichever canonical file now holds their content.
@@ -78,7 +81,7 @@ _INSERT_DUPLICATES = text("""
     JOIN files c ON c.bucket_id = :bucket_id AND c.sha256 = t.sha256 AND NOT c.is_duplicate
                 AND c.size = t.size
     ON CONFLICT (job_id, path) DO NOTHING
-    RETURNING id, path
+    RETURNING files.*
 """)
 
 
@@ -91,7 +94,7 @@ def _columns(files: Sequence[FileIn]) -> dict[str, Any]:
     }
 
 
-def register_files(session: Session, job_id: int, files: Sequence[FileIn]) -> list[File]:
+def register_files(session: Session, job_id: int, files: Sequence[FileIn]) -> list[FileRecord]:
     """Register a batch in one transaction (all or nothing), in bulk.
 
     Re-registering the same path with the same content is idempotent; the same path
@@ -104,24 +107,24 @@ def register_files(session: Session, job_id: int, files: Sequence[FileIn]) -> li
             f"job {job_id} is {job.status.value}; it takes no more files", field="job_id"
         )
     params = {"job_id": job_id, "bucket_id": job.bucket_id}
-    inserted = dict(
-        (path, file_id)
-        for file_id, path in session.execute(_INSERT_CANONICAL, {**params, **_columns(batch)})
-    )
+    # RETURNING whole rows answers the caller without reading them back; the rows are
+    # answered as they are (attribute access like File's), since building ORM objects
+    # would cost more than the inserts.
+    inserted: dict[str, FileRecord] = {
+        row.path: row for row in session.execute(_INSERT_CANONICAL, {**params, **_columns(batch)})
+    }
     rest = [f for f in batch if f.path not in inserted]
     if rest:
-        for file_id, path in session.execute(_INSERT_DUPLICATES, {**params, **_columns(rest)}):
-            inserted[path] = file_id
-        _check_leftovers(
-            session, job_id, job.bucket_id, [f for f in rest if f.path not in inserted], inserted
-        )
+        for row in session.execute(_INSERT_DUPLICATES, {**params, **_columns(rest)}):
+            inserted[row.path] = row
+        leftovers = [f for f in rest if f.path not in inserted]
+        _check_leftovers(session, job_id, leftovers, inserted)
     session.commit()
-    by_id = {f.id: f for f in session.scalars(select(File).where(File.id.in_(inserted.values())))}
-    return [by_id[inserted[f.path]] for f in batch]
+    return [inserted[f.path] for f in batch]
 
 
 def _check_leftovers(
-    session: Session, job_id: int, bucket_id: int, leftovers: list[FileIn], inserted: dict[str, int]
+    session: Session, job_id: int, leftovers: list[FileIn], inserted: dict[str, FileRecord]
 ) -> None:
     """Files neither inserted nor duplicated: already registered, or a size/checksum clash."""
     if not leftovers:
@@ -135,7 +138,7 @@ def _check_leftovers(
     for item in leftovers:
         found = existing.get(item.path)
         if found is not None and (found.sha256, found.size) == (item.sha256, item.size):
-            inserted[item.path] = found.id  # a retried registration: answer what is there
+            inserted[item.path] = found  # a retried registration: answer what is there
             continue
         session.rollback()
         if found is not None:
