@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from ..catalog.models import JobStatus
 
@@ -88,7 +88,10 @@ class FileOut(Out):
     mtime: datetime | None
     is_duplicate: bool
     canonical_file_id: int | None
-    object_version_id: int | None
+    object_version_id: int | None = Field(
+        validation_alias=AliasChoices("stored_version_id", "object_version_id"),
+        description="the version holding the content (a duplicate's: its canonical's)",
+    )
     created_at: datetime
 
 

@@ -96,6 +96,8 @@ def _stop_leftover_postmaster(pgdata: Path) -> None:
 class EmbeddedPostgres(_Server):
     """PostgreSQL on 127.0.0.1; trust authentication, so it must never leave loopback."""
 
+    shared_buffers: str = "256MB"
+
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
@@ -139,7 +141,7 @@ class EmbeddedPostgres(_Server):
                 "-c",
                 "max_connections=200",
                 "-c",
-                "shared_buffers=256MB",
+                f"shared_buffers={self.shared_buffers}",
             ],
             user=user,
             stdout=log.open("ab"),

@@ -71,7 +71,8 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="catalog-bench-"))
-    pg = EmbeddedPostgres(work / "pg").start()
+    # Sized like a real catalog server, so the figures are not about buffer eviction.
+    pg = EmbeddedPostgres(work / "pg", shared_buffers="2GB").start()
     s3 = EmbeddedS3(work / "s3").start()
     server = None
     try:

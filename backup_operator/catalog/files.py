@@ -235,6 +235,23 @@ def duplicate_summary(session: Session, *, bucket_id: int | None = None) -> dict
     return {"groups": groups, "duplicate_files": files, "bytes_saved": int(saved)}
 
 
+def versions_holding_duplicates(session: Session, version_ids: Sequence[int]) -> set[int]:
+    """Those of `version_ids` that are the stored content of duplicate files: deleting
+    one would lose every duplicate of it."""
+    if not version_ids:
+        return set()
+    duplicate = aliased(File)
+    return set(
+        session.scalars(
+            select(File.object_version_id).where(
+                File.object_version_id.in_(version_ids),
+                ~File.is_duplicate,
+                select(duplicate.id).where(duplicate.canonical_file_id == File.id).exists(),
+            )
+        )
+    )
+
+
 def job_file_stats(session: Session, job_id: int) -> dict[str, int]:
     """What a job's registered files amount to: its statistics on completion."""
     row = session.execute(

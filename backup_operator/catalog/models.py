@@ -25,7 +25,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -122,6 +122,7 @@ class File(Base):
         Index(None, "sha256", "id"),
         Index("ix_files_path_prefix", "path", "id", postgresql_ops={"path": "text_pattern_ops"}),
         Index(None, "job_id", "id"),
+        Index(None, "object_version_id", postgresql_where=text("object_version_id IS NOT NULL")),
         Index(
             "ix_files_duplicates_by_canonical",
             "canonical_file_id",
@@ -143,11 +144,23 @@ class File(Base):
     mtime: Mapped[datetime | None]
     is_duplicate: Mapped[bool] = mapped_column(server_default=text("false"))
     canonical_file_id: Mapped[int | None] = mapped_column(ForeignKey("files.id"))
-    # The stored content: the file's own upload, or its canonical file's.
+    # The stored content: the file's own upload; for a duplicate, a copy of its canonical
+    # file's taken at registration (read `stored_version_id`, which is always current).
     object_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("object_versions.id", ondelete="RESTRICT")
     )
     created_at: Mapped[created_at]
+
+    canonical: Mapped[File | None] = relationship(
+        remote_side=lambda: [File.id], lazy="joined", join_depth=1, innerjoin=False
+    )
+
+    @property
+    def stored_version_id(self) -> int | None:
+        """The object version holding this file's content, once it is stored."""
+        if self.object_version_id is not None or self.canonical is None:
+            return self.object_version_id
+        return self.canonical.object_version_id
 
 
 class BackupObject(Base):

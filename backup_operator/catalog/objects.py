@@ -15,10 +15,11 @@ from typing import IO
 
 from sqlalchemy import func, select, true, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, lazyload
 
 from ..errors import Conflict, Invalid, NotFound
 from ..storage import ObjectStore
+from .files import versions_holding_duplicates
 from .models import BackupJob, BackupObject, Bucket, File, ObjectVersion, Tag
 from .pages import Page, keyset, page_of, scalar_page
 
@@ -47,7 +48,9 @@ def store_content(
     session: Session, store: ObjectStore, file_id: int, data: IO[bytes], length: int
 ) -> ObjectVersion:
     """Upload a canonical file's content as a new version of its key and link it."""
-    file = session.get(File, file_id, with_for_update=True)
+    file = session.scalar(
+        select(File).where(File.id == file_id).options(lazyload(File.canonical)).with_for_update()
+    )
     if file is None:
         raise NotFound(f"file {file_id} not found", field="file_id")
     if file.is_duplicate:
@@ -205,13 +208,10 @@ def delete_version(
             f"version {version_id!r} was deleted at {version.deleted_at.isoformat()}",
             field="version_id",
         )
-    referencing = session.scalar(
-        select(File.id).where(File.object_version_id == version.id, File.is_duplicate).limit(1)
-    )
-    if referencing is not None:
+    if versions_holding_duplicates(session, [version.id]):
         raise Conflict(
-            f"version {version_id!r} is the stored content of duplicate files "
-            f"(file {referencing} among them); deleting it would lose them",
+            f"version {version_id!r} is the stored content of duplicate files; "
+            "deleting it would lose them",
             field="version_id",
         )
     bucket = session.get_one(Bucket, obj.bucket_id)

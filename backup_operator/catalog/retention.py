@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 from ..errors import Conflict, Invalid, NotFound
 from ..retention import Decision, Rules, decide
 from ..storage import ObjectStore
-from .models import BackupObject, Bucket, File, ObjectRetention, ObjectVersion, RetentionPolicy
+from .files import versions_holding_duplicates
+from .models import BackupObject, Bucket, ObjectRetention, ObjectVersion, RetentionPolicy
 from .pages import Page, scalar_page
 
 
@@ -155,17 +156,7 @@ def plan(session: Session, policy_id: int, *, now: datetime | None = None) -> Pl
         .where(ObjectRetention.policy_id == policy_id, ObjectVersion.deleted_at.is_(None))
         .order_by(ObjectVersion.object_id, ObjectVersion.id)
     ).all()
-    referenced = (
-        set(
-            session.scalars(
-                select(File.object_version_id).where(
-                    File.is_duplicate, File.object_version_id.in_([r[0].id for r in rows])
-                )
-            )
-        )
-        if rows
-        else set()
-    )
+    referenced = versions_holding_duplicates(session, [r[0].id for r in rows])
     by_object: dict[int, list[tuple[ObjectVersion, str, str]]] = defaultdict(list)
     for version, key, bucket in rows:
         by_object[version.object_id].append((version, key, bucket))

@@ -296,6 +296,13 @@ def upgrade() -> None:
         unique=False,
         postgresql_where=sa.text("is_duplicate"),
     )
+    op.create_index(
+        op.f("ix_files_object_version_id"),
+        "files",
+        ["object_version_id"],
+        unique=False,
+        postgresql_where=sa.text("object_version_id IS NOT NULL"),
+    )
     op.create_index(op.f("ix_files_job_id_id"), "files", ["job_id", "id"], unique=False)
     op.create_index(
         "ix_files_path_prefix",
