@@ -1,14 +1,9 @@
-"""Database engine and sessions; connection failures become `Unavailable`."""
+"""Database engine and sessions."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 from sqlalchemy import Engine, create_engine, exc
 from sqlalchemy.orm import Session, sessionmaker
-
-from .errors import Unavailable
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
@@ -31,15 +26,3 @@ def is_unavailable(error: BaseException) -> bool:
     if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
         return True
     return isinstance(error, exc.OperationalError | exc.TimeoutError | exc.InterfaceError)
-
-
-@contextlib.contextmanager
-def translate_outage() -> Iterator[None]:
-    try:
-        yield
-    except exc.SQLAlchemyError as error:
-        if is_unavailable(error):
-            raise Unavailable(
-                "database", type(getattr(error, "orig", None) or error).__name__
-            ) from error
-        raise
