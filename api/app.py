@@ -12,7 +12,8 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..db import make_engine, make_sessionmaker
-from ..scheduler import JobRunner, Scheduler, complete_registered_files
+from ..engine.runner import EngineRunner
+from ..scheduler import JobRunner, Scheduler
 from ..settings import Settings, get_settings
 from ..storage import ObjectStore, make_client
 from . import errors
@@ -74,7 +75,7 @@ class Metrics:
 def create_app(
     settings: Settings | None = None,
     *,
-    runner: JobRunner = complete_registered_files,
+    runner: JobRunner | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
 
@@ -95,7 +96,7 @@ def create_app(
         if settings.scheduler_enabled:
             scheduler = Scheduler(
                 app.state.sessions,
-                runner=runner,
+                runner=runner or EngineRunner(app.state.sessions, app.state.store),
                 interval=settings.scheduler_interval_seconds,
                 heartbeat_timeout=settings.job_heartbeat_timeout_seconds,
             )

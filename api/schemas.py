@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from ..catalog.models import JobStatus
+from ..catalog.models import FileChange, JobStatus, SourceType
 
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
 
@@ -36,6 +36,12 @@ class JobCreate(BaseModel):
         None, description="not before this time; naive times are UTC; omitted: now"
     )
     key_prefix: str = Field("", description="object keys are <key_prefix>/<file path>")
+    source_type: SourceType = Field(
+        SourceType.DIRECTORY,
+        description="directory: the engine backs up the directory `source_system` on the "
+        "worker; registered: files are registered and uploaded through /files",
+    )
+    rehash: bool = Field(False, description="hash every file, even those whose stat is unchanged")
 
 
 class JobStatusUpdate(BaseModel):
@@ -49,6 +55,8 @@ class JobOut(Out):
     source_system: str
     bucket_id: int
     key_prefix: str
+    source_type: SourceType
+    rehash: bool
     status: JobStatus
     start_time: datetime | None
     started_at: datetime | None
@@ -86,6 +94,7 @@ class FileOut(Out):
     size: int
     sha256: str
     mtime: datetime | None
+    change: FileChange
     is_duplicate: bool
     canonical_file_id: int | None
     object_version_id: int | None = Field(
@@ -204,6 +213,26 @@ class ApplyOut(BaseModel):
     bytes_freed: int
     refused: dict[str, str] = Field(description="S3 version id -> why the store refused")
     versions: list[PlannedVersionOut]
+
+
+class RestoreRequest(BaseModel):
+    target: str = Field(description="directory on the API's host to restore into")
+    path: str | None = Field(None, description="only this file")
+    prefix: str | None = Field(None, description="only files under this path prefix")
+    overwrite: bool = Field(False, description="replace files that exist in the target")
+
+
+class RestoreOut(BaseModel):
+    job_id: int
+    target: str
+    ok: bool
+    files: int
+    bytes: int
+    refused_existing: int
+    refused_paths: list[str]
+    failed: int
+    failures: dict[str, str]
+    seconds: float
 
 
 class ErrorItem(BaseModel):

@@ -1,4 +1,4 @@
-"""`backup-operator`: serve the API, run migrations, or start everything for development."""
+"""`backup-operator`: serve the API, migrate, develop; back up, show, restore, verify."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from .settings import Settings, SettingsError, get_settings
 logger = logging.getLogger("backup_operator")
 
 EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 3
 
 
 def configure_logging(level: str) -> None:
@@ -106,7 +107,19 @@ def dev(settings: Settings) -> None:
         serve(ready)
 
 
-COMMANDS = {"serve": serve, "migrate": migrate, "dev": dev}
+SERVICES = {"serve": serve, "migrate": migrate, "dev": dev}
+
+
+def parser() -> argparse.ArgumentParser:
+    from .console import add_commands
+
+    top = argparse.ArgumentParser(prog="backup-operator", description=__doc__)
+    commands = top.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="serve the API (and its scheduler)")
+    commands.add_parser("migrate", help="apply the catalog's migrations")
+    commands.add_parser("dev", help="serve on embedded PostgreSQL and S3 (make dev)")
+    add_commands(commands)
+    return top
 
 
 def _exit_on_sigterm() -> None:
@@ -118,22 +131,35 @@ def _exit_on_sigterm() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="backup-operator", description=__doc__)
-    parser.add_argument("command", choices=sorted(COMMANDS))
-    args = parser.parse_args(argv)
+    from .errors import DomainError, Unavailable
+    from .retry import RetriesExhausted
+
+    args = parser().parse_args(argv)
     _exit_on_sigterm()
     try:
         settings = get_settings()
         configure_logging(settings.log_level)
         if args.command != "dev":
-            settings.database_url()  # fail now, naming the variable, not at first request
-        COMMANDS[args.command](settings)
+            settings.database_url()  # fail now, naming the variable, not at first use
+        if args.command in SERVICES:
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops them
+                SERVICES[args.command](settings)
+            return 0
+        from .console import run
+
+        return run(settings, args)
     except SettingsError as error:
         print(f"backup-operator: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    except DomainError as error:
+        where = f" ({error.field})" if error.field else ""
+        print(f"backup-operator: {error.message}{where}", file=sys.stderr)
+        return EXIT_CONFIG if error.code == "invalid" else 1
+    except (Unavailable, RetriesExhausted) as error:
+        print(f"backup-operator: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
-        pass
-    return 0
+        return 130
 
 
 if __name__ == "__main__":

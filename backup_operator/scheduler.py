@@ -43,6 +43,48 @@ def complete_registered_files(
     return job_file_stats(session, job.id)
 
 
+class Heartbeat:
+    """Beats for a running job from a thread of its own, so a long upload never looks
+    like a dead worker; `check()` raises JobCancelled once the job is no longer ours."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], job_id: int, worker_id: str, interval: float
+    ) -> None:
+        self.sessions = sessions
+        self.job_id = job_id
+        self.worker_id = worker_id
+        self.interval = interval
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                with self.sessions() as session:
+                    if not jobs.heartbeat(session, self.job_id, worker_id=self.worker_id):
+                        self.lost = True
+                        return
+            except Exception as error:  # an outage: the next beat tries again
+                logger.warning("heartbeat of job %s failed: %s", self.job_id, error)
+
+    def check(self) -> None:
+        if self.lost:
+            raise JobCancelled(f"job {self.job_id} is no longer ours to run")
+        with self.sessions() as session:
+            if not jobs.heartbeat(session, self.job_id, worker_id=self.worker_id):
+                self.lost = True
+                raise JobCancelled(f"job {self.job_id} is no longer ours to run")
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -99,13 +141,10 @@ class Scheduler:
             return True
 
     def _run(self, session: Session, job: BackupJob) -> None:
-        def heartbeat() -> None:
-            with self.sessions() as beat:
-                if not jobs.heartbeat(beat, job.id, worker_id=self.worker_id):
-                    raise JobCancelled(f"job {job.id} is no longer ours to run")
-
+        beat_every = self.heartbeat_timeout.total_seconds() / 4
         try:
-            stats = self.runner(session, job, heartbeat)
+            with Heartbeat(self.sessions, job.id, self.worker_id, beat_every) as heartbeat:
+                stats = self.runner(session, job, heartbeat.check)
         except JobCancelled as stop:
             logger.info("%s; stopped", stop)
             return
@@ -113,7 +152,8 @@ class Scheduler:
             raise  # the heartbeat lapses and the job is resumed once the outage ends
         except Exception as error:
             session.rollback()
-            logger.exception("job %s failed", job.id)
+            logger.error("job %s failed: %s: %s", job.id, type(error).__name__, error)
+            logger.debug("job %s failure", job.id, exc_info=True)
             jobs.finish_job(
                 session,
                 job.id,

@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, Any, BinaryIO, cast
+from typing import Any, BinaryIO, Protocol, cast
 
 import urllib3
 from minio import Minio
@@ -26,11 +26,23 @@ MAX_TAGS = 10
 MAX_TAG_KEY = 128
 MAX_TAG_VALUE = 256
 # Multipart part size: big enough to keep part counts low, small enough to stream.
-PART_SIZE = 16 * 1024 * 1024
+MIB = 1024 * 1024
+PART_SIZE = 16 * MIB
+MAX_PARTS = 10_000
 DELETE_BATCH = 1000
 
 _NOT_FOUND_CODES = {"NoSuchKey", "NoSuchVersion", "NoSuchBucket", "NoSuchTagSet"}
 _UNAVAILABLE_CODES = {"ServiceUnavailable", "SlowDown", "InternalError", "RequestTimeout"}
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def part_size_for(length: int) -> int:
+    """S3 allows 10,000 parts: files beyond 160 GiB need parts larger than PART_SIZE."""
+    needed = -(-length // MAX_PARTS)
+    return max(PART_SIZE, -(-needed // MIB) * MIB)
 
 
 @dataclass(frozen=True)
@@ -133,17 +145,27 @@ class ObjectStore:
                 )
             self.client.remove_bucket(name)
 
-    def put(self, bucket: str, key: str, data: IO[bytes], length: int) -> tuple[str, str | None]:
-        """Upload and answer (version id, etag)."""
+    def put(self, bucket: str, key: str, data: Readable, length: int) -> tuple[str, str | None]:
+        """Upload (multipart beyond one part) and answer (version id, etag)."""
         with translate_errors(f"put {bucket}/{key}"):
             result = self.client.put_object(
-                bucket, key, cast(BinaryIO, data), length, part_size=PART_SIZE
+                bucket, key, cast(BinaryIO, data), length, part_size=part_size_for(length)
             )
         return result.version_id or "null", result.etag
 
     def get(self, bucket: str, key: str, version_id: str) -> Any:
         with translate_errors(f"get {bucket}/{key}@{version_id}"):
             return self.client.get_object(bucket, key, version_id=version_id)
+
+    def content(self, bucket: str, key: str, version_id: str, chunk: int = MIB) -> Iterator[bytes]:
+        """Stream one version's bytes; the connection goes back to the pool after."""
+        response = self.get(bucket, key, version_id)
+        try:
+            with translate_errors(f"read {bucket}/{key}@{version_id}"):
+                yield from response.stream(chunk)
+        finally:
+            response.close()
+            response.release_conn()
 
     def list_versions(self, bucket: str, prefix: str | None = None) -> Iterator[StoredVersion]:
         with translate_errors(f"list versions of {bucket}"):

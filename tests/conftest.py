@@ -151,7 +151,12 @@ def bucket(client: TestClient, bucket_name: str) -> dict[str, object]:
 def job(client: TestClient, bucket: dict[str, object]) -> dict[str, object]:
     response = client.post(
         "/backup-jobs/",
-        json={"job_name": "nightly", "source_system": "/data", "bucket_id": bucket["id"]},
+        json={
+            "job_name": "nightly",
+            "source_system": "/data",
+            "bucket_id": bucket["id"],
+            "source_type": "registered",
+        },
     )
     assert response.status_code == 201, response.text
     return dict(response.json())
@@ -201,7 +206,13 @@ def backup_file(client: TestClient):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def new_job(client: TestClient, bucket: dict[str, object]):  # type: ignore[no-untyped-def]
     def create(**fields: object) -> dict[str, object]:
-        body = {"job_name": "job", "source_system": "/data", "bucket_id": bucket["id"], **fields}
+        body = {
+            "job_name": "job",
+            "source_system": "/data",
+            "bucket_id": bucket["id"],
+            "source_type": "registered",
+            **fields,
+        }
         response = client.post("/backup-jobs/", json=body)
         assert response.status_code == 201, response.text
         return dict(response.json())

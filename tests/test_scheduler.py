@@ -51,6 +51,7 @@ def test_service_runs_due_jobs_and_waits_for_future_ones(settings: Settings, buc
             json={
                 "job_name": "now",
                 "source_system": "/srv",
+                "source_type": "registered",
                 "bucket_id": bucket["id"],
                 "start_time": "2025-05-07T12:00:00",
             },

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from sqlalchemy.orm import Session
 
 from ...catalog import jobs
 from ...catalog.models import BackupJob, JobStatus
-from ..deps import get_session
+from ...engine.restore import restore
+from ...errors import Invalid
+from ...storage import ObjectStore
+from ..deps import get_session, get_store
 from ..pagination import PageParams, paginate
-from ..schemas import JobCreate, JobOut, JobStatusUpdate
+from ..schemas import JobCreate, JobOut, JobStatusUpdate, RestoreOut, RestoreRequest
 
 router = APIRouter(prefix="/backup-jobs", tags=["backup-jobs"])
 
@@ -52,3 +56,26 @@ def update_status(
 @router.post("/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job_id: int, session: Session = Depends(get_session)) -> BackupJob:
     return jobs.cancel_job(session, job_id)
+
+
+@router.post("/{job_id}/restore", response_model=RestoreOut)
+def restore_job(
+    job_id: int,
+    body: RestoreRequest,
+    session: Session = Depends(get_session),
+    store: ObjectStore = Depends(get_store),
+) -> dict[str, Any]:
+    """Restore a completed job into a directory on the API's host, verifying every
+    checksum; existing files are left alone unless `overwrite`."""
+    if body.path and body.prefix:
+        raise Invalid("give path or prefix, not both", field="prefix")
+    result = restore(
+        session,
+        store,
+        job_id,
+        body.target,
+        prefix=body.prefix,
+        path=body.path,
+        overwrite=body.overwrite,
+    )
+    return {"job_id": job_id, "target": body.target, "ok": result.ok, **result.summary()}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, aliased
 
 from ..errors import Conflict, Invalid, NotFound
 from .jobs import as_utc, get_job
-from .models import File
+from .models import File, FileChange
 from .pages import Page, keyset, page_of, scalar_page
 
 # A registered file: a `File`, or a result row with the same attributes.
@@ -36,6 +36,10 @@ class FileIn:
     size: int
     sha256: str
     mtime: datetime | None = None
+    mtime_ns: int | None = None
+    inode: int | None = None
+    raw_path: bytes | None = None
+    change: FileChange = FileChange.NEW
 
 
 def _validated(files: Sequence[FileIn]) -> list[FileIn]:
@@ -57,27 +61,35 @@ def _validated(files: Sequence[FileIn]) -> list[FileIn]:
             raise Invalid("must be 64 hexadecimal characters", field=f"files[{index}].sha256")
         if item.size < 0:
             raise Invalid("must not be negative", field=f"files[{index}].size")
-        out.append(FileIn(path, item.size, sha, as_utc(item.mtime)))
+        out.append(replace(item, path=path, sha256=sha, mtime=as_utc(item.mtime)))
     return out
 
 
-# Canonical candidates: the first file of each content not yet in the bucket.
-_INSERT_CANONICAL = text("""
-    INSERT INTO files (job_id, bucket_id, path, size, sha256, mtime, is_duplicate)
-    SELECT :job_id, :bucket_id, t.path, t.size, t.sha256, t.mtime, false
+_BATCH_ROWS = """
     FROM unnest(CAST(:paths AS text[]), CAST(:sizes AS bigint[]), CAST(:shas AS text[]),
-                CAST(:mtimes AS timestamptz[])) AS t(path, size, sha256, mtime)
+                CAST(:mtimes AS timestamptz[]), CAST(:mtime_ns AS bigint[]),
+                CAST(:inodes AS bigint[]), CAST(:raw_paths AS bytea[]), CAST(:changes AS text[]))
+         AS t(path, size, sha256, mtime, mtime_ns, inode, raw_path, change)
+"""
+
+# Canonical candidates: the first file of each content not yet in the bucket.
+_INSERT_CANONICAL = text(f"""
+    INSERT INTO files (job_id, bucket_id, path, size, sha256, mtime, mtime_ns, inode, raw_path,
+                       change, is_duplicate)
+    SELECT :job_id, :bucket_id, t.path, t.size, t.sha256, t.mtime, t.mtime_ns, t.inode,
+           t.raw_path, t.change, false
+    {_BATCH_ROWS}
     ON CONFLICT DO NOTHING
     RETURNING files.*
 """)
 
 # The rest become duplicates of whichever canonical file now holds their content.
-_INSERT_DUPLICATES = text("""
-    INSERT INTO files (job_id, bucket_id, path, size, sha256, mtime, is_duplicate,
-                       canonical_file_id, object_version_id)
-    SELECT :job_id, :bucket_id, t.path, t.size, t.sha256, t.mtime, true, c.id, c.object_version_id
-    FROM unnest(CAST(:paths AS text[]), CAST(:sizes AS bigint[]), CAST(:shas AS text[]),
-                CAST(:mtimes AS timestamptz[])) AS t(path, size, sha256, mtime)
+_INSERT_DUPLICATES = text(f"""
+    INSERT INTO files (job_id, bucket_id, path, size, sha256, mtime, mtime_ns, inode, raw_path,
+                       change, is_duplicate, canonical_file_id, object_version_id)
+    SELECT :job_id, :bucket_id, t.path, t.size, t.sha256, t.mtime, t.mtime_ns, t.inode,
+           t.raw_path, t.change, true, c.id, c.object_version_id
+    {_BATCH_ROWS}
     JOIN files c ON c.bucket_id = :bucket_id AND c.sha256 = t.sha256 AND NOT c.is_duplicate
                 AND c.size = t.size
     ON CONFLICT (job_id, path) DO NOTHING
@@ -91,6 +103,10 @@ def _columns(files: Sequence[FileIn]) -> dict[str, Any]:
         "sizes": [f.size for f in files],
         "shas": [f.sha256 for f in files],
         "mtimes": [f.mtime for f in files],
+        "mtime_ns": [f.mtime_ns for f in files],
+        "inodes": [f.inode for f in files],
+        "raw_paths": [f.raw_path for f in files],
+        "changes": [f.change.value for f in files],
     }
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import Conflict, NotFound
 from .buckets import get_bucket
-from .models import BackupJob, JobStatus
+from .models import BackupJob, JobStatus, SourceType
 from .pages import Page, scalar_page
 
 ALLOWED_TRANSITIONS: dict[JobStatus, set[JobStatus]] = {
@@ -46,6 +46,8 @@ def create_job(
     bucket_id: int,
     start_time: datetime | None = None,
     key_prefix: str = "",
+    source_type: SourceType = SourceType.DIRECTORY,
+    rehash: bool = False,
 ) -> BackupJob:
     get_bucket(session, bucket_id)
     job = BackupJob(
@@ -54,6 +56,8 @@ def create_job(
         bucket_id=bucket_id,
         start_time=as_utc(start_time),
         key_prefix=normalise_prefix(key_prefix),
+        source_type=source_type,
+        rehash=rehash,
     )
     session.add(job)
     session.commit()
@@ -146,6 +150,23 @@ def claim_due_job(session: Session, *, worker_id: str) -> BackupJob | None:
     )
     session.commit()
     return None if job_id is None else get_job(session, job_id)
+
+
+def claim_job(session: Session, job_id: int, *, worker_id: str) -> BackupJob:
+    """Take this job to run now: a pending one, or a running one whose worker died
+    (a console `backup --job` resuming it)."""
+    job = get_job(session, job_id, for_update=True)
+    if job.status is JobStatus.RUNNING and job.worker_id is not None:
+        raise Conflict(f"job {job_id} is running on {job.worker_id}", field="job_id")
+    if job.status is not JobStatus.PENDING and job.status is not JobStatus.RUNNING:
+        raise Conflict(f"job {job_id} is {job.status.value}", field="job_id")
+    job.status = JobStatus.RUNNING
+    job.worker_id = worker_id
+    job.started_at = job.started_at or datetime.now(UTC)
+    job.heartbeat_at = datetime.now(UTC)
+    job.attempts += 1
+    session.commit()
+    return job
 
 
 def heartbeat(session: Session, job_id: int, *, worker_id: str) -> bool:

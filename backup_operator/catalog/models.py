@@ -60,6 +60,31 @@ class JobStatus(enum.StrEnum):
         return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
+class SourceType(enum.StrEnum):
+    DIRECTORY = "directory"  # the engine walks `source_system`, a directory on the worker
+    REGISTERED = "registered"  # files are registered (and uploaded) through the API
+
+
+class FileChange(enum.StrEnum):
+    """What a file is in its job, compared with the last completed job of its source."""
+
+    NEW = "new"
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"  # was in the previous job, is gone now
+
+
+def _enum(cls: type[enum.StrEnum], name: str) -> Enum:
+    return Enum(
+        cls,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        name=name,
+        values_callable=lambda e: [m.value for m in e],
+    )
+
+
 class Bucket(Base):
     __tablename__ = "buckets"
 
@@ -83,16 +108,12 @@ class BackupJob(Base):
     bucket_id: Mapped[int] = mapped_column(ForeignKey("buckets.id", ondelete="RESTRICT"))
     key_prefix: Mapped[str] = mapped_column(Text, server_default="")
     status: Mapped[JobStatus] = mapped_column(
-        Enum(
-            JobStatus,
-            native_enum=False,
-            create_constraint=True,
-            length=16,
-            name="status",
-            values_callable=lambda e: [m.value for m in e],
-        ),
-        server_default=JobStatus.PENDING.value,
+        _enum(JobStatus, "status"), server_default=JobStatus.PENDING.value
     )
+    source_type: Mapped[SourceType] = mapped_column(
+        _enum(SourceType, "source_type"), server_default=SourceType.DIRECTORY.value
+    )
+    rehash: Mapped[bool] = mapped_column(server_default=text("false"))
     start_time: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
@@ -142,6 +163,14 @@ class File(Base):
     size: Mapped[int]
     sha256: Mapped[str] = mapped_column(String(64))
     mtime: Mapped[datetime | None]
+    # Exact stat data, compared to skip unchanged files (as restic does with its parent).
+    mtime_ns: Mapped[int | None]
+    inode: Mapped[int | None]
+    # The name's bytes when they are not valid UTF-8 (`path` then holds an escaped form).
+    raw_path: Mapped[bytes | None]
+    change: Mapped[FileChange] = mapped_column(
+        _enum(FileChange, "change"), server_default=FileChange.NEW.value
+    )
     is_duplicate: Mapped[bool] = mapped_column(server_default=text("false"))
     canonical_file_id: Mapped[int | None] = mapped_column(ForeignKey("files.id"))
     # The stored content: the file's own upload; for a duplicate, a copy of its canonical

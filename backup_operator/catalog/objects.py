@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import IO
 
-from sqlalchemy import func, select, true, update
+from sqlalchemy import func, select, text, true
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased, lazyload
 
@@ -69,16 +69,12 @@ def store_content(
     bucket = session.get_one(Bucket, file.bucket_id)
     key = object_key(job.key_prefix, file.path)
     reader = HashingReader(data)
-    version_id, etag = store.put(bucket.name, key, reader, length)  # type: ignore[arg-type]
+    version_id, etag = store.put(bucket.name, key, reader, length)
     try:
         if reader.sha256.hexdigest() != file.sha256 or reader.size != file.size:
             raise Invalid("uploaded content does not match the registered sha256", field="sha256")
-        version = _record_version(session, bucket.id, key, version_id, file.size, file.sha256, etag)
-        file.object_version_id = version.id
-        session.execute(
-            update(File)
-            .where(File.canonical_file_id == file.id, File.is_duplicate)
-            .values(object_version_id=version.id)
+        [version] = record_versions(
+            session, bucket.id, [Upload(file.id, key, version_id, file.size, file.sha256, etag)]
         )
         session.commit()
     except BaseException:
@@ -88,27 +84,65 @@ def store_content(
     return version
 
 
-def _record_version(
-    session: Session,
-    bucket_id: int,
-    key: str,
-    version_id: str,
-    size: int,
-    sha256: str,
-    etag: str | None,
-) -> ObjectVersion:
+@dataclass(frozen=True)
+class Upload:
+    """A canonical file's content, stored as an S3 version of `key`."""
+
+    file_id: int
+    key: str
+    version_id: str
+    size: int
+    sha256: str
+    etag: str | None
+
+
+def record_versions(session: Session, bucket_id: int, uploads: list[Upload]) -> list[ObjectVersion]:
+    """Record uploaded versions in bulk and link their files (the caller commits)."""
+    if not uploads:
+        return []
+    keys = sorted({u.key for u in uploads})
     session.execute(
-        insert(BackupObject).values(bucket_id=bucket_id, key=key).on_conflict_do_nothing()
+        insert(BackupObject)
+        .values([{"bucket_id": bucket_id, "key": key} for key in keys])
+        .on_conflict_do_nothing()
     )
-    object_id = session.scalar(
-        select(BackupObject.id).where(BackupObject.bucket_id == bucket_id, BackupObject.key == key)
-    )
-    version = ObjectVersion(
-        object_id=object_id, version_id=version_id, size=size, sha256=sha256, etag=etag
-    )
-    session.add(version)
+    object_ids = {
+        key: object_id
+        for key, object_id in session.execute(
+            select(BackupObject.key, BackupObject.id).where(
+                BackupObject.bucket_id == bucket_id, BackupObject.key.in_(keys)
+            )
+        )
+    }
+    versions = [
+        ObjectVersion(
+            object_id=object_ids[u.key],
+            version_id=u.version_id,
+            size=u.size,
+            sha256=u.sha256,
+            etag=u.etag,
+        )
+        for u in uploads
+    ]
+    session.add_all(versions)
     session.flush()
-    return version
+    links = [
+        {"file_id": u.file_id, "version": v.id} for u, v in zip(uploads, versions, strict=True)
+    ]
+    session.execute(
+        text("""
+            UPDATE files SET object_version_id = v.version
+            FROM (SELECT unnest(CAST(:files AS bigint[])) AS file_id,
+                         unnest(CAST(:versions AS bigint[])) AS version) v
+            WHERE files.id = v.file_id OR (files.canonical_file_id = v.file_id
+                                           AND files.is_duplicate)
+        """),
+        {
+            "files": [link["file_id"] for link in links],
+            "versions": [link["version"] for link in links],
+        },
+    )
+    return versions
 
 
 def get_object(session: Session, object_id: int) -> BackupObject:

@@ -1,0 +1,224 @@
+"""The engine's console commands: back up now, show a job, restore, verify.
+
+Exit codes: 0 success; 1 the job failed, a restore left files out, or verify found
+drift it did not repair; 2 bad usage or settings; 3 PostgreSQL or the store is down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from .catalog import buckets, jobs
+from .catalog.models import Bucket, JobStatus
+from .db import make_engine, make_sessionmaker
+from .engine.backup import Options, run_backup
+from .engine.restore import restore
+from .engine.verify import verify
+from .errors import NotFound
+from .scheduler import Heartbeat, JobCancelled, default_worker_id
+from .settings import Settings
+from .storage import ObjectStore, make_client
+
+logger = logging.getLogger("backup_operator.console")
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    backup = commands.add_parser("backup", help="back a directory up now")
+    backup.add_argument("source", nargs="?", help="the directory to back up")
+    backup.add_argument("--bucket", help="bucket name (created, versioned, if missing)")
+    backup.add_argument("--prefix", default="", help="key prefix in the bucket")
+    backup.add_argument("--name", help="job name (default: the source)")
+    backup.add_argument("--rehash", action="store_true", help="hash files whose stat is unchanged")
+    backup.add_argument("--job", type=int, help="run this existing job instead (resumes it)")
+    backup.add_argument(
+        "--batch-files",
+        type=int,
+        default=Options.batch_files,
+        help="files recorded per transaction (default: %(default)s)",
+    )
+    show = commands.add_parser("show", help="show a job as JSON")
+    show.add_argument("job", type=int)
+    restore_cmd = commands.add_parser("restore", help="restore a completed job")
+    restore_cmd.add_argument("job", type=int)
+    restore_cmd.add_argument("target", help="directory to restore into")
+    which = restore_cmd.add_mutually_exclusive_group()
+    which.add_argument("--path", help="only this file")
+    which.add_argument("--prefix", help="only files under this path prefix")
+    restore_cmd.add_argument("--overwrite", action="store_true", help="replace existing files")
+    verify_cmd = commands.add_parser("verify", help="compare the catalog with a bucket")
+    verify_cmd.add_argument("bucket", help="bucket name")
+    sample = verify_cmd.add_mutually_exclusive_group()
+    sample.add_argument("--sample", type=int, default=0, help="check N random checksums")
+    sample.add_argument("--all", action="store_true", help="check every checksum")
+    verify_cmd.add_argument(
+        "--repair", action="store_true", help="mark versions missing from the store as deleted"
+    )
+    verify_cmd.add_argument(
+        "--delete-untracked",
+        action="store_true",
+        help="with --repair: delete store versions the catalog does not know",
+    )
+
+
+class Context:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.database_url(), pool_size=4)
+        self.sessions: sessionmaker[Session] = make_sessionmaker(self.engine)
+        self.store = ObjectStore(
+            make_client(
+                settings.minio_endpoint,
+                settings.minio_access_key.get_secret_value(),
+                settings.minio_secret_key.get_secret_value(),
+                secure=settings.minio_secure,
+                region=settings.minio_region,
+            )
+        )
+
+
+def _print(value: dict[str, Any]) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+class Progress:
+    """A status line on a terminal; plain log lines otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.started = time.monotonic()
+
+    def __call__(self, counters: dict[str, Any]) -> None:
+        seconds = time.monotonic() - self.started
+        line = (
+            f"{counters['files']} files, {counters['bytes_read'] / 1e6:.1f} MB read, "
+            f"{counters['bytes_uploaded'] / 1e6:.1f} MB uploaded, {seconds:.0f}s"
+        )
+        if self.tty:
+            print(f"\r{line}", end="", file=sys.stderr, flush=True)
+        else:
+            logger.info(line)
+
+    def done(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def _bucket_by_name(ctx: Context, name: str, *, create: bool) -> Bucket:
+    from sqlalchemy import select
+
+    with ctx.sessions() as session:
+        found = session.scalar(select(Bucket).where(Bucket.name == name))
+        if found is not None:
+            return found
+        if not create:
+            raise NotFound(f"bucket {name!r} is not in the catalog", field="bucket")
+        return buckets.create_bucket(session, ctx.store, name=name, object_lock=False)
+
+
+def backup(ctx: Context, args: argparse.Namespace) -> int:
+    worker = default_worker_id()
+    with ctx.sessions() as session:
+        if args.job is not None:
+            job = jobs.claim_job(session, args.job, worker_id=worker)
+        else:
+            if not args.source or not args.bucket:
+                raise SystemExit("backup: give SOURCE and --bucket, or --job")
+            bucket = _bucket_by_name(ctx, args.bucket, create=True)
+            job = jobs.create_job(
+                session,
+                job_name=args.name or args.source,
+                source_system=os.path.abspath(args.source),
+                bucket_id=bucket.id,
+                key_prefix=args.prefix,
+                rehash=args.rehash,
+            )
+            job = jobs.claim_job(session, job.id, worker_id=worker)
+    logger.info("job %s: backing up %s", job.id, job.source_system)
+    progress = Progress()
+    interval = ctx.settings.job_heartbeat_timeout_seconds / 4
+    try:
+        with Heartbeat(ctx.sessions, job.id, worker, interval) as heartbeat:
+            stats = run_backup(
+                ctx.sessions,
+                ctx.store,
+                job.id,
+                heartbeat.check,
+                Options(rehash=args.rehash, batch_files=args.batch_files, progress=progress),
+            )
+    except JobCancelled as stop:
+        progress.done()
+        logger.error("%s (cancelled)", stop)
+        return EXIT_FAILED
+    except Exception as error:
+        progress.done()
+        reason = f"{type(error).__name__}: {error}"
+        with ctx.sessions() as session:
+            jobs.finish_job(
+                session, job.id, worker_id=worker, status=JobStatus.FAILED, error=reason
+            )
+        logger.error("job %s failed: %s", job.id, reason)
+        return EXIT_FAILED
+    progress.done()
+    with ctx.sessions() as session:
+        jobs.finish_job(session, job.id, worker_id=worker, status=JobStatus.COMPLETED, stats=stats)
+    _print({"job_id": job.id, "status": "completed", **stats})
+    return EXIT_OK
+
+
+def show(ctx: Context, args: argparse.Namespace) -> int:
+    with ctx.sessions() as session:
+        job = jobs.get_job(session, args.job)
+        _print({c.key: getattr(job, c.key) for c in job.__table__.columns})
+    return EXIT_OK
+
+
+def restore_command(ctx: Context, args: argparse.Namespace) -> int:
+    with ctx.sessions() as session:
+        result = restore(
+            session,
+            ctx.store,
+            args.job,
+            args.target,
+            prefix=args.prefix,
+            path=args.path,
+            overwrite=args.overwrite,
+        )
+    _print({"job_id": args.job, "target": args.target, **result.summary()})
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def verify_command(ctx: Context, args: argparse.Namespace) -> int:
+    bucket = _bucket_by_name(ctx, args.bucket, create=False)
+    with ctx.sessions() as session:
+        drift = verify(
+            session,
+            ctx.store,
+            bucket.id,
+            checksum_sample=args.sample,
+            checksum_all=args.all,
+            repair=args.repair,
+            delete_untracked=args.delete_untracked,
+        )
+    _print(drift.summary())
+    return EXIT_OK if drift.clean else EXIT_FAILED
+
+
+COMMANDS = {"backup": backup, "show": show, "restore": restore_command, "verify": verify_command}
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    ctx = Context(settings)
+    try:
+        return COMMANDS[args.command](ctx, args)
+    finally:
+        ctx.engine.dispose()

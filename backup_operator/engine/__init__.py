@@ -1,0 +1,1 @@
+"""The backup engine: walk a source tree, hash, deduplicate, upload, restore, verify."""

@@ -1,0 +1,393 @@
+"""Back up a directory tree into a versioned bucket.
+
+Per batch of files: look up what this job (on a resume) and the last completed job of
+the same source already know; hash what changed, in parallel; register the batch in
+bulk (content already in the bucket becomes a duplicate and is not uploaded); upload
+the new content in parallel; record the versions in bulk; commit; heartbeat. A worker
+killed mid-job leaves every committed batch recorded, so the job's next worker
+uploads none of it again.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..catalog.files import FileIn, FileRecord, register_files
+from ..catalog.models import BackupJob, Bucket, File, FileChange
+from ..catalog.objects import HashingReader, Upload, object_key, record_versions
+from ..retry import retrying
+from ..storage import ObjectStore
+from .hashing import ChangedWhileReading, Hashed, hash_file
+from .walk import Entry, Kind, walk
+
+logger = logging.getLogger(__name__)
+
+LARGE_FILE = 5 * 1024**3  # beyond S3's single PUT limit: multipart only
+REPORT_PATHS = 20  # paths listed per problem kind in the job's result
+
+
+class SourceMissing(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Options:
+    rehash: bool = False
+    batch_files: int = 1000
+    hash_workers: int = 4
+    upload_workers: int = 16
+    # Called after each batch with the counters so far (the console's progress line).
+    progress: Callable[[dict[str, Any]], None] | None = None
+
+
+@dataclass
+class Report:
+    """Counters of one run, carried over from earlier attempts of the same job.
+    Worker threads update it, hence the lock."""
+
+    bytes_read: int = 0
+    bytes_uploaded: int = 0
+    uploads: int = 0
+    files: int = 0
+    problems: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, *, read: int = 0, uploaded: int = 0, uploads: int = 0) -> None:
+        with self.lock:
+            self.bytes_read += read
+            self.bytes_uploaded += uploaded
+            self.uploads += uploads
+
+    def problem(self, kind: str, path: str, reason: str | None = None) -> None:
+        with self.lock:
+            self._problem(kind, path, reason)
+
+    def _problem(self, kind: str, path: str, reason: str | None) -> None:
+        entry = self.problems.setdefault(kind, {"count": 0, "paths": []})
+        entry["count"] += 1
+        if len(entry["paths"]) < REPORT_PATHS:
+            entry["paths"].append(f"{path}: {reason}" if reason else path)
+
+    @classmethod
+    def resumed(cls, stats: dict[str, Any]) -> Report:
+        return cls(
+            bytes_read=int(stats.get("bytes_read", 0)),
+            bytes_uploaded=int(stats.get("bytes_uploaded", 0)),
+            uploads=int(stats.get("uploads", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class Known:
+    size: int
+    mtime_ns: int | None
+    inode: int | None
+    sha256: str
+    change: FileChange
+
+
+def _known(session: Session, job_id: int | None, paths: list[str]) -> dict[str, Known]:
+    if job_id is None or not paths:
+        return {}
+    rows = session.execute(
+        select(File.path, File.size, File.mtime_ns, File.inode, File.sha256, File.change).where(
+            File.job_id == job_id, File.path.in_(paths), File.change != FileChange.DELETED
+        )
+    )
+    return {r.path: Known(r.size, r.mtime_ns, r.inode, r.sha256, r.change) for r in rows}
+
+
+def parent_job_id(session: Session, job: BackupJob) -> int | None:
+    """The last completed job of the same source, bucket and prefix."""
+    return session.scalar(
+        select(BackupJob.id)
+        .where(
+            BackupJob.bucket_id == job.bucket_id,
+            BackupJob.source_system == job.source_system,
+            BackupJob.key_prefix == job.key_prefix,
+            BackupJob.source_type == job.source_type,
+            BackupJob.status == "completed",
+            BackupJob.id != job.id,
+        )
+        .order_by(BackupJob.completed_at.desc(), BackupJob.id.desc())
+        .limit(1)
+    )
+
+
+def _same_stat(entry: Entry, known: Known) -> bool:
+    return (entry.size, entry.mtime_ns, entry.inode) == (known.size, known.mtime_ns, known.inode)
+
+
+def _batches(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:
+    while batch := list(islice(entries, size)):
+        yield batch
+
+
+class Backup:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        store: ObjectStore,
+        job_id: int,
+        heartbeat: Callable[[], None],
+        options: Options,
+    ) -> None:
+        self.sessions = sessions
+        self.store = store
+        self.job_id = job_id
+        self.heartbeat = heartbeat
+        self.options = options
+        with sessions() as session:
+            job = session.get_one(BackupJob, job_id)
+            self.job_stats = dict(job.stats or {})
+            self.source = job.source_system
+            self.prefix = job.key_prefix
+            self.bucket_id = job.bucket_id
+            self.bucket = session.get_one(Bucket, job.bucket_id).name
+            self.parent_id = parent_job_id(session, job)
+            self.rehash = options.rehash or job.rehash
+        self.report = Report.resumed(self.job_stats)
+        self.hashers = ThreadPoolExecutor(options.hash_workers, thread_name_prefix="hash")
+        self.uploaders = ThreadPoolExecutor(options.upload_workers, thread_name_prefix="upload")
+
+    def run(self) -> dict[str, Any]:
+        started = time.monotonic()
+        if not os.path.isdir(self.source):
+            raise SourceMissing(
+                f"source {self.source!r} is not a readable directory on this worker"
+            )
+        try:
+            files = self._classify(walk(self.source))
+            for batch in _batches(files, self.options.batch_files):
+                retrying(functools.partial(self._back_up, batch), what="backup batch")
+                self._checkpoint()
+            retrying(self._record_deleted, what="recording deleted files")
+        finally:
+            self.hashers.shutdown(cancel_futures=True)
+            self.uploaders.shutdown(cancel_futures=True)
+        return self._result(time.monotonic() - started)
+
+    def _classify(self, entries: Iterator[Entry]) -> Iterator[Entry]:
+        """Files go on to be backed up; everything else is reported as what it is."""
+        for entry in entries:
+            if entry.raw_path is not None:
+                self.report.problem("non_utf8_names", entry.path, "stored under an escaped name")
+            if entry.kind is Kind.FILE:
+                if entry.size > LARGE_FILE:
+                    self.report.problem("large_files", entry.path, f"{entry.size} bytes, multipart")
+                yield entry
+            elif entry.kind is Kind.SYMLINK:
+                self.report.problem("symlinks", entry.path, "not followed, not stored")
+            elif entry.kind is Kind.SPECIAL:
+                self.report.problem("special_files", entry.path, "socket, device or FIFO: skipped")
+            elif entry.kind is Kind.EMPTY_DIR:
+                self.report.problem("empty_directories", entry.path, "not stored")
+            else:
+                self.report.problem("unreadable", entry.path, entry.error)
+
+    def _back_up(self, entries: list[Entry]) -> None:
+        paths = [e.path for e in entries]
+        with self.sessions() as session:
+            mine = _known(session, self.job_id, paths)  # an earlier attempt of this job
+            parent = _known(session, self.parent_id, paths)
+        to_register: list[FileIn] = []
+        to_hash: list[Entry] = []
+        for entry in entries:
+            earlier = mine.get(entry.path)
+            before = parent.get(entry.path)
+            if earlier is not None:  # registered by an earlier attempt of this job
+                if _same_stat(entry, earlier):
+                    to_register.append(self._file_in(entry, earlier.sha256, earlier.change))
+                else:
+                    self.report.problem(
+                        "changed_while_reading",
+                        entry.path,
+                        "changed since an earlier attempt recorded it",
+                    )
+            elif before is not None and not self.rehash and _same_stat(entry, before):
+                to_register.append(self._file_in(entry, before.sha256, FileChange.UNCHANGED))
+            else:
+                to_hash.append(entry)
+        for entry, hashed in zip(to_hash, self.hashers.map(self._hash, to_hash), strict=True):
+            if hashed is None:
+                continue
+            before = parent.get(entry.path)
+            change = (
+                FileChange.NEW
+                if before is None
+                else (
+                    FileChange.UNCHANGED if before.sha256 == hashed.sha256 else FileChange.CHANGED
+                )
+            )
+            to_register.append(self._file_in(entry, hashed.sha256, change, hashed))
+        if not to_register:
+            return
+        self.report.files += len(to_register)
+        by_path = {e.path: e for e in entries}
+        with self.sessions() as session:
+            rows = register_files(session, self.job_id, to_register)
+        pending = [r for r in rows if not r.is_duplicate and r.object_version_id is None]
+        uploads = [
+            u
+            for u in self.uploaders.map(lambda row: self._upload(row, by_path[row.path]), pending)
+            if u is not None
+        ]
+        self._record(uploads)
+
+    def _file_in(
+        self, entry: Entry, sha256: str, change: FileChange, hashed: Hashed | None = None
+    ) -> FileIn:
+        size = hashed.size if hashed else entry.size
+        mtime_ns = hashed.mtime_ns if hashed else entry.mtime_ns
+        return FileIn(
+            path=entry.path,
+            size=size,
+            sha256=sha256,
+            mtime=datetime.fromtimestamp(mtime_ns / 1e9, UTC),
+            mtime_ns=mtime_ns,
+            inode=hashed.inode if hashed else entry.inode,
+            raw_path=entry.raw_path,
+            change=change,
+        )
+
+    def _hash(self, entry: Entry) -> Hashed | None:
+        try:
+            hashed = hash_file(entry.os_path)
+        except ChangedWhileReading as error:
+            self.report.problem("changed_while_reading", entry.path, str(error))
+            return None
+        except OSError as error:
+            self.report.problem("unreadable", entry.path, error.strerror)
+            return None
+        self.report.add(read=hashed.bytes_read)
+        return hashed
+
+    def _upload(self, row: FileRecord, entry: Entry) -> Upload | None:
+        key = object_key(self.prefix, row.path)
+        try:
+            with open(entry.os_path, "rb") as handle:
+                reader = HashingReader(handle)
+                version_id, etag = self.store.put(self.bucket, key, reader, row.size)
+        except OSError as error:
+            self.report.problem("unreadable", row.path, error.strerror)
+            return None
+        self.report.add(read=reader.size)
+        if reader.sha256.hexdigest() != row.sha256 or reader.size != row.size:
+            # The file changed between hashing and upload: keep no content under its hash.
+            self.store.delete_version(self.bucket, key, version_id)
+            self.report.problem("changed_while_reading", row.path, "changed before its upload")
+            return None
+        self.report.add(uploaded=row.size, uploads=1)
+        return Upload(row.id, key, version_id, row.size, row.sha256, etag)
+
+    def _record(self, uploads: list[Upload]) -> None:
+        try:
+            with self.sessions() as session:
+                record_versions(session, self.bucket_id, uploads)
+                session.commit()
+        except BaseException:
+            for upload in uploads:  # leave no untracked object behind
+                try:
+                    self.store.delete_version(self.bucket, upload.key, upload.version_id)
+                except Exception:
+                    logger.warning("could not remove unrecorded upload %s", upload.key)
+            raise
+
+    def _record_deleted(self) -> None:
+        """Files of the previous job that are gone now: recorded as deleted in this job."""
+        if self.parent_id is None:
+            return
+        with self.sessions() as session:
+            session.execute(
+                text("""
+                    INSERT INTO files (job_id, bucket_id, path, size, sha256, mtime, mtime_ns,
+                                       inode, raw_path, change, is_duplicate, canonical_file_id,
+                                       object_version_id)
+                    SELECT :job_id, p.bucket_id, p.path, p.size, p.sha256, p.mtime, p.mtime_ns,
+                           p.inode, p.raw_path, 'deleted', true,
+                           coalesce(p.canonical_file_id, p.id), p.object_version_id
+                    FROM files p
+                    WHERE p.job_id = :parent_id AND p.change <> 'deleted'
+                      AND NOT EXISTS (SELECT 1 FROM files c
+                                      WHERE c.job_id = :job_id AND c.path = p.path)
+                    ON CONFLICT (job_id, path) DO NOTHING
+                """),
+                {"job_id": self.job_id, "parent_id": self.parent_id},
+            )
+            session.commit()
+
+    def _checkpoint(self) -> None:
+        with self.sessions() as session:
+            session.execute(
+                text("UPDATE backup_jobs SET stats = CAST(:stats AS jsonb) WHERE id = :id"),
+                {"stats": json.dumps(self._counters()), "id": self.job_id},
+            )
+            session.commit()
+        self.heartbeat()
+        if self.options.progress is not None:
+            self.options.progress({"files": self.report.files, **self._counters()})
+
+    def _counters(self) -> dict[str, Any]:
+        return {
+            "bytes_read": self.report.bytes_read,
+            "bytes_uploaded": self.report.bytes_uploaded,
+            "uploads": self.report.uploads,
+        }
+
+    def _result(self, seconds: float) -> dict[str, Any]:
+        with self.sessions() as session:
+            counts = {
+                change: count
+                for change, count in session.execute(
+                    select(File.change, func.count())
+                    .where(File.job_id == self.job_id)
+                    .group_by(File.change)
+                )
+            }
+            duplicates, saved = session.execute(
+                select(func.count(), func.coalesce(func.sum(File.size), 0)).where(
+                    File.job_id == self.job_id,
+                    File.is_duplicate,
+                    File.change.in_([FileChange.NEW, FileChange.CHANGED]),
+                )
+            ).one()
+        seen = sum(n for change, n in counts.items() if change != FileChange.DELETED)
+        return {
+            "files_seen": seen,
+            "unchanged": counts.get(FileChange.UNCHANGED, 0),
+            "new": counts.get(FileChange.NEW, 0),
+            "changed": counts.get(FileChange.CHANGED, 0),
+            "duplicate": duplicates,
+            "deleted": counts.get(FileChange.DELETED, 0),
+            **self._counters(),
+            "bytes_saved": int(saved),
+            "duration_seconds": round(
+                seconds + float(self.job_stats.get("duration_seconds", 0)), 3
+            ),
+            "parent_job_id": self.parent_id,
+            "problems": self.report.problems,
+        }
+
+
+def run_backup(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    job_id: int,
+    heartbeat: Callable[[], None],
+    options: Options | None = None,
+) -> dict[str, Any]:
+    return Backup(sessions, store, job_id, heartbeat, options or Options()).run()

@@ -1,0 +1,46 @@
+"""Hash a file, detecting a file that changes while it is read."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+CHUNK = 1024 * 1024
+ATTEMPTS = 3
+
+
+class ChangedWhileReading(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Hashed:
+    sha256: str
+    size: int
+    mtime_ns: int
+    inode: int
+    bytes_read: int
+
+
+def _signature(info: os.stat_result) -> tuple[int, int, int]:
+    return info.st_size, info.st_mtime_ns, info.st_ino
+
+
+def hash_file(path: bytes) -> Hashed:
+    """SHA-256 of a file whose size, mtime and inode are the same before and after the
+    read; a file that keeps changing is re-read, then given up on."""
+    bytes_read = 0
+    for _ in range(ATTEMPTS):
+        with open(path, "rb") as handle:
+            before = os.fstat(handle.fileno())
+            digest = hashlib.sha256()
+            size = 0
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+            bytes_read += size
+            after = os.stat(path, follow_symlinks=False)
+        if _signature(before) == _signature(after) and size == after.st_size:
+            return Hashed(digest.hexdigest(), size, after.st_mtime_ns, after.st_ino, bytes_read)
+    raise ChangedWhileReading(f"changed while being read, {ATTEMPTS} times")

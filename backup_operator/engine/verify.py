@@ -1,0 +1,131 @@
+"""Compare the catalog with the bucket, report drift, and repair what is safe.
+
+- missing: live versions in the catalog that the store no longer has (deleted behind
+  our back). Repair marks them deleted in the catalog, with the reason.
+- untracked: versions in the store the catalog does not know (an upload whose catalog
+  write never happened, e.g. a worker killed between the two). Repair deletes them only
+  when asked (`delete_untracked`), since the bucket may hold data that is not ours.
+- size or checksum mismatch: the stored bytes are not what the catalog recorded; on a
+  sample of versions or all of them. Never repaired automatically: reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from ..catalog.buckets import get_bucket
+from ..catalog.models import BackupObject, Bucket, ObjectVersion
+from ..storage import ObjectStore
+
+REPORT_ITEMS = 50
+
+
+@dataclass
+class Drift:
+    bucket: str
+    catalog_versions: int = 0
+    store_versions: int = 0
+    checked_checksums: int = 0
+    missing: list[tuple[str, str]] = field(default_factory=list)
+    untracked: list[tuple[str, str]] = field(default_factory=list)
+    mismatched: list[tuple[str, str, str]] = field(default_factory=list)
+    repaired_missing: int = 0
+    deleted_untracked: int = 0
+
+    @property
+    def clean(self) -> bool:
+        unrepaired_missing = len(self.missing) - self.repaired_missing
+        unrepaired_untracked = len(self.untracked) - self.deleted_untracked
+        return not (unrepaired_missing or unrepaired_untracked or self.mismatched)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "clean": self.clean,
+            "catalog_versions": self.catalog_versions,
+            "store_versions": self.store_versions,
+            "checked_checksums": self.checked_checksums,
+            "missing": len(self.missing),
+            "untracked": len(self.untracked),
+            "mismatched": len(self.mismatched),
+            "repaired_missing": self.repaired_missing,
+            "deleted_untracked": self.deleted_untracked,
+            "examples": {
+                "missing": [f"{k}@{v}" for k, v in self.missing[:REPORT_ITEMS]],
+                "untracked": [f"{k}@{v}" for k, v in self.untracked[:REPORT_ITEMS]],
+                "mismatched": [f"{k}@{v}: {why}" for k, v, why in self.mismatched[:REPORT_ITEMS]],
+            },
+        }
+
+
+def _sha256(store: ObjectStore, bucket: str, key: str, version_id: str) -> str:
+    digest = hashlib.sha256()
+    for chunk in store.content(bucket, key, version_id):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(
+    session: Session,
+    store: ObjectStore,
+    bucket_id: int,
+    *,
+    checksum_sample: int = 0,
+    checksum_all: bool = False,
+    repair: bool = False,
+    delete_untracked: bool = False,
+) -> Drift:
+    bucket: Bucket = get_bucket(session, bucket_id)
+    drift = Drift(bucket.name)
+    stored = {(v.key, v.version_id): v.size for v in store.list_versions(bucket.name)}
+    drift.store_versions = len(stored)
+    catalog = {
+        (key, version_id): (row_id, size, sha256)
+        for row_id, key, version_id, size, sha256 in session.execute(
+            select(
+                ObjectVersion.id,
+                BackupObject.key,
+                ObjectVersion.version_id,
+                ObjectVersion.size,
+                ObjectVersion.sha256,
+            )
+            .join(BackupObject, BackupObject.id == ObjectVersion.object_id)
+            .where(BackupObject.bucket_id == bucket_id, ObjectVersion.deleted_at.is_(None))
+        )
+    }
+    drift.catalog_versions = len(catalog)
+    drift.missing = sorted(set(catalog) - set(stored))
+    drift.untracked = sorted(set(stored) - set(catalog))
+    present = sorted(set(catalog) & set(stored))
+    for key_version in present:
+        if stored[key_version] != catalog[key_version][1]:
+            drift.mismatched.append((*key_version, "size differs"))
+    to_check = (
+        present if checksum_all else random.sample(present, min(checksum_sample, len(present)))
+    )
+    for key, version_id in to_check:
+        sha = _sha256(store, bucket.name, key, version_id)
+        drift.checked_checksums += 1
+        if sha != catalog[(key, version_id)][2]:
+            drift.mismatched.append((key, version_id, f"sha256 is {sha}"))
+    if repair and drift.missing:
+        session.execute(
+            update(ObjectVersion)
+            .where(ObjectVersion.id.in_([catalog[m][0] for m in drift.missing]))
+            .values(
+                deleted_at=func.now(),
+                deletion_reason="missing from the object store (found by verify)",
+            )
+        )
+        session.commit()
+        drift.repaired_missing = len(drift.missing)
+    if repair and delete_untracked and drift.untracked:
+        refused = store.delete_versions(bucket.name, drift.untracked)
+        drift.deleted_untracked = len(drift.untracked) - len(refused)
+    return drift
