@@ -6,6 +6,7 @@ not valid UTF-8 keep their bytes and get an escaped text form for the catalog an
 
 from __future__ import annotations
 
+import codecs
 import enum
 import os
 import stat
@@ -33,11 +34,21 @@ class Entry:
     error: str | None = None
 
 
+def _percent_escape(error: UnicodeError) -> tuple[str, int]:
+    assert isinstance(error, UnicodeDecodeError)
+    bad = error.object[error.start : error.end]
+    return "".join(f"%{byte:02X}" for byte in bad), error.end
+
+
+# Not a backslash escape: some S3 servers turn '\' into '/' in keys.
+codecs.register_error("backup-percent-escape", _percent_escape)
+
+
 def _text(relative: bytes) -> tuple[str, bytes | None]:
     try:
         return relative.decode("utf-8"), None
     except UnicodeDecodeError:
-        return relative.decode("utf-8", "backslashreplace"), relative
+        return relative.decode("utf-8", "backup-percent-escape"), relative
 
 
 def walk(root: str | os.PathLike[str]) -> Iterator[Entry]:

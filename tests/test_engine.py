@@ -1,0 +1,325 @@
+"""The backup engine against real PostgreSQL and S3: full and incremental backups,
+deduplication, special files, restore, verify."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from backup_operator.catalog import jobs
+from backup_operator.catalog.buckets import create_bucket
+from backup_operator.catalog.models import BackupJob, File, JobStatus, ObjectVersion
+from backup_operator.engine.backup import Options, run_backup
+from backup_operator.engine.restore import restore
+from backup_operator.engine.verify import verify
+from backup_operator.errors import Conflict
+from backup_operator.storage import ObjectStore, part_size_for
+
+WORKER = "test-worker"
+
+
+def write(root: Path, relative: str, content: bytes) -> Path:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    root = tmp_path / "source"
+    write(root, "docs/report.txt", b"quarterly numbers\n" * 100)
+    write(root, "docs/copy-of-report.txt", b"quarterly numbers\n" * 100)  # a duplicate
+    write(root, "photos/cat.jpg", os.urandom(50_000))
+    write(root, "empty.bin", b"")
+    write(root, "deep/a/b/c/d.txt", b"deep")
+    (root / "empty-dir").mkdir()
+    (root / "link-to-report").symlink_to(root / "docs/report.txt")
+    os.mkfifo(root / "a-fifo")
+    return root
+
+
+@pytest.fixture
+def bucket_id(session: Session, store: ObjectStore, bucket_name: str) -> int:
+    return create_bucket(session, store, name=bucket_name, object_lock=False).id
+
+
+def back_up(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    source: Path,
+    prefix: str = "host1",
+    **options: object,
+) -> tuple[int, dict]:
+    with sessions() as session:
+        job = jobs.create_job(
+            session, job_name="t", source_system=str(source), bucket_id=bucket_id, key_prefix=prefix
+        )
+        jobs.claim_job(session, job.id, worker_id=WORKER)
+    stats = run_backup(sessions, store, job.id, lambda: None, Options(**options))  # type: ignore[arg-type]
+    with sessions() as session:
+        jobs.finish_job(session, job.id, worker_id=WORKER, status=JobStatus.COMPLETED, stats=stats)
+    return job.id, stats
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink() and not p.is_fifo()
+    }
+
+
+def keys(store: ObjectStore, bucket: str) -> list[tuple[str, str]]:
+    return sorted((v.key, v.version_id) for v in store.list_versions(bucket))
+
+
+def test_full_backup_stores_each_content_once(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    bucket_name: str,
+    source: Path,
+) -> None:
+    _, stats = back_up(sessions, store, bucket_id, source)
+    assert stats["files_seen"] == 5 and stats["new"] == 5
+    assert stats["duplicate"] == 1 and stats["bytes_saved"] == 1800
+    assert stats["uploads"] == 4
+    assert stats["bytes_uploaded"] == 1800 + 50_000 + 0 + 4
+    assert stats["problems"]["symlinks"]["paths"] == ["link-to-report: not followed, not stored"]
+    assert stats["problems"]["special_files"]["count"] == 1
+    assert stats["problems"]["empty_directories"]["paths"] == ["empty-dir: not stored"]
+    stored = [key for key, _ in keys(store, bucket_name)]
+    # The first file of a content, in walk order, is the one stored.
+    assert stored == [
+        "host1/deep/a/b/c/d.txt",
+        "host1/docs/copy-of-report.txt",
+        "host1/empty.bin",
+        "host1/photos/cat.jpg",
+    ]
+
+
+def test_incremental_run_skips_unchanged_and_records_changes(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    bucket_name: str,
+    source: Path,
+    tmp_path: Path,
+) -> None:
+    first, _ = back_up(sessions, store, bucket_id, source)
+    again, stats = back_up(sessions, store, bucket_id, source)
+    assert (stats["unchanged"], stats["new"], stats["changed"], stats["deleted"]) == (5, 0, 0, 0)
+    assert stats["bytes_read"] == 0 and stats["uploads"] == 0
+    assert stats["parent_job_id"] == first
+
+    write(source, "docs/report.txt", b"revised numbers\n")
+    write(source, "deep/a/b/c/d.txt", b"deeper")
+    (source / "photos/cat.jpg").unlink()
+    write(source, "new.txt", b"hello")
+    third, stats = back_up(sessions, store, bucket_id, source)
+    assert (stats["unchanged"], stats["new"], stats["changed"], stats["deleted"]) == (2, 1, 2, 1)
+    assert stats["bytes_read"] == (16 + 6 + 5) * 2  # hashed, then read again to upload
+    versions = [key for key, _ in keys(store, bucket_name)]
+    assert versions.count("host1/deep/a/b/c/d.txt") == 2  # a new S3 version of the same key
+
+    rehashed, stats = back_up(sessions, store, bucket_id, source, rehash=True)
+    assert stats["unchanged"] == 5 and stats["uploads"] == 0 and stats["bytes_read"] > 0
+
+    # Each job restores the source as it was then, duplicates resolved.
+    with sessions() as session:
+        old = restore(session, store, first, tmp_path / "first")
+        new = restore(session, store, third, tmp_path / "third")
+    assert old.ok and new.ok
+    assert tree(tmp_path / "first")["docs/report.txt"] == b"quarterly numbers\n" * 100
+    assert tree(tmp_path / "first")["docs/copy-of-report.txt"] == b"quarterly numbers\n" * 100
+    assert "photos/cat.jpg" in tree(tmp_path / "first")
+    assert tree(tmp_path / "third") == tree(source)
+    assert again and rehashed
+
+
+def test_restore_one_file_a_prefix_and_never_overwrites(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    source: Path,
+    tmp_path: Path,
+) -> None:
+    job_id, _ = back_up(sessions, store, bucket_id, source)
+    target = tmp_path / "target"
+    with sessions() as session:
+        one = restore(session, store, job_id, target, path="docs/report.txt")
+        assert one.files == 1 and list(tree(target)) == ["docs/report.txt"]
+        prefix = restore(session, store, job_id, target, prefix="deep/")
+        assert prefix.files == 1
+        write(target, "photos/cat.jpg", b"precious local edit")
+        refused = restore(session, store, job_id, target)
+        assert not refused.ok
+        assert sorted(refused.refused_existing) == [
+            "deep/a/b/c/d.txt",
+            "docs/report.txt",
+            "photos/cat.jpg",
+        ]
+        assert (target / "photos/cat.jpg").read_bytes() == b"precious local edit"
+        forced = restore(session, store, job_id, target, overwrite=True)
+        assert forced.ok and tree(target) == tree(source)
+        mtime = (source / "docs/report.txt").stat().st_mtime_ns
+        assert (target / "docs/report.txt").stat().st_mtime_ns == mtime
+
+
+def test_restore_verifies_checksums(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    source: Path,
+    tmp_path: Path,
+) -> None:
+    job_id, _ = back_up(sessions, store, bucket_id, source)
+    with sessions() as session:
+        session.execute(update(File).where(File.path == "deep/a/b/c/d.txt").values(sha256="0" * 64))
+        session.commit()
+        result = restore(session, store, job_id, tmp_path / "t")
+    assert "checksum mismatch" in result.failed["deep/a/b/c/d.txt"]
+    assert not (tmp_path / "t/deep/a/b/c/d.txt").exists()
+    assert [p.name for p in (tmp_path / "t/deep/a/b/c").iterdir()] == []  # no temp file left
+
+
+def test_only_completed_jobs_restore(
+    sessions: sessionmaker[Session], store: ObjectStore, bucket_id: int, tmp_path: Path
+) -> None:
+    with sessions() as session:
+        job = jobs.create_job(session, job_name="t", source_system="/x", bucket_id=bucket_id)
+        with pytest.raises(Conflict):
+            restore(session, store, job.id, tmp_path)
+
+
+def test_odd_names_and_sockets(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    bucket_name: str,
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "odd"
+    root.mkdir()
+    latin1 = os.path.join(os.fsencode(root), b"caf\xe9.txt")
+    with open(latin1, "wb") as handle:
+        handle.write(b"coffee")
+    write(root, "ünïcode ✓.txt", b"fine")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(root / "a.sock"))
+    try:
+        job_id, stats = back_up(sessions, store, bucket_id, root, prefix="")
+    finally:
+        server.close()
+    assert stats["new"] == 2
+    assert stats["problems"]["non_utf8_names"]["paths"] == [
+        "caf%E9.txt: stored under an escaped name"
+    ]
+    assert stats["problems"]["special_files"]["paths"][0].startswith("a.sock")
+    assert [k for k, _ in keys(store, bucket_name)] == ["caf%E9.txt", "ünïcode ✓.txt"]
+    target = tmp_path / "back"
+    with sessions() as session:
+        assert restore(session, store, job_id, target).ok
+    assert sorted(os.listdir(os.fsencode(target))) == sorted(
+        [b"caf\xe9.txt", "ünïcode ✓.txt".encode()]
+    )
+    with open(os.path.join(os.fsencode(target), b"caf\xe9.txt"), "rb") as handle:
+        assert handle.read() == b"coffee"
+
+
+def test_large_file_goes_multipart(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    bucket_name: str,
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "big"
+    content = os.urandom(40 * 1024 * 1024)
+    write(root, "disk.img", content)
+    job_id, stats = back_up(sessions, store, bucket_id, root, prefix="")
+    assert stats["bytes_uploaded"] == len(content)
+    with sessions() as session:
+        etag = session.scalar(select(ObjectVersion.etag))
+        assert restore(session, store, job_id, tmp_path / "out").ok
+    assert etag is not None and etag.endswith("-3")  # three 16 MiB parts
+    assert (tmp_path / "out/disk.img").read_bytes() == content
+    # Beyond 160 GiB the parts grow so that 10,000 of them still hold the file.
+    assert part_size_for(6 * 1024**3) == 16 * 1024**2
+    assert part_size_for(500 * 1024**3) * 10_000 >= 500 * 1024**3
+
+
+def test_missing_source_fails_with_the_reason(
+    sessions: sessionmaker[Session], store: ObjectStore, bucket_id: int, tmp_path: Path
+) -> None:
+    with pytest.raises(Exception, match="not a readable directory"):
+        back_up(sessions, store, bucket_id, tmp_path / "nope")
+
+
+def test_verify_reports_and_repairs_drift(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    bucket_name: str,
+    source: Path,
+) -> None:
+    back_up(sessions, store, bucket_id, source)
+    with sessions() as session:
+        clean = verify(session, store, bucket_id, checksum_all=True)
+    assert clean.clean and clean.checked_checksums == 4
+
+    behind_our_back = keys(store, bucket_name)[0]
+    store.delete_version(bucket_name, *behind_our_back)
+    import io
+
+    stray, _ = store.put(bucket_name, "host1/stray.bin", io.BytesIO(b"x"), 1)
+    with sessions() as session:
+        session.execute(
+            update(ObjectVersion).where(ObjectVersion.size == 4).values(sha256="f" * 64)
+        )
+        session.commit()
+        drift = verify(session, store, bucket_id, checksum_all=True)
+        assert drift.missing == [behind_our_back]
+        assert drift.untracked == [("host1/stray.bin", stray)]
+        assert [m[0] for m in drift.mismatched] == ["host1/deep/a/b/c/d.txt"] or drift.missing
+        assert not drift.clean
+        repaired = verify(session, store, bucket_id, repair=True, delete_untracked=True)
+        assert repaired.repaired_missing == 1 and repaired.deleted_untracked == 1
+        again = verify(session, store, bucket_id)
+    assert again.clean and again.catalog_versions == 3
+    assert ("host1/stray.bin", stray) not in keys(store, bucket_name)
+
+
+def test_cancel_stops_the_engine_at_the_next_batch(
+    sessions: sessionmaker[Session], store: ObjectStore, bucket_id: int, tmp_path: Path
+) -> None:
+    from backup_operator.scheduler import JobCancelled
+
+    root = tmp_path / "many"
+    for i in range(50):
+        write(root, f"f{i:03}", str(i).encode())
+    with sessions() as session:
+        job = jobs.create_job(session, job_name="t", source_system=str(root), bucket_id=bucket_id)
+        jobs.claim_job(session, job.id, worker_id=WORKER)
+    batches = []
+
+    def heartbeat() -> None:
+        batches.append(1)
+        if len(batches) == 2:
+            with sessions() as session:
+                jobs.cancel_job(session, job.id)
+            raise JobCancelled("cancelled")
+
+    with pytest.raises(JobCancelled):
+        run_backup(sessions, store, job.id, heartbeat, Options(batch_files=10))
+    with sessions() as session:
+        assert session.scalar(select(BackupJob.status).where(BackupJob.id == job.id)) == "cancelled"
+        recorded = session.scalars(select(File.path).where(File.job_id == job.id)).all()
+    assert len(recorded) == 20  # two batches, then it stopped
