@@ -126,15 +126,21 @@ def register_files(session: Session, job_id: int, files: Sequence[FileIn]) -> li
     # RETURNING whole rows answers the caller without reading them back; the rows are
     # answered as they are (attribute access like File's), since building ORM objects
     # would cost more than the inserts.
-    inserted: dict[str, FileRecord] = {
-        row.path: row for row in session.execute(_INSERT_CANONICAL, {**params, **_columns(batch)})
-    }
-    rest = [f for f in batch if f.path not in inserted]
-    if rest:
-        for row in session.execute(_INSERT_DUPLICATES, {**params, **_columns(rest)}):
-            inserted[row.path] = row
-        leftovers = [f for f in rest if f.path not in inserted]
-        _check_leftovers(session, job_id, leftovers, inserted)
+    inserted: dict[str, FileRecord] = {}
+
+    def attempt(statement: Any, files: list[FileIn]) -> None:
+        if files:
+            for row in session.execute(statement, {**params, **_columns(files)}):
+                inserted[row.path] = row
+
+    # An unchanged file's content is already in the bucket: it goes straight to being a
+    # duplicate, and becomes canonical only if that content has no canonical file now.
+    unchanged = [f for f in batch if f.change is FileChange.UNCHANGED]
+    attempt(_INSERT_CANONICAL, [f for f in batch if f.change is not FileChange.UNCHANGED])
+    attempt(_INSERT_DUPLICATES, [f for f in batch if f.path not in inserted])
+    attempt(_INSERT_CANONICAL, [f for f in unchanged if f.path not in inserted])
+    attempt(_INSERT_DUPLICATES, [f for f in unchanged if f.path not in inserted])
+    _check_leftovers(session, job_id, [f for f in batch if f.path not in inserted], inserted)
     session.commit()
     return [inserted[f.path] for f in batch]
 

@@ -240,10 +240,18 @@ class Backup:
         by_path = {e.path: e for e in entries}
         with self.sessions() as session:
             rows = register_files(session, self.job_id, to_register)
-        pending = [r for r in rows if not r.is_duplicate and r.object_version_id is None]
+        # Content not stored yet: new canonical files, and duplicates whose canonical file
+        # never got its upload (a failed earlier job): one upload per content.
+        pending: dict[int, FileRecord] = {}
+        for row in rows:
+            if row.object_version_id is None:
+                pending.setdefault(row.canonical_file_id or row.id, row)
         uploads = [
             u
-            for u in self.uploaders.map(lambda row: self._upload(row, by_path[row.path]), pending)
+            for u in self.uploaders.map(
+                lambda item: self._upload(item[0], item[1], by_path[item[1].path]),
+                pending.items(),
+            )
             if u is not None
         ]
         self._record(uploads)
@@ -276,7 +284,7 @@ class Backup:
         self.report.add(read=hashed.bytes_read)
         return hashed
 
-    def _upload(self, row: FileRecord, entry: Entry) -> Upload | None:
+    def _upload(self, content_file_id: int, row: FileRecord, entry: Entry) -> Upload | None:
         key = object_key(self.prefix, row.path)
         try:
             with open(entry.os_path, "rb") as handle:
@@ -292,7 +300,7 @@ class Backup:
             self.report.problem("changed_while_reading", row.path, "changed before its upload")
             return None
         self.report.add(uploaded=row.size, uploads=1)
-        return Upload(row.id, key, version_id, row.size, row.sha256, etag)
+        return Upload(content_file_id, key, version_id, row.size, row.sha256, etag)
 
     def _record(self, uploads: list[Upload]) -> None:
         try:
