@@ -37,8 +37,12 @@ pytest: $(VENV)/.test
 
 test: lint typecheck pytest
 
+# The engine benchmark compares with Debian's restic and rclone.
 bench: $(VENV)/.test
-	$(PY) bench/catalog_bench.py $(BENCH_ARGS)
+	@command -v restic >/dev/null && command -v rclone >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq restic rclone; }
+	$(PY) bench/catalog_bench.py $(CATALOG_BENCH_ARGS)
+	$(PY) bench/engine_bench.py $(ENGINE_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .dev-data .pytest_cache .mypy_cache .ruff_cache

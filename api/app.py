@@ -15,7 +15,7 @@ from ..db import make_engine, make_sessionmaker
 from ..engine.runner import EngineRunner
 from ..scheduler import JobRunner, Scheduler
 from ..settings import Settings, get_settings
-from ..storage import ObjectStore, make_client
+from ..storage import ObjectStore
 from . import errors
 from .auth import BearerAuth
 from .routes import buckets, files, health, jobs, objects, retention
@@ -83,15 +83,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url(), pool_size=settings.db_pool_size)
         app.state.sessions = make_sessionmaker(engine)
-        app.state.store = ObjectStore(
-            make_client(
-                settings.minio_endpoint,
-                settings.minio_access_key.get_secret_value(),
-                settings.minio_secret_key.get_secret_value(),
-                secure=settings.minio_secure,
-                region=settings.minio_region,
-            )
-        )
+        app.state.store = ObjectStore.from_settings(settings)
         scheduler = None
         if settings.scheduler_enabled:
             scheduler = Scheduler(

@@ -25,7 +25,7 @@ from .engine.verify import verify
 from .errors import NotFound
 from .scheduler import Heartbeat, JobCancelled, default_worker_id
 from .settings import Settings
-from .storage import ObjectStore, make_client
+from .storage import ObjectStore
 
 logger = logging.getLogger("backup_operator.console")
 
@@ -75,15 +75,7 @@ class Context:
         self.settings = settings
         self.engine = make_engine(settings.database_url(), pool_size=4)
         self.sessions: sessionmaker[Session] = make_sessionmaker(self.engine)
-        self.store = ObjectStore(
-            make_client(
-                settings.minio_endpoint,
-                settings.minio_access_key.get_secret_value(),
-                settings.minio_secret_key.get_secret_value(),
-                secure=settings.minio_secure,
-                region=settings.minio_region,
-            )
-        )
+        self.store = ObjectStore.from_settings(settings)
 
 
 def _print(value: dict[str, Any]) -> None:

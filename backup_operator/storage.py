@@ -20,6 +20,7 @@ from minio.error import MinioException, S3Error
 from minio.versioningconfig import VersioningConfig
 
 from .errors import Conflict, Invalid, NotFound, Unavailable
+from .settings import Settings
 
 # S3's own limits on object tags.
 MAX_TAGS = 10
@@ -115,6 +116,18 @@ def translate_errors(what: str) -> Iterator[None]:
 class ObjectStore:
     def __init__(self, client: Minio) -> None:
         self.client = client
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ObjectStore:
+        return cls(
+            make_client(
+                settings.minio_endpoint,
+                settings.minio_access_key.get_secret_value(),
+                settings.minio_secret_key.get_secret_value(),
+                secure=settings.minio_secure,
+                region=settings.minio_region,
+            )
+        )
 
     def ping(self) -> None:
         with translate_errors("list buckets"):

@@ -51,19 +51,40 @@ def make_dataset(root: Path, seed: int = 42) -> int:
     return total
 
 
+# Peak RSS comes from wait4, and a child's count starts from its parent's size at fork:
+# so the command is forked from this small launcher, not from the benchmark itself.
+LAUNCHER = """
+import os, sys
+report = int(sys.argv[1])
+pid = os.fork()
+if pid == 0:
+    os.close(report)
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+os.write(report, str(usage.ru_maxrss).encode())
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall seconds, the child's own peak RSS in MB (from wait4), and its stdout."""
+    """Wall seconds, the command's peak RSS in MB, and its stdout."""
+    read_end, write_end = os.pipe()
     started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert process.stdout is not None and process.stderr is not None
-    out = process.stdout.read()
-    err = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
+    process = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, str(write_end), *command],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        pass_fds=(write_end,),
+    )
+    os.close(write_end)
+    out, err = process.communicate()
     seconds = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
+    with os.fdopen(read_end) as rss:
+        peak_kb = int(rss.read() or 0)
     if process.returncode != 0:
         raise RuntimeError(f"{command[0]} failed ({process.returncode}): {err[-2000:]!r}")
-    return seconds, usage.ru_maxrss / 1024, out.decode()
+    return seconds, peak_kb / 1024, out.decode()
 
 
 def main() -> None:

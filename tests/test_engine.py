@@ -323,3 +323,46 @@ def test_cancel_stops_the_engine_at_the_next_batch(
         assert session.scalar(select(BackupJob.status).where(BackupJob.id == job.id)) == "cancelled"
         recorded = session.scalars(select(File.path).where(File.job_id == job.id)).all()
     assert len(recorded) == 20  # two batches, then it stopped
+
+
+def test_a_file_gone_before_it_is_read_is_reported(
+    sessions: sessionmaker[Session], store: ObjectStore, bucket_id: int, tmp_path: Path
+) -> None:
+    root = tmp_path / "vanishing"
+    for i in range(10):
+        write(root, f"f{i}", str(i).encode())
+
+    def remove_after_first_batch(counters: dict) -> None:
+        (root / "f9").unlink(missing_ok=True)  # listed already, not read yet
+
+    _, stats = back_up(
+        sessions, store, bucket_id, root, batch_files=5, progress=remove_after_first_batch
+    )
+    assert stats["new"] == 9
+    assert stats["problems"]["unreadable"]["paths"] == ["f9: No such file or directory"]
+
+
+def test_a_file_that_keeps_changing_is_not_stored(tmp_path: Path) -> None:
+    import threading
+
+    from backup_operator.engine.hashing import ChangedWhileReading, hash_file
+
+    path = tmp_path / "growing.log"
+    path.write_bytes(os.urandom(8 * 1024 * 1024))
+    stop = threading.Event()
+
+    def append() -> None:
+        with path.open("ab") as handle:
+            while not stop.is_set():
+                handle.write(b"x" * 1024)
+                handle.flush()
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    try:
+        with pytest.raises(ChangedWhileReading):
+            hash_file(os.fsencode(path))
+    finally:
+        stop.set()
+        writer.join()
+    assert hash_file(os.fsencode(path)).size == path.stat().st_size  # settled: hashed
