@@ -159,6 +159,10 @@ class Backup:
             self.bucket_id = job.bucket_id
             self.bucket = session.get_one(Bucket, job.bucket_id).name
             self.parent_id = parent_job_id(session, job)
+            # Only a resumed job can have files of its own already.
+            self.resumed = job.attempts > 1 or bool(
+                session.scalar(select(File.id).where(File.job_id == job_id).limit(1))
+            )
             self.rehash = options.rehash or job.rehash
         self.report = Report.resumed(self.job_stats)
         self.hashers = ThreadPoolExecutor(options.hash_workers, thread_name_prefix="hash")
@@ -202,7 +206,7 @@ class Backup:
     def _back_up(self, entries: list[Entry]) -> None:
         paths = [e.path for e in entries]
         with self.sessions() as session:
-            mine = _known(session, self.job_id, paths)  # an earlier attempt of this job
+            mine = _known(session, self.job_id if self.resumed else None, paths)
             parent = _known(session, self.parent_id, paths)
         to_register: list[FileIn] = []
         to_hash: list[Entry] = []

@@ -1,0 +1,216 @@
+"""restic's `forget` policy semantics (restic 0.17), as a pure function.
+
+Rules combine as a union. `keep_last/hourly/daily/weekly/monthly/yearly` count periods
+that contain points, newest first (-1: unlimited); a count not used up also keeps the
+oldest point. `keep_within*` durations are measured back from the newest point.
+`keep_tags` keeps points carrying all tags of any listed set. Weeks are ISO weeks, in
+the policy's timezone (UTC unless it names an IANA zone).
+
+Each kept point comes with the reasons that kept it, worded as restic words them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+_DURATION = re.compile(r"(\d+)([ymdh])")
+
+
+@dataclass(frozen=True)
+class Duration:
+    """restic's duration: years, months, days and hours, as in `1y2m3d4h`."""
+
+    years: int = 0
+    months: int = 0
+    days: int = 0
+    hours: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> Duration:
+        if not text or _DURATION.sub("", text):
+            raise ValueError(f"invalid duration {text!r}: use numbers with y, m, d, h (1y2m3d4h)")
+        parts = {"y": 0, "m": 0, "d": 0, "h": 0}
+        for number, unit in _DURATION.findall(text):
+            parts[unit] += int(number)
+        return cls(parts["y"], parts["m"], parts["d"], parts["h"])
+
+    def __str__(self) -> str:
+        return "".join(
+            f"{value}{unit}"
+            for value, unit in (
+                (self.years, "y"),
+                (self.months, "m"),
+                (self.days, "d"),
+                (self.hours, "h"),
+            )
+            if value
+        )
+
+    @property
+    def zero(self) -> bool:
+        return not (self.years or self.months or self.days or self.hours)
+
+    def before(self, moment: datetime) -> datetime:
+        """`moment` minus this duration, calendar-wise like Go's AddDate (which
+        normalises overflowing days: 31 March minus one month is 3 March)."""
+        month_index = moment.year * 12 + (moment.month - 1) - self.years * 12 - self.months
+        year, month = divmod(month_index, 12)
+        first = moment.replace(year=year, month=month + 1, day=1)
+        shifted = first + timedelta(days=moment.day - 1 - self.days)
+        return shifted - timedelta(hours=self.hours)
+
+
+@dataclass(frozen=True)
+class Policy:
+    keep_last: int = 0
+    keep_hourly: int = 0
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    keep_yearly: int = 0
+    keep_within: Duration = field(default_factory=Duration)
+    keep_within_hourly: Duration = field(default_factory=Duration)
+    keep_within_daily: Duration = field(default_factory=Duration)
+    keep_within_weekly: Duration = field(default_factory=Duration)
+    keep_within_monthly: Duration = field(default_factory=Duration)
+    keep_within_yearly: Duration = field(default_factory=Duration)
+    keep_tags: tuple[tuple[str, ...], ...] = ()
+    timezone: str = "UTC"
+
+    @classmethod
+    def from_dict(cls, rules: dict[str, object]) -> Policy:
+        values: dict[str, object] = {}
+        for name, value in rules.items():
+            if name.startswith("keep_within"):
+                values[name] = Duration.parse(str(value))
+            elif name == "keep_tags":
+                values[name] = tuple(tuple(tags) for tags in value)  # type: ignore[attr-defined]
+            else:
+                values[name] = value
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def empty(self) -> bool:
+        counts = (
+            self.keep_last,
+            self.keep_hourly,
+            self.keep_daily,
+            self.keep_weekly,
+            self.keep_monthly,
+            self.keep_yearly,
+        )
+        withins = (
+            self.keep_within,
+            self.keep_within_hourly,
+            self.keep_within_daily,
+            self.keep_within_weekly,
+            self.keep_within_monthly,
+            self.keep_within_yearly,
+        )
+        return not any(counts) and all(w.zero for w in withins) and not self.keep_tags
+
+
+@dataclass(frozen=True)
+class Point:
+    id: int
+    time: datetime
+    tags: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Kept:
+    point: Point
+    reasons: tuple[str, ...]
+
+
+Bucker = Callable[[datetime, int], int]
+
+
+def _hour(t: datetime, _: int) -> int:
+    return t.year * 1_000_000 + t.month * 10_000 + t.day * 100 + t.hour
+
+
+def _day(t: datetime, _: int) -> int:
+    return t.year * 10_000 + t.month * 100 + t.day
+
+
+def _week(t: datetime, _: int) -> int:
+    year, week, _weekday = t.isocalendar()
+    return year * 100 + week
+
+
+def _month(t: datetime, _: int) -> int:
+    return t.year * 100 + t.month
+
+
+def _year(t: datetime, _: int) -> int:
+    return t.year
+
+
+def _always(_: datetime, number: int) -> int:
+    return number
+
+
+def apply_policy(points: Sequence[Point], policy: Policy) -> tuple[list[Kept], list[Point]]:
+    """Answer (kept with reasons, removed), both newest first. An empty policy keeps
+    nothing here, as restic's; callers must refuse to act on one (restic's `forget`
+    does: 'no policy was specified, no snapshots will be removed')."""
+    zone = ZoneInfo(policy.timezone)
+    ordered = sorted(points, key=lambda p: p.time, reverse=True)  # stable, like restic's
+    if policy.empty or not ordered:
+        return [], list(ordered)
+    counts: list[tuple[int, Bucker, str]] = [
+        (policy.keep_last, _always, "last snapshot"),
+        (policy.keep_hourly, _hour, "hourly snapshot"),
+        (policy.keep_daily, _day, "daily snapshot"),
+        (policy.keep_weekly, _week, "weekly snapshot"),
+        (policy.keep_monthly, _month, "monthly snapshot"),
+        (policy.keep_yearly, _year, "yearly snapshot"),
+    ]
+    remaining = [count for count, _, _ in counts]
+    last_seen: list[int | None] = [None] * len(counts)
+    withins: list[tuple[Duration, Bucker, str]] = [
+        (policy.keep_within_hourly, _hour, "hourly within"),
+        (policy.keep_within_daily, _day, "daily within"),
+        (policy.keep_within_weekly, _week, "weekly within"),
+        (policy.keep_within_monthly, _month, "monthly within"),
+        (policy.keep_within_yearly, _year, "yearly within"),
+    ]
+    within_seen: list[int | None] = [None] * len(withins)
+    latest = ordered[0].time.astimezone(zone)
+    kept: list[Kept] = []
+    removed: list[Point] = []
+    for number, point in enumerate(ordered):
+        moment = point.time.astimezone(zone)
+        oldest = number == len(ordered) - 1
+        reasons: list[str] = []
+        for tags in policy.keep_tags:
+            if set(tags) <= point.tags:
+                reasons.append(f"has tags [{' '.join(tags)}]")
+        if not policy.keep_within.zero and moment > policy.keep_within.before(latest):
+            reasons.append(f"within {policy.keep_within}")
+        for index, (_, bucker, reason) in enumerate(counts):
+            if remaining[index] > 0 or remaining[index] == -1:
+                value = bucker(moment, number)
+                if value != last_seen[index] or oldest:
+                    # Kept only for being the oldest while counts are left: said so.
+                    reasons.append(reason if value != last_seen[index] else f"oldest {reason}")
+                    last_seen[index] = value
+                    if remaining[index] > 0:
+                        remaining[index] -= 1
+        for index, (duration, bucker, reason) in enumerate(withins):
+            if not duration.zero and moment > duration.before(latest):
+                value = bucker(moment, number)
+                if value != within_seen[index] or oldest:
+                    prefix = "" if value != within_seen[index] else "oldest "
+                    within_seen[index] = value
+                    reasons.append(f"{prefix}{reason} {duration}")
+        if reasons:
+            kept.append(Kept(point, tuple(reasons)))
+        else:
+            removed.append(point)
+    return kept, removed
