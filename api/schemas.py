@@ -104,6 +104,17 @@ class FileOut(Out):
     created_at: datetime
 
 
+class FileRegistered(Out):
+    """What a batch registration answers for each file, in the order given."""
+
+    id: int
+    path: str
+    change: FileChange
+    is_duplicate: bool
+    canonical_file_id: int | None
+    object_version_id: int | None
+
+
 class DuplicateGroupOut(Out):
     canonical_file_id: int
     bucket_id: int

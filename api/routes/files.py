@@ -5,6 +5,7 @@ from collections.abc import Sequence
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from ...catalog import files
@@ -22,6 +23,7 @@ from ..schemas import (
     FileBatch,
     FileOut,
     FileRegister,
+    FileRegistered,
     VersionOut,
 )
 
@@ -36,11 +38,27 @@ def register_file(body: FileRegister, session: Session = Depends(get_session)) -
     return files.register_files(session, body.job_id, [FileIn(**fields)])[0]
 
 
-@router.post("/batch", response_model=list[FileOut], status_code=status.HTTP_201_CREATED)
-def register_batch(body: FileBatch, session: Session = Depends(get_session)) -> list[FileRecord]:
-    """Register up to 50,000 files in one transaction, in bulk."""
-    return files.register_files(
+@router.post("/batch", response_model=list[FileRegistered], status_code=status.HTTP_201_CREATED)
+def register_batch(body: FileBatch, session: Session = Depends(get_session)) -> Response:
+    """Register up to 50,000 files in one transaction, in bulk. Answers, per file in the
+    order given, its id and whether it is a duplicate (and of which file)."""
+    rows = files.register_files(
         session, body.job_id, [FileIn(**f.model_dump()) for f in body.files]
+    )
+    # Built by hand: validating 50,000 response models would cost more than the inserts.
+    return JSONResponse(
+        [
+            {
+                "id": row.id,
+                "path": row.path,
+                "change": row.change,
+                "is_duplicate": row.is_duplicate,
+                "canonical_file_id": row.canonical_file_id,
+                "object_version_id": row.object_version_id,
+            }
+            for row in rows
+        ],
+        status_code=status.HTTP_201_CREATED,
     )
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, select, text
+from psycopg.rows import namedtuple_row
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
 from ..errors import Conflict, Invalid, NotFound
@@ -23,8 +24,8 @@ from .jobs import as_utc, get_job
 from .models import File, FileChange
 from .pages import Page, keyset, page_of, scalar_page
 
-# A registered file: a `File`, or a result row with the same attributes.
-FileRecord = File | Row[Any]
+# A registered file: a `File`, or a result row (named tuple) with the same attributes.
+FileRecord = Any
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_BATCH = 50_000
@@ -65,36 +66,38 @@ def _validated(files: Sequence[FileIn]) -> list[FileIn]:
     return out
 
 
+# psycopg placeholders: the bulk path runs on the session's connection directly, with the
+# text arrays sent in binary (no per-element quoting) and rows answered as named tuples.
 _BATCH_ROWS = """
-    FROM unnest(CAST(:paths AS text[]), CAST(:sizes AS bigint[]), CAST(:shas AS text[]),
-                CAST(:mtimes AS timestamptz[]), CAST(:mtime_ns AS bigint[]),
-                CAST(:inodes AS bigint[]), CAST(:raw_paths AS bytea[]), CAST(:changes AS text[]))
+    FROM unnest(%(paths)b::text[], %(sizes)s::bigint[], %(shas)b::text[],
+                %(mtimes)s::timestamptz[], %(mtime_ns)s::bigint[], %(inodes)s::bigint[],
+                %(raw_paths)s::bytea[], %(changes)b::text[])
          AS t(path, size, sha256, mtime, mtime_ns, inode, raw_path, change)
 """
 
 # Canonical candidates: the first file of each content not yet in the bucket.
-_INSERT_CANONICAL = text(f"""
+_INSERT_CANONICAL = f"""
     INSERT INTO files (job_id, bucket_id, path, size, sha256, mtime, mtime_ns, inode, raw_path,
                        change, is_duplicate)
-    SELECT :job_id, :bucket_id, t.path, t.size, t.sha256, t.mtime, t.mtime_ns, t.inode,
+    SELECT %(job_id)s, %(bucket_id)s, t.path, t.size, t.sha256, t.mtime, t.mtime_ns, t.inode,
            t.raw_path, t.change, false
     {_BATCH_ROWS}
     ON CONFLICT DO NOTHING
     RETURNING files.*
-""")
+"""
 
 # The rest become duplicates of whichever canonical file now holds their content.
-_INSERT_DUPLICATES = text(f"""
+_INSERT_DUPLICATES = f"""
     INSERT INTO files (job_id, bucket_id, path, size, sha256, mtime, mtime_ns, inode, raw_path,
                        change, is_duplicate, canonical_file_id, object_version_id)
-    SELECT :job_id, :bucket_id, t.path, t.size, t.sha256, t.mtime, t.mtime_ns, t.inode,
+    SELECT %(job_id)s, %(bucket_id)s, t.path, t.size, t.sha256, t.mtime, t.mtime_ns, t.inode,
            t.raw_path, t.change, true, c.id, c.object_version_id
     {_BATCH_ROWS}
-    JOIN files c ON c.bucket_id = :bucket_id AND c.sha256 = t.sha256 AND NOT c.is_duplicate
+    JOIN files c ON c.bucket_id = %(bucket_id)s AND c.sha256 = t.sha256 AND NOT c.is_duplicate
                 AND c.size = t.size
     ON CONFLICT (job_id, path) DO NOTHING
     RETURNING files.*
-""")
+"""
 
 
 def _columns(files: Sequence[FileIn]) -> dict[str, Any]:
@@ -127,11 +130,15 @@ def register_files(session: Session, job_id: int, files: Sequence[FileIn]) -> li
     # answered as they are (attribute access like File's), since building ORM objects
     # would cost more than the inserts.
     inserted: dict[str, FileRecord] = {}
+    connection = session.connection().connection.driver_connection
+    assert connection is not None
 
-    def attempt(statement: Any, files: list[FileIn]) -> None:
+    def attempt(statement: str, files: list[FileIn]) -> None:
         if files:
-            for row in session.execute(statement, {**params, **_columns(files)}):
-                inserted[row.path] = row
+            with connection.cursor(row_factory=namedtuple_row) as cursor:
+                cursor.execute(statement, {**params, **_columns(files)})
+                for row in cursor:
+                    inserted[row.path] = row
 
     # An unchanged file's content is already in the bucket: it goes straight to being a
     # duplicate, and becomes canonical only if that content has no canonical file now.

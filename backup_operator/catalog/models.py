@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Enum,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     MetaData,
     String,
@@ -98,7 +99,8 @@ class BackupJob(Base):
     __tablename__ = "backup_jobs"
     __table_args__ = (
         Index(None, "status", "start_time"),
-        Index(None, "bucket_id", "id"),
+        # Lists a bucket's jobs, and lets files check job and bucket with one foreign key.
+        UniqueConstraint("bucket_id", "id"),
     )
 
     id: Mapped[id_pk]
@@ -141,13 +143,25 @@ class File(Base):
             postgresql_where=text("NOT is_duplicate"),
         ),
         Index(None, "sha256", "id"),
-        Index("ix_files_path_prefix", "path", "id", postgresql_ops={"path": "text_pattern_ops"}),
+        Index("ix_files_path_prefix", "path", postgresql_ops={"path": "text_pattern_ops"}),
         Index(None, "job_id", "id"),
-        Index(None, "object_version_id", postgresql_where=text("object_version_id IS NOT NULL")),
+        # Which canonical file holds a version (reference checks); duplicates resolve
+        # through their canonical file, so they stay out of it.
+        Index(
+            None,
+            "object_version_id",
+            postgresql_where=text("object_version_id IS NOT NULL AND NOT is_duplicate"),
+        ),
         Index(
             "ix_files_duplicates_by_canonical",
             "canonical_file_id",
             postgresql_where=text("is_duplicate"),
+        ),
+        ForeignKeyConstraint(
+            ["bucket_id", "job_id"],
+            ["backup_jobs.bucket_id", "backup_jobs.id"],
+            ondelete="CASCADE",
+            name="fk_files_job_of_bucket",
         ),
         CheckConstraint("size >= 0", name="size_not_negative"),
         CheckConstraint("sha256 ~ '^[0-9a-f]{64}$'", name="sha256_hex"),
@@ -157,8 +171,9 @@ class File(Base):
     )
 
     id: Mapped[id_pk]
-    job_id: Mapped[int] = mapped_column(ForeignKey("backup_jobs.id", ondelete="CASCADE"))
-    bucket_id: Mapped[int] = mapped_column(ForeignKey("buckets.id", ondelete="RESTRICT"))
+    # One foreign key checks both: the job exists and the bucket is the job's.
+    job_id: Mapped[int]
+    bucket_id: Mapped[int]
     path: Mapped[str] = mapped_column(Text)
     size: Mapped[int]
     sha256: Mapped[str] = mapped_column(String(64))

@@ -117,9 +117,7 @@ def upgrade() -> None:
             ondelete="RESTRICT",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_backup_jobs")),
-    )
-    op.create_index(
-        op.f("ix_backup_jobs_bucket_id_id"), "backup_jobs", ["bucket_id", "id"], unique=False
+        sa.UniqueConstraint("bucket_id", "id", name=op.f("uq_backup_jobs_bucket_id_id")),
     )
     op.create_index(
         op.f("ix_backup_jobs_status_start_time"),
@@ -266,19 +264,13 @@ def upgrade() -> None:
         ),
         sa.CheckConstraint("size >= 0", name=op.f("ck_files_size_not_negative")),
         sa.ForeignKeyConstraint(
-            ["bucket_id"],
-            ["buckets.id"],
-            name=op.f("fk_files_bucket_id_buckets"),
-            ondelete="RESTRICT",
+            ["bucket_id", "job_id"],
+            ["backup_jobs.bucket_id", "backup_jobs.id"],
+            name="fk_files_job_of_bucket",
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
             ["canonical_file_id"], ["files.id"], name=op.f("fk_files_canonical_file_id_files")
-        ),
-        sa.ForeignKeyConstraint(
-            ["job_id"],
-            ["backup_jobs.id"],
-            name=op.f("fk_files_job_id_backup_jobs"),
-            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
             ["object_version_id"],
@@ -301,13 +293,13 @@ def upgrade() -> None:
         "files",
         ["object_version_id"],
         unique=False,
-        postgresql_where=sa.text("object_version_id IS NOT NULL"),
+        postgresql_where=sa.text("object_version_id IS NOT NULL AND NOT is_duplicate"),
     )
     op.create_index(op.f("ix_files_job_id_id"), "files", ["job_id", "id"], unique=False)
     op.create_index(
         "ix_files_path_prefix",
         "files",
-        ["path", "id"],
+        ["path"],
         unique=False,
         postgresql_ops={"path": "text_pattern_ops"},
     )
