@@ -129,19 +129,25 @@ def record_versions(session: Session, bucket_id: int, uploads: list[Upload]) -> 
     links = [
         {"file_id": u.file_id, "version": v.id} for u, v in zip(uploads, versions, strict=True)
     ]
-    session.execute(
-        text("""
-            UPDATE files SET object_version_id = v.version
-            FROM (SELECT unnest(CAST(:files AS bigint[])) AS file_id,
-                         unnest(CAST(:versions AS bigint[])) AS version) v
-            WHERE files.id = v.file_id OR (files.canonical_file_id = v.file_id
-                                           AND files.is_duplicate)
-        """),
-        {
-            "files": [link["file_id"] for link in links],
-            "versions": [link["version"] for link in links],
-        },
-    )
+    columns = {
+        "files": [link["file_id"] for link in links],
+        "versions": [link["version"] for link in links],
+    }
+    # Two statements, each on its own index: the canonical files by primary key, their
+    # duplicates by the partial index on canonical_file_id.
+    for condition in (
+        "files.id = v.file_id",
+        "files.canonical_file_id = v.file_id AND files.is_duplicate",
+    ):
+        session.execute(
+            text(f"""
+                UPDATE files SET object_version_id = v.version
+                FROM unnest(CAST(:files AS bigint[]), CAST(:versions AS bigint[]))
+                     AS v(file_id, version)
+                WHERE {condition}
+            """),
+            columns,
+        )
     return versions
 
 
