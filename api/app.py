@@ -113,6 +113,7 @@ def create_app(
     errors.install(app)
     for module in (health, buckets, jobs, files, objects, retention):
         app.include_router(module.router)
+    app.include_router(retention.runs_router)
     app.add_middleware(Metrics)
     app.add_middleware(BearerAuth, settings=settings)
     app.add_middleware(TrailingSlash)

@@ -5,8 +5,10 @@ With no token configured (local development) the API is open and binds to loopba
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..settings import Settings
@@ -41,6 +43,7 @@ class BearerAuth:
             await _deny(send, 401, "missing bearer token", "unauthorized")
             return
         if _matches(token, self.write):
+            scope.setdefault("state", {})["actor"] = actor_of(token)
             await self.app(scope, receive, send)
         elif _matches(token, self.read):
             if scope["method"] in READ_METHODS:
@@ -49,6 +52,15 @@ class BearerAuth:
                 await _deny(send, 403, "this token is read-only", "forbidden")
         else:
             await _deny(send, 401, "invalid bearer token", "unauthorized")
+
+
+def actor_of(token: str) -> str:
+    """Who acted, for audit entries: a fingerprint of the token, never the token."""
+    return "token:" + hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def request_actor(request: Request) -> str:
+    return str(getattr(request.state, "actor", "anonymous (no API tokens configured)"))
 
 
 async def _deny(send: Send, status: int, message: str, kind: str) -> None:

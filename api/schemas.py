@@ -148,6 +148,7 @@ class VersionOut(Out):
     created_at: datetime
     deleted_at: datetime | None
     deleted_by_policy_id: int | None
+    deleted_by_run_id: int | None = None
     deletion_reason: str | None
 
 
@@ -220,10 +221,29 @@ class PlanOut(BaseModel):
 
 class ApplyOut(BaseModel):
     policy_id: int
+    run_id: int = Field(description="the audit entry: GET /retention-runs/{run_id}")
     deleted: int
     bytes_freed: int
+    locked: dict[str, str] = Field(
+        description="S3 version id -> the object lock or legal hold that protects it; "
+        "never attempted"
+    )
     refused: dict[str, str] = Field(description="S3 version id -> why the store refused")
     versions: list[PlannedVersionOut]
+
+
+class RunOut(Out):
+    id: int
+    policy_id: int | None
+    policy_name: str
+    actor: str = Field(description="who ran it: a fingerprint of the API token")
+    started_at: datetime
+    finished_at: datetime | None = Field(description="null: interrupted")
+    kept: int
+    deleted: int
+    locked: int
+    bytes_freed: int
+    refused: dict[str, Any]
 
 
 class RestoreRequest(BaseModel):

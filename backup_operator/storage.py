@@ -33,6 +33,13 @@ MAX_PARTS = 10_000
 DELETE_BATCH = 1000
 
 _NOT_FOUND_CODES = {"NoSuchKey", "NoSuchVersion", "NoSuchBucket", "NoSuchTagSet"}
+# How servers say "this version has no retention / no legal hold".
+_NO_LOCK_CODES = {
+    "NoSuchObjectLockConfiguration",
+    "ObjectLockConfigurationNotFoundError",
+    "NoSuchObjectLegalHold",
+    "NoSuchObjectRetention",
+}
 _UNAVAILABLE_CODES = {"ServiceUnavailable", "SlowDown", "InternalError", "RequestTimeout"}
 
 
@@ -209,6 +216,28 @@ class ObjectStore:
                 for error in self.client.remove_objects(bucket, batch):
                     refused[error.version_id or ""] = error.code or "Error"
         return refused
+
+    def locked(self, bucket: str, key: str, version_id: str, now: datetime) -> str | None:
+        """Why the store would refuse to delete this version (object lock retention not yet
+        expired, or a legal hold), or None."""
+        with translate_errors(f"read the lock of {bucket}/{key}@{version_id}"):
+            try:
+                retention = self.client.get_object_retention(bucket, key, version_id=version_id)
+            except S3Error as error:
+                if error.code not in _NO_LOCK_CODES:
+                    raise
+                retention = None
+            if retention is not None and retention.retain_until_date is not None:
+                until = retention.retain_until_date
+                if until > now:
+                    return f"{retention.mode} retention until {until.isoformat()}"
+            try:
+                held = self.client.is_object_legal_hold_enabled(bucket, key, version_id=version_id)
+            except S3Error as error:
+                if error.code not in _NO_LOCK_CODES:
+                    raise
+                held = False
+            return "legal hold" if held else None
 
     def set_tags(self, bucket: str, key: str, version_id: str, tags: dict[str, str]) -> None:
         validate_tags(tags)

@@ -127,3 +127,73 @@ def test_policy_crud_and_validation(client: TestClient, job: dict, backup_file) 
     assert missing.status_code == 404 and missing.json()["detail"][0]["loc"] == ["object_ids"]
     assert client.delete(f"/retention-policies/{policy['id']}").status_code == 204
     assert client.get(f"/retention-policies/{policy['id']}").status_code == 404
+
+
+def test_every_real_run_is_audited(client: TestClient, new_job, backup_file) -> None:
+    object_id = make_versions(client, new_job, backup_file, 3)
+    policy = client.post("/retention-policies/", json={"name": "audit", "keep_last": 1}).json()
+    client.post(f"/retention-policies/{policy['id']}/attach", json={"object_ids": [object_id]})
+    client.post(f"/retention-policies/{policy['id']}/dry-run")  # not a run: not audited
+    applied = client.post(f"/retention-policies/{policy['id']}/apply").json()
+    client.post(f"/retention-policies/{policy['id']}/apply")
+
+    runs = client.get("/retention-runs/", params={"policy_id": policy["id"]}).json()
+    assert [(r["deleted"], r["kept"]) for r in runs] == [(2, 1), (0, 1)]
+    first = runs[0]
+    assert first["id"] == applied["run_id"] and first["policy_name"] == "audit"
+    assert first["actor"] == "anonymous (no API tokens configured)"
+    assert first["bytes_freed"] == 12 and first["finished_at"] is not None
+    deleted = client.get(f"/retention-runs/{first['id']}/deleted").json()
+    assert [v["deleted_by_run_id"] for v in deleted] == [first["id"]] * 2
+    assert client.get(f"/retention-policies/{policy['id']}/runs").json() == runs
+
+    client.delete(f"/retention-policies/{policy['id']}")  # the audit outlives the policy
+    kept = client.get(f"/retention-runs/{first['id']}").json()
+    assert kept["policy_id"] is None and kept["policy_name"] == "audit"
+    assert client.get("/retention-runs/999").status_code == 404
+
+
+def test_locked_versions_are_reported_never_attempted(
+    client: TestClient, store: ObjectStore, bucket_name: str, backup_file
+) -> None:
+    from minio.commonconfig import GOVERNANCE
+    from minio.retention import Retention
+
+    bucket = client.post("/buckets/", json={"name": bucket_name, "object_lock": True}).json()
+    jobs = [
+        client.post(
+            "/backup-jobs/",
+            json={
+                "job_name": "j",
+                "source_system": "/",
+                "bucket_id": bucket["id"],
+                "source_type": "registered",
+            },
+        ).json()
+        for _ in range(4)
+    ]
+    for i, job in enumerate(jobs):
+        backup_file(job["id"], "ledger.db", f"ledger {i}".encode())
+    object_id = client.get("/backup-objects/").json()[0]["id"]
+    versions = [v["version_id"] for v in client.get(f"/backup-objects/{object_id}/versions").json()]
+    store.client.enable_object_legal_hold(bucket_name, "ledger.db", version_id=versions[0])
+    until = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    store.client.set_object_retention(
+        bucket_name, "ledger.db", Retention(GOVERNANCE, until), version_id=versions[1]
+    )
+
+    policy = client.post("/retention-policies/", json={"name": "lk", "keep_last": 1}).json()
+    client.post(f"/retention-policies/{policy['id']}/attach", json={"object_ids": [object_id]})
+    applied = client.post(f"/retention-policies/{policy['id']}/apply").json()
+    assert applied["locked"] == {
+        versions[0]: "legal hold",
+        versions[1]: f"GOVERNANCE retention until {until.isoformat()}",
+    }
+    assert [v["version"]["version_id"] for v in applied["versions"]] == [versions[2]]
+    assert {v.version_id for v in store.list_versions(bucket_name)} == {
+        versions[0],
+        versions[1],
+        versions[3],
+    }
+    run = client.get(f"/retention-runs/{applied['run_id']}").json()
+    assert (run["deleted"], run["locked"]) == (1, 2)

@@ -7,8 +7,9 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from sqlalchemy.orm import Session
 
 from ...catalog import retention
-from ...catalog.models import BackupObject, RetentionPolicy
+from ...catalog.models import BackupObject, ObjectVersion, RetentionPolicy, RetentionRun
 from ...storage import ObjectStore
+from ..auth import request_actor
 from ..deps import get_session, get_store
 from ..pagination import PageParams, paginate
 from ..schemas import (
@@ -21,6 +22,7 @@ from ..schemas import (
     PolicyCreate,
     PolicyOut,
     PolicyUpdate,
+    RunOut,
     VersionOut,
 )
 
@@ -117,14 +119,69 @@ def dry_run(policy_id: int, session: Session = Depends(get_session)) -> dict[str
 
 @router.post("/{policy_id}/apply", response_model=ApplyOut)
 def apply(
-    policy_id: int, session: Session = Depends(get_session), store: ObjectStore = Depends(get_store)
+    policy_id: int,
+    request: Request,
+    session: Session = Depends(get_session),
+    store: ObjectStore = Depends(get_store),
 ) -> dict[str, Any]:
-    """Delete the versions the policy does not keep, in the store and the catalog."""
-    result = retention.apply(session, store, policy_id)
+    """Delete the versions the policy does not keep, in the store and the catalog.
+    Versions under object lock or legal hold are reported, never attempted. The run is
+    recorded as an audit entry (`run_id`)."""
+    result = retention.apply(session, store, policy_id, actor=request_actor(request))
     return {
         "policy_id": policy_id,
+        "run_id": result.run.id,
         "deleted": len(result.deleted),
         "bytes_freed": result.bytes_freed,
+        "locked": result.locked,
         "refused": result.refused,
         "versions": _planned(result.deleted),
     }
+
+
+@router.get("/{policy_id}/runs", response_model=list[RunOut])
+def policy_runs(
+    policy_id: int,
+    request: Request,
+    response: Response,
+    page: PageParams = Depends(),
+    session: Session = Depends(get_session),
+) -> Sequence[RetentionRun]:
+    """The audit of this policy's real runs, oldest first."""
+    retention.get_policy(session, policy_id)
+    found = retention.list_runs(session, policy_id=policy_id, after=page.after, limit=page.limit)
+    return paginate(found, request, response)
+
+
+runs_router = APIRouter(prefix="/retention-runs", tags=["retention-policies"])
+
+
+@runs_router.get("", response_model=list[RunOut])
+def list_runs(
+    request: Request,
+    response: Response,
+    policy_id: int | None = None,
+    page: PageParams = Depends(),
+    session: Session = Depends(get_session),
+) -> Sequence[RetentionRun]:
+    """Every real retention run: who, which policy, when, what it deleted, bytes freed."""
+    found = retention.list_runs(session, policy_id=policy_id, after=page.after, limit=page.limit)
+    return paginate(found, request, response)
+
+
+@runs_router.get("/{run_id}", response_model=RunOut)
+def get_run(run_id: int, session: Session = Depends(get_session)) -> RetentionRun:
+    return retention.get_run(session, run_id)
+
+
+@runs_router.get("/{run_id}/deleted", response_model=list[VersionOut])
+def run_deletions(
+    run_id: int,
+    request: Request,
+    response: Response,
+    page: PageParams = Depends(),
+    session: Session = Depends(get_session),
+) -> Sequence[ObjectVersion]:
+    """The versions this run deleted."""
+    found = retention.run_deletions(session, run_id, after=page.after, limit=page.limit)
+    return paginate(found, request, response)

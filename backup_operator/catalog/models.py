@@ -244,6 +244,9 @@ class ObjectVersion(Base):
         ForeignKey("retention_policies.id", ondelete="SET NULL")
     )
     deletion_reason: Mapped[str | None] = mapped_column(Text)
+    deleted_by_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("retention_runs.id", ondelete="SET NULL"), index=True
+    )
 
 
 class Tag(Base):
@@ -288,3 +291,26 @@ class ObjectRetention(Base):
         ForeignKey("retention_policies.id", ondelete="CASCADE"), primary_key=True
     )
     attached_at: Mapped[created_at]
+
+
+class RetentionRun(Base):
+    """The audit of one real retention run: who, which policy, when, what it deleted
+    (the versions whose `deleted_by_run_id` is this run) and the bytes it freed."""
+
+    __tablename__ = "retention_runs"
+    __table_args__ = (Index(None, "policy_id", "id"),)
+
+    id: Mapped[id_pk]
+    # SET NULL: the audit outlives the policy; its name is kept here.
+    policy_id: Mapped[int | None] = mapped_column(
+        ForeignKey("retention_policies.id", ondelete="SET NULL")
+    )
+    policy_name: Mapped[str] = mapped_column(String(253))
+    actor: Mapped[str] = mapped_column(String(255))
+    started_at: Mapped[created_at]
+    finished_at: Mapped[datetime | None]  # None: interrupted (the next run finishes the work)
+    kept: Mapped[int] = mapped_column(server_default=text("0"))
+    deleted: Mapped[int] = mapped_column(server_default=text("0"))
+    locked: Mapped[int] = mapped_column(server_default=text("0"))
+    bytes_freed: Mapped[int] = mapped_column(server_default=text("0"))
+    refused: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))

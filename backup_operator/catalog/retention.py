@@ -14,7 +14,14 @@ from ..errors import Conflict, Invalid, NotFound
 from ..retention import Decision, Rules, decide
 from ..storage import ObjectStore
 from .files import versions_holding_duplicates
-from .models import BackupObject, Bucket, ObjectRetention, ObjectVersion, RetentionPolicy
+from .models import (
+    BackupObject,
+    Bucket,
+    ObjectRetention,
+    ObjectVersion,
+    RetentionPolicy,
+    RetentionRun,
+)
 from .pages import Page, scalar_page
 
 
@@ -178,23 +185,44 @@ def plan(session: Session, policy_id: int, *, now: datetime | None = None) -> Pl
 @dataclass(frozen=True)
 class ApplyResult:
     plan: Plan
+    run: RetentionRun
     deleted: list[PlannedVersion]
-    refused: dict[str, str]  # S3 version id -> the store's reason (object lock, ...)
+    locked: dict[str, str]  # S3 version id -> the lock that protects it (never attempted)
+    refused: dict[str, str]  # S3 version id -> the store's reason for refusing the delete
 
     @property
     def bytes_freed(self) -> int:
         return sum(item.version.size for item in self.deleted)
 
 
-def apply(session: Session, store: ObjectStore, policy_id: int) -> ApplyResult:
-    """Delete what the plan says, in the store by version id (batched), then in the catalog."""
+def apply(session: Session, store: ObjectStore, policy_id: int, *, actor: str) -> ApplyResult:
+    """Delete what the plan says, in the store by version id (batched), then in the
+    catalog; versions under object lock or legal hold are reported, never attempted.
+    The run is recorded as an audit entry, finished or (if interrupted) not."""
     current = plan(session, policy_id)
+    policy = get_policy(session, policy_id)
+    run = RetentionRun(
+        policy_id=policy_id,
+        policy_name=policy.name,
+        actor=actor,
+        kept=len(current.versions) - len(current.to_delete),
+    )
+    session.add(run)
+    session.commit()
+    lock_enabled = {b.name for b in session.scalars(select(Bucket).where(Bucket.object_lock))}
     by_bucket: dict[str, list[PlannedVersion]] = defaultdict(list)
     for item in current.to_delete:
         by_bucket[item.bucket].append(item)
     deleted: list[PlannedVersion] = []
+    locked: dict[str, str] = {}
     refused: dict[str, str] = {}
     for bucket, items in by_bucket.items():
+        if bucket in lock_enabled:
+            for item in items:
+                why = store.locked(bucket, item.key, item.version.version_id, current.evaluated_at)
+                if why is not None:
+                    locked[item.version.version_id] = why
+            items = [i for i in items if i.version.version_id not in locked]
         refused_here = store.delete_versions(
             bucket, [(item.key, item.version.version_id) for item in items]
         )
@@ -204,7 +232,39 @@ def apply(session: Session, store: ObjectStore, policy_id: int) -> ApplyResult:
                 continue
             item.version.deleted_at = func.now()
             item.version.deleted_by_policy_id = policy_id
+            item.version.deleted_by_run_id = run.id
             item.version.deletion_reason = "; ".join(item.reasons)
             deleted.append(item)
         session.commit()  # per bucket, so a later outage keeps what was already done
-    return ApplyResult(current, deleted, refused)
+    result = ApplyResult(current, run, deleted, locked, refused)
+    run.deleted = len(deleted)
+    run.locked = len(locked)
+    run.bytes_freed = result.bytes_freed
+    run.refused = refused
+    run.finished_at = func.now()
+    session.commit()
+    return result
+
+
+def list_runs(
+    session: Session, *, policy_id: int | None, after: int | None, limit: int
+) -> Page[RetentionRun]:
+    query = select(RetentionRun)
+    if policy_id is not None:
+        query = query.where(RetentionRun.policy_id == policy_id)
+    return scalar_page(session, query, RetentionRun.id, after=after, limit=limit)
+
+
+def get_run(session: Session, run_id: int) -> RetentionRun:
+    run = session.get(RetentionRun, run_id)
+    if run is None:
+        raise NotFound(f"retention run {run_id} not found", field="run_id")
+    return run
+
+
+def run_deletions(
+    session: Session, run_id: int, *, after: int | None, limit: int
+) -> Page[ObjectVersion]:
+    get_run(session, run_id)
+    query = select(ObjectVersion).where(ObjectVersion.deleted_by_run_id == run_id)
+    return scalar_page(session, query, ObjectVersion.id, after=after, limit=limit)
