@@ -169,11 +169,24 @@ class TagSet(BaseModel):
     tags: dict[str, str] = Field(description="at most 10; keys up to 128, values up to 256 chars")
 
 
+RULES_DESCRIPTION = (
+    "restic's forget rules, by restic's names: keep_last, keep_hourly, keep_daily, "
+    "keep_weekly, keep_monthly, keep_yearly (counts of periods, newest first; -1: "
+    "unlimited), keep_within and keep_within_hourly/daily/weekly/monthly/yearly "
+    "(durations like 1y2m3d4h back from the newest version), keep_tags (list of tag "
+    "lists), timezone (IANA name; default UTC). Default: none."
+)
+
+
 class PolicyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=253)
     description: str = ""
     keep_last: int | None = Field(None, description="keep the newest N versions of each object")
     max_age_days: int | None = Field(None, description="keep versions younger than D days")
+    rules: dict[str, Any] = Field(default_factory=dict, description=RULES_DESCRIPTION)
+    min_versions: int | None = Field(
+        None, description="never fewer than N versions of an object, whatever the rules say"
+    )
 
 
 class PolicyUpdate(BaseModel):
@@ -181,6 +194,8 @@ class PolicyUpdate(BaseModel):
     description: str | None = None
     keep_last: int | None = None
     max_age_days: int | None = None
+    rules: dict[str, Any] | None = Field(None, description=RULES_DESCRIPTION)
+    min_versions: int | None = None
 
 
 class PolicyOut(Out):
@@ -189,6 +204,8 @@ class PolicyOut(Out):
     description: str
     keep_last: int | None
     max_age_days: int | None
+    rules: dict[str, Any]
+    min_versions: int | None
     created_at: datetime
     updated_at: datetime
 

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .errors import Invalid
 
 _DURATION = re.compile(r"(\d+)([ymdh])")
 
@@ -82,16 +85,39 @@ class Policy:
     timezone: str = "UTC"
 
     @classmethod
-    def from_dict(cls, rules: dict[str, object]) -> Policy:
-        values: dict[str, object] = {}
+    def from_dict(cls, rules: dict[str, Any]) -> Policy:
+        """Rules as restic names them; a bad one raises Invalid naming `rules.<name>`."""
+        values: dict[str, Any] = {}
+        known = {f.name for f in fields(cls)}
         for name, value in rules.items():
+            where = f"rules.{name}"
+            if name not in known:
+                raise Invalid(f"unknown rule; known: {', '.join(sorted(known))}", field=where)
             if name.startswith("keep_within"):
-                values[name] = Duration.parse(str(value))
+                try:
+                    values[name] = Duration.parse(str(value))
+                except ValueError as error:
+                    raise Invalid(str(error), field=where) from None
             elif name == "keep_tags":
-                values[name] = tuple(tuple(tags) for tags in value)  # type: ignore[attr-defined]
+                if not isinstance(value, list) or not all(
+                    isinstance(tags, list) and tags and all(isinstance(t, str) for t in tags)
+                    for tags in value
+                ):
+                    raise Invalid("must be a list of non-empty lists of tags", field=where)
+                values[name] = tuple(tuple(tags) for tags in value)
+            elif name == "timezone":
+                try:
+                    ZoneInfo(str(value))
+                except (ZoneInfoNotFoundError, ValueError):
+                    raise Invalid(f"unknown IANA timezone {value!r}", field=where) from None
+                values[name] = str(value)
             else:
+                if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+                    raise Invalid(
+                        "must be a count: a whole number, or -1 for unlimited", field=where
+                    )
                 values[name] = value
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)
 
     @property
     def empty(self) -> bool:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from backup_operator.catalog.models import ObjectVersion
+from backup_operator.forget import Policy
 from backup_operator.retention import Rules, decide
 from backup_operator.storage import ObjectStore
 
@@ -31,7 +34,7 @@ def test_rules_combine_as_a_union() -> None:
     assert kept(Rules(), versions) == {0, 1, 2, 3, 4}
     reasons = {d.version_id: d.reasons for d in decide(Rules(keep_last=1), versions, NOW)}
     assert reasons[0] == ("keep_last 1: newest #1",)
-    assert reasons[4] == ("beyond the newest 1",)
+    assert reasons[4] == ("no rule keeps it",)
 
 
 def make_versions(client: TestClient, new_job, backup_file, count: int) -> int:
@@ -197,3 +200,115 @@ def test_locked_versions_are_reported_never_attempted(
     }
     run = client.get(f"/retention-runs/{applied['run_id']}").json()
     assert (run["deleted"], run["locked"]) == (1, 2)
+
+
+def age_versions(session: Session, object_id: int, days_ago: list[float]) -> None:
+    """Make an object's versions (oldest first) as old as given, newest last."""
+    versions = session.scalars(
+        select(ObjectVersion.id)
+        .where(ObjectVersion.object_id == object_id)
+        .order_by(ObjectVersion.id)
+    ).all()
+    for version_id, days in zip(versions, days_ago, strict=True):
+        session.execute(
+            update(ObjectVersion)
+            .where(ObjectVersion.id == version_id)
+            .values(created_at=datetime.now(UTC) - timedelta(days=days))
+        )
+    session.commit()
+
+
+def test_restic_rules_on_versions(
+    client: TestClient, session: Session, store: ObjectStore, bucket: dict, new_job, backup_file
+) -> None:
+    object_id = make_versions(client, new_job, backup_file, 5)
+    age_versions(session, object_id, [30, 10.5, 10.2, 2.4, 2.1])  # days 30, 10, 10, 2, 2
+    policy = client.post(
+        "/retention-policies/", json={"name": "daily", "rules": {"keep_daily": 2}}
+    ).json()
+    assert policy["rules"] == {"keep_daily": 2}
+    client.post(f"/retention-policies/{policy['id']}/attach", json={"object_ids": [object_id]})
+    plan = client.post(f"/retention-policies/{policy['id']}/dry-run").json()
+    kept = [(v["version"]["id"], v["reasons"]) for v in plan["versions"] if v["keep"]]
+    ids = [v["id"] for v in client.get(f"/backup-objects/{object_id}/versions").json()]
+    # The newest of each of the two newest days.
+    assert kept == [(ids[4], ["daily snapshot"]), (ids[2], ["daily snapshot"])]
+    applied = client.post(f"/retention-policies/{policy['id']}/apply").json()
+    assert applied["deleted"] == 3
+    assert len(list(store.list_versions(bucket["name"]))) == 2
+
+
+def test_min_versions_holds_whatever_the_rules_say(
+    client: TestClient, session: Session, new_job, backup_file
+) -> None:
+    object_id = make_versions(client, new_job, backup_file, 4)
+    age_versions(session, object_id, [40, 30, 20, 10])
+    policy = client.post(
+        "/retention-policies/", json={"name": "floor", "max_age_days": 5, "min_versions": 2}
+    ).json()
+    client.post(f"/retention-policies/{policy['id']}/attach", json={"object_ids": [object_id]})
+    plan = client.post(f"/retention-policies/{policy['id']}/dry-run").json()
+    assert [v["reasons"] for v in plan["versions"] if v["keep"]] == [
+        ["min_versions 2: newest #1"],
+        ["min_versions 2: newest #2"],
+    ]
+    assert plan["delete"] == 2
+
+
+def test_bad_rules_name_the_rule(client: TestClient) -> None:
+    for rules, field in [
+        ({"keep_dayly": 1}, "rules.keep_dayly"),
+        ({"keep_within": "3 weeks"}, "rules.keep_within"),
+        ({"keep_daily": "two"}, "rules.keep_daily"),
+        ({"timezone": "Mars/Olympus"}, "rules.timezone"),
+        ({"keep_tags": ["prod"]}, "rules.keep_tags"),
+    ]:
+        response = client.post("/retention-policies/", json={"name": "bad", "rules": rules})
+        assert response.status_code == 422, rules
+        assert response.json()["detail"][0]["loc"] == [field]
+    floor = client.post("/retention-policies/", json={"name": "bad", "min_versions": 0})
+    assert floor.json()["detail"][0]["loc"] == ["min_versions"]
+    assert client.get("/retention-policies/").json() == []
+
+
+versions_st = st.lists(
+    st.datetimes(
+        min_value=datetime(2024, 1, 1), max_value=datetime(2024, 12, 31), timezones=st.just(UTC)
+    ),
+    min_size=1,
+    max_size=30,
+    unique=True,
+).map(lambda times: [(i, t) for i, t in enumerate(times)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    versions=versions_st,
+    floor=st.integers(min_value=1, max_value=10),
+    daily=st.integers(min_value=0, max_value=5),
+)
+def test_min_versions_property(versions: list, floor: int, daily: int) -> None:
+    rules = Rules(forget=Policy(keep_daily=daily), max_age_days=1, min_versions=floor)
+    kept = [d for d in decide(rules, versions, datetime(2025, 6, 1, tzinfo=UTC)) if d.keep]
+    assert len(kept) >= min(floor, len(versions))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    versions=versions_st,
+    daily=st.integers(min_value=0, max_value=5),
+    last=st.integers(min_value=1, max_value=5),
+)
+def test_adding_a_rule_never_deletes_more(versions: list, daily: int, last: int) -> None:
+    now = datetime(2025, 6, 1, tzinfo=UTC)
+    base = {
+        d.version_id
+        for d in decide(Rules(forget=Policy(keep_daily=daily)), versions, now)
+        if d.keep
+    }
+    more = {
+        d.version_id
+        for d in decide(Rules(forget=Policy(keep_daily=daily), keep_last=last), versions, now)
+        if d.keep
+    }
+    assert base <= more or daily == 0  # daily 0 alone is the empty policy: it keeps all

@@ -267,6 +267,7 @@ class RetentionPolicy(Base):
     __table_args__ = (
         CheckConstraint("keep_last IS NULL OR keep_last >= 1", name="keep_last_positive"),
         CheckConstraint("max_age_days IS NULL OR max_age_days >= 1", name="max_age_positive"),
+        CheckConstraint("min_versions IS NULL OR min_versions >= 1", name="min_versions_positive"),
     )
 
     id: Mapped[id_pk]
@@ -274,6 +275,9 @@ class RetentionPolicy(Base):
     description: Mapped[str] = mapped_column(Text, server_default="")
     keep_last: Mapped[int | None]
     max_age_days: Mapped[int | None]
+    # restic's forget rules (keep_hourly, keep_within_daily, keep_tags, timezone, ...).
+    rules: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    min_versions: Mapped[int | None]
     created_at: Mapped[created_at]
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 

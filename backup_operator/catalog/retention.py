@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, Invalid, NotFound
+from ..forget import Policy
 from ..retention import Decision, Rules, decide
 from ..storage import ObjectStore
 from .files import versions_holding_duplicates
@@ -25,11 +27,28 @@ from .models import (
 from .pages import Page, scalar_page
 
 
-def _check_rules(keep_last: int | None, max_age_days: int | None) -> None:
+def rules_of(policy: RetentionPolicy) -> Rules:
+    return Rules(
+        keep_last=policy.keep_last,
+        max_age_days=policy.max_age_days,
+        forget=Policy.from_dict(policy.rules or {}),
+        min_versions=policy.min_versions,
+    )
+
+
+def _check_rules(
+    keep_last: int | None,
+    max_age_days: int | None,
+    rules: dict[str, Any] | None = None,
+    min_versions: int | None = None,
+) -> None:
     if keep_last is not None and keep_last < 1:
         raise Invalid("must be at least 1 (omit it to keep no count)", field="keep_last")
     if max_age_days is not None and max_age_days < 1:
         raise Invalid("must be at least 1 day", field="max_age_days")
+    if min_versions is not None and min_versions < 1:
+        raise Invalid("must be at least 1 (omit it for no floor)", field="min_versions")
+    Policy.from_dict(rules or {})  # raises naming rules.<name>
 
 
 def create_policy(
@@ -37,14 +56,21 @@ def create_policy(
     *,
     name: str,
     description: str = "",
-    keep_last: int | None,
-    max_age_days: int | None,
+    keep_last: int | None = None,
+    max_age_days: int | None = None,
+    rules: dict[str, Any] | None = None,
+    min_versions: int | None = None,
 ) -> RetentionPolicy:
-    _check_rules(keep_last, max_age_days)
+    _check_rules(keep_last, max_age_days, rules, min_versions)
     if session.scalar(select(RetentionPolicy.id).where(RetentionPolicy.name == name)):
         raise Conflict(f"retention policy {name!r} already exists", field="name")
     policy = RetentionPolicy(
-        name=name, description=description, keep_last=keep_last, max_age_days=max_age_days
+        name=name,
+        description=description,
+        keep_last=keep_last,
+        max_age_days=max_age_days,
+        rules=rules or {},
+        min_versions=min_versions,
     )
     session.add(policy)
     session.commit()
@@ -66,9 +92,14 @@ def list_policies(session: Session, *, after: int | None, limit: int) -> Page[Re
 
 def update_policy(session: Session, policy_id: int, **changes: object) -> RetentionPolicy:
     policy = get_policy(session, policy_id)
-    keep_last = changes.get("keep_last", policy.keep_last)
-    max_age_days = changes.get("max_age_days", policy.max_age_days)
-    _check_rules(keep_last, max_age_days)  # type: ignore[arg-type]
+    if changes.get("rules", {}) is None:
+        changes["rules"] = {}
+    _check_rules(
+        changes.get("keep_last", policy.keep_last),  # type: ignore[arg-type]
+        changes.get("max_age_days", policy.max_age_days),  # type: ignore[arg-type]
+        changes.get("rules", policy.rules),  # type: ignore[arg-type]
+        changes.get("min_versions", policy.min_versions),  # type: ignore[arg-type]
+    )
     if (
         "name" in changes
         and changes["name"] != policy.name
@@ -153,7 +184,7 @@ class Plan:
 def plan(session: Session, policy_id: int, *, now: datetime | None = None) -> Plan:
     """The dry run: every live version of every governed object, kept or not, and why."""
     policy = get_policy(session, policy_id)
-    rules = Rules(keep_last=policy.keep_last, max_age_days=policy.max_age_days)
+    rules = rules_of(policy)
     now = now or datetime.now(UTC)
     rows = session.execute(
         select(ObjectVersion, BackupObject.key, Bucket.name)

@@ -18,7 +18,6 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-
     op.create_table(
         "retention_runs",
         sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
@@ -71,7 +70,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-
     op.drop_constraint(
         op.f("fk_object_versions_deleted_by_run_id_retention_runs"),
         "object_versions",
