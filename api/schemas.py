@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from ..catalog.models import FileChange, JobStatus, SourceType
+from ..catalog.models import FileChange, JobStatus, RetentionTarget, SourceType
 
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
 
@@ -187,6 +187,13 @@ class PolicyCreate(BaseModel):
     min_versions: int | None = Field(
         None, description="never fewer than N versions of an object, whatever the rules say"
     )
+    target: RetentionTarget = Field(
+        RetentionTarget.VERSIONS,
+        description="versions: the version history of each attached object; jobs: the "
+        "completed jobs of one source (bucket_id and source_system), snapshot-style",
+    )
+    bucket_id: int | None = Field(None, description="target jobs: the source's bucket")
+    source_system: str | None = Field(None, description="target jobs: the source")
 
 
 class PolicyUpdate(BaseModel):
@@ -196,6 +203,9 @@ class PolicyUpdate(BaseModel):
     max_age_days: int | None = None
     rules: dict[str, Any] | None = Field(None, description=RULES_DESCRIPTION)
     min_versions: int | None = None
+    target: RetentionTarget | None = None
+    bucket_id: int | None = None
+    source_system: str | None = None
 
 
 class PolicyOut(Out):
@@ -206,6 +216,9 @@ class PolicyOut(Out):
     max_age_days: int | None
     rules: dict[str, Any]
     min_versions: int | None
+    target: RetentionTarget
+    bucket_id: int | None
+    source_system: str | None
     created_at: datetime
     updated_at: datetime
 
@@ -227,6 +240,13 @@ class PlannedVersionOut(BaseModel):
     reasons: list[str]
 
 
+class PlannedJobOut(BaseModel):
+    job_id: int
+    completed_at: datetime
+    keep: bool
+    reasons: list[str]
+
+
 class PlanOut(BaseModel):
     policy_id: int
     evaluated_at: datetime
@@ -234,11 +254,13 @@ class PlanOut(BaseModel):
     delete: int
     bytes_to_free: int
     versions: list[PlannedVersionOut]
+    jobs: list[PlannedJobOut] = Field(description="target jobs: each job, kept or forgotten")
 
 
 class ApplyOut(BaseModel):
     policy_id: int
     run_id: int = Field(description="the audit entry: GET /retention-runs/{run_id}")
+    forgotten_jobs: list[int]
     deleted: int
     bytes_freed: int
     locked: dict[str, str] = Field(
@@ -259,6 +281,7 @@ class RunOut(Out):
     kept: int
     deleted: int
     locked: int
+    forgotten_jobs: int
     bytes_freed: int
     refused: dict[str, Any]
 

@@ -114,6 +114,15 @@ def dry_run(policy_id: int, session: Session = Depends(get_session)) -> dict[str
         "delete": len(delete),
         "bytes_to_free": sum(i.version.size for i in delete),
         "versions": _planned(plan.versions),
+        "jobs": [
+            {
+                "job_id": j.job_id,
+                "completed_at": j.completed_at,
+                "keep": j.keep,
+                "reasons": list(j.reasons),
+            }
+            for j in plan.jobs
+        ],
     }
 
 
@@ -131,6 +140,7 @@ def apply(
     return {
         "policy_id": policy_id,
         "run_id": result.run.id,
+        "forgotten_jobs": result.plan.jobs_to_forget if result.run.forgotten_jobs else [],
         "deleted": len(result.deleted),
         "bytes_freed": result.bytes_freed,
         "locked": result.locked,

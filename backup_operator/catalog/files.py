@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, aliased
 
 from ..errors import Conflict, Invalid, NotFound
 from .jobs import as_utc, get_job
+from .locks import lock_bucket_for_retention
 from .models import File, FileChange
 from .pages import Page, keyset, page_of, scalar_page
 
@@ -125,6 +126,7 @@ def register_files(session: Session, job_id: int, files: Sequence[FileIn]) -> li
         raise Conflict(
             f"job {job_id} is {job.status.value}; it takes no more files", field="job_id"
         )
+    lock_bucket_for_retention(session, job.bucket_id, shared=True)
     params = {"job_id": job_id, "bucket_id": job.bucket_id}
     # RETURNING whole rows answers the caller without reading them back; the rows are
     # answered as they are (attribute access like File's), since building ORM objects

@@ -66,6 +66,11 @@ class SourceType(enum.StrEnum):
     REGISTERED = "registered"  # files are registered (and uploaded) through the API
 
 
+class RetentionTarget(enum.StrEnum):
+    VERSIONS = "versions"  # the version history of each governed object
+    JOBS = "jobs"  # the completed jobs of one source (snapshot-style)
+
+
 class FileChange(enum.StrEnum):
     """What a file is in its job, compared with the last completed job of its source."""
 
@@ -116,6 +121,12 @@ class BackupJob(Base):
         _enum(SourceType, "source_type"), server_default=SourceType.DIRECTORY.value
     )
     rehash: Mapped[bool] = mapped_column(server_default=text("false"))
+    # Set when a retention policy forgot the job: its files stay as history, but versions
+    # no remaining job references are deleted, and the job is no longer restorable.
+    forgotten_at: Mapped[datetime | None]
+    forgotten_by_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("retention_runs.id", ondelete="SET NULL")
+    )
     start_time: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
@@ -268,6 +279,10 @@ class RetentionPolicy(Base):
         CheckConstraint("keep_last IS NULL OR keep_last >= 1", name="keep_last_positive"),
         CheckConstraint("max_age_days IS NULL OR max_age_days >= 1", name="max_age_positive"),
         CheckConstraint("min_versions IS NULL OR min_versions >= 1", name="min_versions_positive"),
+        CheckConstraint(
+            "target = 'versions' OR (bucket_id IS NOT NULL AND source_system IS NOT NULL)",
+            name="jobs_target_has_source",
+        ),
     )
 
     id: Mapped[id_pk]
@@ -278,6 +293,12 @@ class RetentionPolicy(Base):
     # restic's forget rules (keep_hourly, keep_within_daily, keep_tags, timezone, ...).
     rules: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     min_versions: Mapped[int | None]
+    target: Mapped[RetentionTarget] = mapped_column(
+        _enum(RetentionTarget, "target"), server_default=RetentionTarget.VERSIONS.value
+    )
+    # For target "jobs": the source whose completed jobs the policy governs.
+    bucket_id: Mapped[int | None] = mapped_column(ForeignKey("buckets.id", ondelete="CASCADE"))
+    source_system: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[created_at]
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
@@ -316,5 +337,6 @@ class RetentionRun(Base):
     kept: Mapped[int] = mapped_column(server_default=text("0"))
     deleted: Mapped[int] = mapped_column(server_default=text("0"))
     locked: Mapped[int] = mapped_column(server_default=text("0"))
+    forgotten_jobs: Mapped[int] = mapped_column(server_default=text("0"))
     bytes_freed: Mapped[int] = mapped_column(server_default=text("0"))
     refused: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -16,13 +16,18 @@ from ..forget import Policy
 from ..retention import Decision, Rules, decide
 from ..storage import ObjectStore
 from .files import versions_holding_duplicates
+from .locks import lock_bucket_for_retention
 from .models import (
+    BackupJob,
     BackupObject,
     Bucket,
+    File,
+    JobStatus,
     ObjectRetention,
     ObjectVersion,
     RetentionPolicy,
     RetentionRun,
+    RetentionTarget,
 )
 from .pages import Page, scalar_page
 
@@ -51,6 +56,19 @@ def _check_rules(
     Policy.from_dict(rules or {})  # raises naming rules.<name>
 
 
+def _check_target(
+    session: Session, target: RetentionTarget, bucket_id: int | None, source_system: str | None
+) -> None:
+    if target is not RetentionTarget.JOBS:
+        return
+    if bucket_id is None:
+        raise Invalid("a policy of jobs needs the bucket of its source", field="bucket_id")
+    if not source_system:
+        raise Invalid("a policy of jobs needs its source", field="source_system")
+    if session.get(Bucket, bucket_id) is None:
+        raise NotFound(f"bucket {bucket_id} not found", field="bucket_id")
+
+
 def create_policy(
     session: Session,
     *,
@@ -60,8 +78,12 @@ def create_policy(
     max_age_days: int | None = None,
     rules: dict[str, Any] | None = None,
     min_versions: int | None = None,
+    target: RetentionTarget = RetentionTarget.VERSIONS,
+    bucket_id: int | None = None,
+    source_system: str | None = None,
 ) -> RetentionPolicy:
     _check_rules(keep_last, max_age_days, rules, min_versions)
+    _check_target(session, target, bucket_id, source_system)
     if session.scalar(select(RetentionPolicy.id).where(RetentionPolicy.name == name)):
         raise Conflict(f"retention policy {name!r} already exists", field="name")
     policy = RetentionPolicy(
@@ -71,6 +93,9 @@ def create_policy(
         max_age_days=max_age_days,
         rules=rules or {},
         min_versions=min_versions,
+        target=target,
+        bucket_id=bucket_id,
+        source_system=source_system,
     )
     session.add(policy)
     session.commit()
@@ -99,6 +124,12 @@ def update_policy(session: Session, policy_id: int, **changes: object) -> Retent
         changes.get("max_age_days", policy.max_age_days),  # type: ignore[arg-type]
         changes.get("rules", policy.rules),  # type: ignore[arg-type]
         changes.get("min_versions", policy.min_versions),  # type: ignore[arg-type]
+    )
+    _check_target(
+        session,
+        RetentionTarget(str(changes.get("target", policy.target))),
+        changes.get("bucket_id", policy.bucket_id),  # type: ignore[arg-type]
+        changes.get("source_system", policy.source_system),  # type: ignore[arg-type]
     )
     if (
         "name" in changes
@@ -175,17 +206,34 @@ class Plan:
     policy_id: int
     evaluated_at: datetime
     versions: list[PlannedVersion] = field(default_factory=list)
+    jobs: list[PlannedJob] = field(default_factory=list)
 
     @property
     def to_delete(self) -> list[PlannedVersion]:
         return [v for v in self.versions if not v.keep]
 
+    @property
+    def jobs_to_forget(self) -> list[int]:
+        return [j.job_id for j in self.jobs if not j.keep]
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    job_id: int
+    completed_at: datetime
+    keep: bool
+    reasons: tuple[str, ...]
+
 
 def plan(session: Session, policy_id: int, *, now: datetime | None = None) -> Plan:
-    """The dry run: every live version of every governed object, kept or not, and why."""
+    """The dry run. Target "versions": every live version of every governed object, kept
+    or not, and why. Target "jobs": every completed job of the source, kept or forgotten
+    and why, and the versions that only forgotten jobs reference (to be deleted)."""
     policy = get_policy(session, policy_id)
     rules = rules_of(policy)
     now = now or datetime.now(UTC)
+    if policy.target is RetentionTarget.JOBS:
+        return _plan_jobs(session, policy, rules, now)
     rows = session.execute(
         select(ObjectVersion, BackupObject.key, Bucket.name)
         .join(BackupObject, BackupObject.id == ObjectVersion.object_id)
@@ -213,6 +261,75 @@ def plan(session: Session, policy_id: int, *, now: datetime | None = None) -> Pl
     return result
 
 
+def _plan_jobs(session: Session, policy: RetentionPolicy, rules: Rules, now: datetime) -> Plan:
+    jobs = session.execute(
+        select(BackupJob.id, BackupJob.completed_at).where(
+            BackupJob.bucket_id == policy.bucket_id,
+            BackupJob.source_system == policy.source_system,
+            BackupJob.status == JobStatus.COMPLETED,
+            BackupJob.forgotten_at.is_(None),
+        )
+    ).all()
+    when = {job_id: completed_at or now for job_id, completed_at in jobs}
+    result = Plan(policy_id=policy.id, evaluated_at=now)
+    for decision in decide(rules, list(when.items()), now):
+        job_id = decision.version_id  # decide() ranks any points; here, jobs
+        result.jobs.append(PlannedJob(job_id, when[job_id], decision.keep, decision.reasons))
+    for version, key, bucket in _versions_only_referenced_by(session, result.jobs_to_forget):
+        result.versions.append(
+            PlannedVersion(
+                version.object_id,
+                bucket,
+                key,
+                version,
+                False,
+                ("referenced only by jobs this policy forgets",),
+            )
+        )
+    return result
+
+
+# Versions the doomed jobs' files hold (a duplicate's through its canonical file) that no
+# file of a job that stays references. Jobs of every status stay unless forgotten: a
+# running backup's files protect what they point at.
+_ORPHANED_VERSIONS = text("""
+    SELECT DISTINCT v.id
+    FROM files f
+    LEFT JOIN files c ON c.id = f.canonical_file_id
+    JOIN object_versions v ON v.id = coalesce(c.object_version_id, f.object_version_id)
+                          AND v.deleted_at IS NULL
+    WHERE f.job_id = ANY(:doomed) AND f.change <> 'deleted'
+      AND NOT EXISTS (
+          SELECT 1 FROM files k JOIN backup_jobs kj ON kj.id = k.job_id
+          WHERE k.object_version_id = v.id AND NOT k.is_duplicate
+            AND kj.forgotten_at IS NULL AND k.job_id <> ALL(:doomed))
+      AND NOT EXISTS (
+          SELECT 1 FROM files k
+          JOIN files d ON d.canonical_file_id = k.id AND d.is_duplicate
+          JOIN backup_jobs dj ON dj.id = d.job_id
+          WHERE k.object_version_id = v.id AND NOT k.is_duplicate AND d.change <> 'deleted'
+            AND dj.forgotten_at IS NULL AND d.job_id <> ALL(:doomed))
+""")
+
+
+def _versions_only_referenced_by(
+    session: Session, doomed: list[int]
+) -> list[tuple[ObjectVersion, str, str]]:
+    if not doomed:
+        return []
+    ids = list(session.scalars(_ORPHANED_VERSIONS, {"doomed": doomed}))
+    if not ids:
+        return []
+    rows = session.execute(
+        select(ObjectVersion, BackupObject.key, Bucket.name)
+        .join(BackupObject, BackupObject.id == ObjectVersion.object_id)
+        .join(Bucket, Bucket.id == BackupObject.bucket_id)
+        .where(ObjectVersion.id.in_(ids))
+        .order_by(ObjectVersion.id)
+    ).all()
+    return [(version, key, bucket) for version, key, bucket in rows]
+
+
 @dataclass(frozen=True)
 class ApplyResult:
     plan: Plan
@@ -229,17 +346,17 @@ class ApplyResult:
 def apply(session: Session, store: ObjectStore, policy_id: int, *, actor: str) -> ApplyResult:
     """Delete what the plan says, in the store by version id (batched), then in the
     catalog; versions under object lock or legal hold are reported, never attempted.
-    The run is recorded as an audit entry, finished or (if interrupted) not."""
-    current = plan(session, policy_id)
+    For target "jobs" the evaluation and the deletes happen under the bucket's retention
+    lock, in one transaction, and the forgotten jobs are marked. The run is recorded as
+    an audit entry, finished or (if interrupted) not."""
     policy = get_policy(session, policy_id)
-    run = RetentionRun(
-        policy_id=policy_id,
-        policy_name=policy.name,
-        actor=actor,
-        kept=len(current.versions) - len(current.to_delete),
-    )
+    run = RetentionRun(policy_id=policy_id, policy_name=policy.name, actor=actor)
     session.add(run)
     session.commit()
+    jobs_mode = policy.target is RetentionTarget.JOBS
+    if jobs_mode and policy.bucket_id is not None:
+        lock_bucket_for_retention(session, policy.bucket_id)
+    current = plan(session, policy_id)
     lock_enabled = {b.name for b in session.scalars(select(Bucket).where(Bucket.object_lock))}
     by_bucket: dict[str, list[PlannedVersion]] = defaultdict(list)
     for item in current.to_delete:
@@ -266,7 +383,29 @@ def apply(session: Session, store: ObjectStore, policy_id: int, *, actor: str) -
             item.version.deleted_by_run_id = run.id
             item.version.deletion_reason = "; ".join(item.reasons)
             deleted.append(item)
-        session.commit()  # per bucket, so a later outage keeps what was already done
+        if jobs_mode:
+            # Their content is gone: no file may link to it, and the next backup of the
+            # same content uploads it again instead of becoming a duplicate of nothing.
+            session.execute(
+                update(File)
+                .where(File.object_version_id.in_([i.version.id for i in deleted]))
+                .values(object_version_id=None)
+            )
+        else:
+            session.commit()  # per bucket, so a later outage keeps what was already done
+    if jobs_mode:
+        forgotten = current.jobs_to_forget
+        if locked or refused:
+            forgotten = []  # keep the jobs restorable until every delete went through
+        session.execute(
+            update(BackupJob)
+            .where(BackupJob.id.in_(forgotten))
+            .values(forgotten_at=func.now(), forgotten_by_run_id=run.id)
+        )
+        run.forgotten_jobs = len(forgotten)
+        run.kept = len(current.jobs) - len(current.jobs_to_forget)
+    else:
+        run.kept = len(current.versions) - len(current.to_delete)
     result = ApplyResult(current, run, deleted, locked, refused)
     run.deleted = len(deleted)
     run.locked = len(locked)

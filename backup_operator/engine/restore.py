@@ -143,6 +143,12 @@ def restore(
     workers: int = 8,
 ) -> RestoreResult:
     job = get_job(session, job_id)
+    if job.forgotten_at is not None:
+        raise Conflict(
+            f"job {job_id} was forgotten by retention at {job.forgotten_at.isoformat()}; "
+            "its content may be gone",
+            field="job_id",
+        )
     if job.status is not JobStatus.COMPLETED:
         raise Conflict(
             f"job {job_id} is {job.status.value}; only completed jobs are restored", field="job_id"

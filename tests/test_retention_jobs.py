@@ -1,0 +1,163 @@
+"""Retention of jobs (snapshot-style) with the real engine, S3 server and Postgres:
+forgotten jobs, reference counting across kept jobs and duplicates, idempotence, and a
+retention run concurrent with a backup."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from backup_operator.catalog import jobs
+from backup_operator.catalog.buckets import create_bucket
+from backup_operator.catalog.models import JobStatus, RetentionTarget
+from backup_operator.catalog.retention import apply, create_policy, plan
+from backup_operator.engine.backup import run_backup
+from backup_operator.engine.restore import restore
+from backup_operator.engine.verify import verify
+from backup_operator.errors import Conflict
+from backup_operator.storage import ObjectStore
+
+
+def write(root: Path, files: dict[str, bytes]) -> None:
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+
+
+def back_up(
+    sessions: sessionmaker[Session], store: ObjectStore, bucket_id: int, source: Path
+) -> int:
+    with sessions() as session:
+        job = jobs.create_job(session, job_name="t", source_system=str(source), bucket_id=bucket_id)
+        jobs.claim_job(session, job.id, worker_id="w")
+    stats = run_backup(sessions, store, job.id, lambda: None)
+    with sessions() as session:
+        jobs.finish_job(session, job.id, worker_id="w", status=JobStatus.COMPLETED, stats=stats)
+    return job.id
+
+
+@pytest.fixture
+def bucket_id(session: Session, store: ObjectStore, bucket_name: str) -> int:
+    return create_bucket(session, store, name=bucket_name, object_lock=False).id
+
+
+def versions_in(store: ObjectStore, bucket: str) -> set[tuple[str, str]]:
+    return {(v.key, v.version_id) for v in store.list_versions(bucket)}
+
+
+def test_forgetting_jobs_deletes_only_what_no_kept_job_references(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    bucket_name: str,
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "src"
+    write(source, {"a.txt": b"a1", "shared.txt": b"S", "b.txt": b"b1"})
+    first = back_up(sessions, store, bucket_id, source)
+    write(source, {"a.txt": b"a2"})
+    second = back_up(sessions, store, bucket_id, source)
+    write(source, {"a.txt": b"a3", "c.txt": b"S"})  # c.txt: a duplicate of job 1's content
+    (source / "b.txt").unlink()
+    third = back_up(sessions, store, bucket_id, source)
+    write(source, {"a.txt": b"a4"})
+    fourth = back_up(sessions, store, bucket_id, source)
+    before = versions_in(store, bucket_name)
+    assert len(before) == 6  # a1 a2 a3 a4, S, b1
+
+    with sessions() as session:
+        policy = create_policy(
+            session,
+            name="last-two",
+            rules={"keep_last": 2},
+            target=RetentionTarget.JOBS,
+            bucket_id=bucket_id,
+            source_system=str(source),
+        )
+        dry = plan(session, policy.id)
+        assert [(j.job_id, j.keep, j.reasons) for j in dry.jobs] == [
+            (fourth, True, ("last snapshot",)),
+            (third, True, ("last snapshot",)),
+            (second, False, ("no rule keeps it",)),
+            (first, False, ("no rule keeps it",)),
+        ]
+        doomed = sorted(v.key for v in dry.to_delete)
+        assert doomed == ["a.txt", "a.txt", "b.txt"]  # never the shared content
+        assert versions_in(store, bucket_name) == before  # a dry run changes nothing
+
+        result = apply(session, store, policy.id, actor="test")
+        assert result.run.forgotten_jobs == 2 and len(result.deleted) == 3
+        assert result.bytes_freed == 6
+    after = versions_in(store, bucket_name)
+    assert len(after) == 3 and after < before
+    with sessions() as session:
+        for kept in (third, fourth):
+            assert restore(session, store, kept, tmp_path / f"restore-{kept}").ok
+        assert (tmp_path / f"restore-{third}/c.txt").read_bytes() == b"S"
+        assert (tmp_path / f"restore-{third}/shared.txt").read_bytes() == b"S"
+        with pytest.raises(Conflict, match="forgotten"):
+            restore(session, store, first, tmp_path / "gone")
+        again = apply(session, store, policy.id, actor="test")  # idempotent
+        assert again.deleted == [] and again.run.forgotten_jobs == 0
+        assert verify(session, store, bucket_id, checksum_all=True).clean
+
+    # Content whose version was deleted is uploaded again when it comes back.
+    write(source, {"a.txt": b"a1"})
+    fifth = back_up(sessions, store, bucket_id, source)
+    with sessions() as session:
+        assert restore(session, store, fifth, tmp_path / "fifth").ok
+    assert (tmp_path / "fifth/a.txt").read_bytes() == b"a1"
+
+
+def test_retention_concurrent_with_a_backup_loses_nothing(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    tmp_path: Path,
+) -> None:
+    contents = {f"f{i:04}.bin": f"content {i}".encode() for i in range(600)}
+    old = tmp_path / "old"
+    write(old, contents)
+    first = back_up(sessions, store, bucket_id, old)
+    write(old, {name: b"changed " + data for name, data in contents.items()})
+    back_up(sessions, store, bucket_id, old)  # the first job's content is now only its own
+    other = tmp_path / "other"
+    write(other, contents)  # the same bytes, backed up from another source meanwhile
+
+    with sessions() as session:
+        policy = create_policy(
+            session,
+            name="one",
+            rules={"keep_last": 1},
+            target=RetentionTarget.JOBS,
+            bucket_id=bucket_id,
+            source_system=str(old),
+        )
+    results: dict[str, object] = {}
+    start = threading.Barrier(2)
+
+    def backup() -> None:
+        start.wait()
+        results["job"] = back_up(sessions, store, bucket_id, other)
+
+    def retention() -> None:
+        start.wait()
+        with sessions() as session:
+            results["run"] = apply(session, store, policy.id, actor="test")
+
+    threads = [threading.Thread(target=backup), threading.Thread(target=retention)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results["run"].run.forgotten_jobs == 1  # type: ignore[attr-defined]
+    with sessions() as session:
+        restored = restore(session, store, int(results["job"]), tmp_path / "out")  # type: ignore[arg-type]
+        assert restored.ok and restored.files == 600
+        with pytest.raises(Conflict):
+            restore(session, store, first, tmp_path / "gone")
+        assert not verify(session, store, bucket_id).missing
