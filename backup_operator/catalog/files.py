@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
 from ..errors import Conflict, Invalid, NotFound
+from .arrays import in_ids
 from .jobs import as_utc, get_job
 from .locks import lock_bucket_for_retention
 from .models import File, FileChange
@@ -275,7 +276,7 @@ def versions_holding_duplicates(session: Session, version_ids: Sequence[int]) ->
     return set(
         session.scalars(
             select(File.object_version_id).where(
-                File.object_version_id.in_(version_ids),
+                in_ids(File.object_version_id, version_ids),
                 ~File.is_duplicate,
                 select(duplicate.id).where(duplicate.canonical_file_id == File.id).exists(),
             )

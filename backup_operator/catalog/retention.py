@@ -15,6 +15,7 @@ from ..errors import Conflict, Invalid, NotFound
 from ..forget import Policy
 from ..retention import Decision, Rules, decide
 from ..storage import ObjectStore
+from .arrays import in_ids
 from .files import versions_holding_duplicates
 from .locks import lock_bucket_for_retention
 from .models import (
@@ -152,7 +153,7 @@ def delete_policy(session: Session, policy_id: int) -> None:
 
 def attach(session: Session, policy_id: int, object_ids: list[int]) -> int:
     get_policy(session, policy_id)
-    known = set(session.scalars(select(BackupObject.id).where(BackupObject.id.in_(object_ids))))
+    known = set(session.scalars(select(BackupObject.id).where(in_ids(BackupObject.id, object_ids))))
     missing = sorted(set(object_ids) - known)
     if missing:
         raise NotFound(f"backup objects not found: {missing[:20]}", field="object_ids")
@@ -172,7 +173,7 @@ def detach(session: Session, policy_id: int, object_ids: list[int]) -> int:
     get_policy(session, policy_id)
     result = session.execute(
         delete(ObjectRetention).where(
-            ObjectRetention.policy_id == policy_id, ObjectRetention.object_id.in_(object_ids)
+            ObjectRetention.policy_id == policy_id, in_ids(ObjectRetention.object_id, object_ids)
         )
     )
     session.commit()
@@ -324,7 +325,7 @@ def _versions_only_referenced_by(
         select(ObjectVersion, BackupObject.key, Bucket.name)
         .join(BackupObject, BackupObject.id == ObjectVersion.object_id)
         .join(Bucket, Bucket.id == BackupObject.bucket_id)
-        .where(ObjectVersion.id.in_(ids))
+        .where(in_ids(ObjectVersion.id, ids))
         .order_by(ObjectVersion.id)
     ).all()
     return [(version, key, bucket) for version, key, bucket in rows]
@@ -388,7 +389,7 @@ def apply(session: Session, store: ObjectStore, policy_id: int, *, actor: str) -
             # same content uploads it again instead of becoming a duplicate of nothing.
             session.execute(
                 update(File)
-                .where(File.object_version_id.in_([i.version.id for i in deleted]))
+                .where(in_ids(File.object_version_id, [i.version.id for i in deleted]))
                 .values(object_version_id=None)
             )
         else:
@@ -399,7 +400,7 @@ def apply(session: Session, store: ObjectStore, policy_id: int, *, actor: str) -
             forgotten = []  # keep the jobs restorable until every delete went through
         session.execute(
             update(BackupJob)
-            .where(BackupJob.id.in_(forgotten))
+            .where(in_ids(BackupJob.id, forgotten))
             .values(forgotten_at=func.now(), forgotten_by_run_id=run.id)
         )
         run.forgotten_jobs = len(forgotten)

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from ..catalog.arrays import in_ids
 from ..catalog.buckets import get_bucket
 from ..catalog.models import BackupObject, Bucket, ObjectVersion
 from ..storage import ObjectStore
@@ -117,7 +118,7 @@ def verify(
     if repair and drift.missing:
         session.execute(
             update(ObjectVersion)
-            .where(ObjectVersion.id.in_([catalog[m][0] for m in drift.missing]))
+            .where(in_ids(ObjectVersion.id, [catalog[m][0] for m in drift.missing]))
             .values(
                 deleted_at=func.now(),
                 deletion_reason="missing from the object store (found by verify)",
