@@ -11,6 +11,7 @@ Each kept point comes with the reasons that kept it, worded as restic words them
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -119,7 +120,7 @@ class Policy:
                 values[name] = value
         return cls(**values)
 
-    @property
+    @functools.cached_property
     def empty(self) -> bool:
         counts = (
             self.keep_last,
@@ -199,15 +200,21 @@ def apply_policy(points: Sequence[Point], policy: Policy) -> tuple[list[Kept], l
     ]
     remaining = [count for count, _, _ in counts]
     last_seen: list[int | None] = [None] * len(counts)
-    withins: list[tuple[Duration, Bucker, str]] = [
-        (policy.keep_within_hourly, _hour, "hourly within"),
-        (policy.keep_within_daily, _day, "daily within"),
-        (policy.keep_within_weekly, _week, "weekly within"),
-        (policy.keep_within_monthly, _month, "monthly within"),
-        (policy.keep_within_yearly, _year, "yearly within"),
+    latest = ordered[0].time.astimezone(zone)
+    # Cut-offs computed once: points after them are within the duration.
+    withins: list[tuple[datetime, Bucker, str]] = [
+        (duration.before(latest), bucker, f"{label} {duration}")
+        for duration, bucker, label in (
+            (policy.keep_within_hourly, _hour, "hourly within"),
+            (policy.keep_within_daily, _day, "daily within"),
+            (policy.keep_within_weekly, _week, "weekly within"),
+            (policy.keep_within_monthly, _month, "monthly within"),
+            (policy.keep_within_yearly, _year, "yearly within"),
+        )
+        if not duration.zero
     ]
     within_seen: list[int | None] = [None] * len(withins)
-    latest = ordered[0].time.astimezone(zone)
+    within_all = None if policy.keep_within.zero else policy.keep_within.before(latest)
     kept: list[Kept] = []
     removed: list[Point] = []
     for number, point in enumerate(ordered):
@@ -217,7 +224,7 @@ def apply_policy(points: Sequence[Point], policy: Policy) -> tuple[list[Kept], l
         for tags in policy.keep_tags:
             if set(tags) <= point.tags:
                 reasons.append(f"has tags [{' '.join(tags)}]")
-        if not policy.keep_within.zero and moment > policy.keep_within.before(latest):
+        if within_all is not None and moment > within_all:
             reasons.append(f"within {policy.keep_within}")
         for index, (_, bucker, reason) in enumerate(counts):
             if remaining[index] > 0 or remaining[index] == -1:
@@ -228,13 +235,13 @@ def apply_policy(points: Sequence[Point], policy: Policy) -> tuple[list[Kept], l
                     last_seen[index] = value
                     if remaining[index] > 0:
                         remaining[index] -= 1
-        for index, (duration, bucker, reason) in enumerate(withins):
-            if not duration.zero and moment > duration.before(latest):
+        for index, (cutoff, bucker, reason) in enumerate(withins):
+            if moment > cutoff:
                 value = bucker(moment, number)
                 if value != within_seen[index] or oldest:
                     prefix = "" if value != within_seen[index] else "oldest "
                     within_seen[index] = value
-                    reasons.append(f"{prefix}{reason} {duration}")
+                    reasons.append(f"{prefix}{reason}")
         if reasons:
             kept.append(Kept(point, tuple(reasons)))
         else:

@@ -49,9 +49,10 @@ def decide(rules: Rules, created: Sequence[tuple[int, datetime]], now: datetime)
         kept, _ = apply_policy([Point(vid, at) for vid, at in newest_first], rules.forget)
         by_forget = {k.point.id: k.reasons for k in kept}
     decisions = []
+    empty = rules.empty
     for rank, (version_id, created_at) in enumerate(newest_first):
         reasons = list(by_forget.get(version_id, ()))
-        if rules.empty:
+        if empty:
             reasons.append("policy has no rules: nothing is deleted")
         if rules.keep_last is not None and rank < rules.keep_last:
             reasons.append(f"keep_last {rules.keep_last}: newest #{rank + 1}")

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, Invalid, NotFound
@@ -160,10 +159,13 @@ def attach(session: Session, policy_id: int, object_ids: list[int]) -> int:
     if not object_ids:
         return 0
     attached = session.scalars(
-        insert(ObjectRetention)
-        .values([{"policy_id": policy_id, "object_id": oid} for oid in sorted(known)])
-        .on_conflict_do_nothing()
-        .returning(ObjectRetention.object_id)
+        text("""
+            INSERT INTO object_retention (object_id, policy_id)
+            SELECT unnest(CAST(:ids AS bigint[])), :policy
+            ON CONFLICT DO NOTHING
+            RETURNING object_id
+        """),
+        {"ids": sorted(known), "policy": policy_id},
     ).all()
     session.commit()
     return len(attached)
@@ -192,12 +194,16 @@ def governed_objects(
     return scalar_page(session, query, BackupObject.id, after=after, limit=limit)
 
 
+# What a plan reads of each version: rows, not ORM objects (a plan may hold millions).
+VERSION_COLUMNS = tuple(ObjectVersion.__table__.columns)
+
+
 @dataclass(frozen=True)
 class PlannedVersion:
     object_id: int
     bucket: str
     key: str
-    version: ObjectVersion
+    version: Any  # a row with ObjectVersion's columns, as planned (not refreshed after apply)
     keep: bool
     reasons: tuple[str, ...]
 
@@ -236,17 +242,17 @@ def plan(session: Session, policy_id: int, *, now: datetime | None = None) -> Pl
     if policy.target is RetentionTarget.JOBS:
         return _plan_jobs(session, policy, rules, now)
     rows = session.execute(
-        select(ObjectVersion, BackupObject.key, Bucket.name)
+        select(*VERSION_COLUMNS, BackupObject.key, Bucket.name)
         .join(BackupObject, BackupObject.id == ObjectVersion.object_id)
         .join(Bucket, Bucket.id == BackupObject.bucket_id)
         .join(ObjectRetention, ObjectRetention.object_id == BackupObject.id)
         .where(ObjectRetention.policy_id == policy_id, ObjectVersion.deleted_at.is_(None))
         .order_by(ObjectVersion.object_id, ObjectVersion.id)
     ).all()
-    referenced = versions_holding_duplicates(session, [r[0].id for r in rows])
-    by_object: dict[int, list[tuple[ObjectVersion, str, str]]] = defaultdict(list)
-    for version, key, bucket in rows:
-        by_object[version.object_id].append((version, key, bucket))
+    referenced = versions_holding_duplicates(session, [r.id for r in rows])
+    by_object: dict[int, list[tuple[Any, str, str]]] = defaultdict(list)
+    for row in rows:
+        by_object[row.object_id].append((row, row.key, row.name))
     result = Plan(policy_id=policy_id, evaluated_at=now)
     for object_id, versions in by_object.items():
         index = {v.id: (v, key, bucket) for v, key, bucket in versions}
@@ -313,22 +319,20 @@ _ORPHANED_VERSIONS = text("""
 """)
 
 
-def _versions_only_referenced_by(
-    session: Session, doomed: list[int]
-) -> list[tuple[ObjectVersion, str, str]]:
+def _versions_only_referenced_by(session: Session, doomed: list[int]) -> list[tuple[Any, str, str]]:
     if not doomed:
         return []
     ids = list(session.scalars(_ORPHANED_VERSIONS, {"doomed": doomed}))
     if not ids:
         return []
     rows = session.execute(
-        select(ObjectVersion, BackupObject.key, Bucket.name)
+        select(*VERSION_COLUMNS, BackupObject.key, Bucket.name)
         .join(BackupObject, BackupObject.id == ObjectVersion.object_id)
         .join(Bucket, Bucket.id == BackupObject.bucket_id)
         .where(in_ids(ObjectVersion.id, ids))
         .order_by(ObjectVersion.id)
     ).all()
-    return [(version, key, bucket) for version, key, bucket in rows]
+    return [(row, row.key, row.name) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -372,6 +376,7 @@ def apply(session: Session, store: ObjectStore, policy_id: int, *, actor: str) -
                 if why is not None:
                     locked[item.version.version_id] = why
             items = [i for i in items if i.version.version_id not in locked]
+        deleted_here: list[PlannedVersion] = []
         refused_here = store.delete_versions(
             bucket, [(item.key, item.version.version_id) for item in items]
         )
@@ -379,11 +384,9 @@ def apply(session: Session, store: ObjectStore, policy_id: int, *, actor: str) -
         for item in items:
             if item.version.version_id in refused_here:
                 continue
-            item.version.deleted_at = func.now()
-            item.version.deleted_by_policy_id = policy_id
-            item.version.deleted_by_run_id = run.id
-            item.version.deletion_reason = "; ".join(item.reasons)
-            deleted.append(item)
+            deleted_here.append(item)
+        _mark_deleted(session, deleted_here, policy_id=policy_id, run_id=run.id)
+        deleted += deleted_here
         if jobs_mode:
             # Their content is gone: no file may link to it, and the next backup of the
             # same content uploads it again instead of becoming a duplicate of nothing.
@@ -415,6 +418,27 @@ def apply(session: Session, store: ObjectStore, policy_id: int, *, actor: str) -
     run.finished_at = func.now()
     session.commit()
     return result
+
+
+def _mark_deleted(
+    session: Session, items: list[PlannedVersion], *, policy_id: int, run_id: int
+) -> None:
+    """One UPDATE per distinct reason (a policy has few), whatever the number of versions."""
+    by_reason: dict[str, list[int]] = defaultdict(list)
+    for item in items:
+        by_reason["; ".join(item.reasons)].append(item.version.id)
+    for reason, ids in by_reason.items():
+        session.execute(
+            update(ObjectVersion)
+            .where(in_ids(ObjectVersion.id, ids))
+            .values(
+                deleted_at=func.now(),
+                deleted_by_policy_id=policy_id,
+                deleted_by_run_id=run_id,
+                deletion_reason=reason,
+            )
+            .execution_options(synchronize_session=False)
+        )
 
 
 def list_runs(
