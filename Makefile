@@ -43,6 +43,7 @@ bench: $(VENV)/.test
 		{ apt-get update -qq && apt-get install -y -qq restic rclone; }
 	$(PY) bench/catalog_bench.py $(CATALOG_BENCH_ARGS)
 	$(PY) bench/engine_bench.py $(ENGINE_BENCH_ARGS)
+	$(PY) bench/retention_bench.py $(RETENTION_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .dev-data .pytest_cache .mypy_cache .ruff_cache
