@@ -7,24 +7,23 @@ Prints one figure per line (`name=value`). Starts its own PostgreSQL and S3 serv
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 import psycopg
+from servers import bench_servers
 
 from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.files import FileIn, register_files
 from backup_operator.catalog.jobs import create_job
 from backup_operator.db import make_engine, make_sessionmaker
-from backup_operator.embedded import EmbeddedPostgres, EmbeddedS3, free_port
-from backup_operator.migrate import upgrade
+from backup_operator.embedded import free_port
 from backup_operator.storage import ObjectStore, make_client
 
 BATCH = 10_000
@@ -70,16 +69,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=300)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="catalog-bench-"))
-    # Sized like a real catalog server, so the figures are not about buffer eviction.
-    pg = EmbeddedPostgres(work / "pg", shared_buffers="2GB").start()
-    s3 = EmbeddedS3(work / "s3").start()
-    server = None
-    try:
-        with psycopg.connect(pg.url().replace("+psycopg", ""), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE bench")
-        url = pg.url("bench")
-        upgrade(url)
+    with bench_servers("catalog") as (url, s3, _), contextlib.ExitStack() as cleanup:
         engine = make_engine(url)
         sessions = make_sessionmaker(engine)
         store = ObjectStore(make_client(s3.endpoint, s3.access_key, s3.secret_key, secure=False))
@@ -134,6 +124,8 @@ def main() -> None:
             "LOG_LEVEL": "WARNING",
         }
         server = subprocess.Popen([sys.executable, "-m", "backup_operator", "serve"], env=env)
+        cleanup.callback(server.wait)
+        cleanup.callback(server.terminate)
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while True:
@@ -173,12 +165,6 @@ def main() -> None:
             )
             report("duplicate_lookup_by_checksum", by_sum)
         engine.dispose()
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait()
-        s3.stop()
-        pg.stop()
 
 
 if __name__ == "__main__":

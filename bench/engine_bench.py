@@ -18,14 +18,10 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import psycopg
-
-from backup_operator.embedded import EmbeddedPostgres, EmbeddedS3
-from backup_operator.migrate import upgrade
+from servers import bench_servers
 
 
 def make_dataset(root: Path, seed: int = 42) -> int:
@@ -97,14 +93,7 @@ def main() -> None:
         print(make_dataset(Path(args.make_dataset)))
         return
 
-    work = Path(tempfile.mkdtemp(prefix="engine-bench-"))
-    pg = EmbeddedPostgres(work / "pg", shared_buffers="2GB").start()
-    s3 = EmbeddedS3(work / "s3").start()
-    try:
-        with psycopg.connect(pg.url().replace("+psycopg", ""), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE bench")
-        url = pg.url("bench")
-        upgrade(url)
+    with bench_servers("engine") as (url, s3, work):
         env = {
             **os.environ,
             "SQLALCHEMY_DATABASE_URL": url,
@@ -239,10 +228,6 @@ def main() -> None:
             print(f"empty_files={json.loads(out)['files_seen']}")
             print(f"empty_files_seconds={seconds:.1f}")
             print(f"empty_files_peak_rss_mb={rss:.0f}")
-    finally:
-        s3.stop()
-        pg.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -6,20 +6,17 @@ from __future__ import annotations
 
 import argparse
 import io
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import psycopg
+from servers import bench_servers
 from sqlalchemy import text
 
 from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.objects import Upload, record_versions
 from backup_operator.catalog.retention import apply, attach, create_policy, plan
 from backup_operator.db import make_engine, make_sessionmaker
-from backup_operator.embedded import EmbeddedPostgres, EmbeddedS3
-from backup_operator.migrate import upgrade
 from backup_operator.storage import ObjectStore, make_client
 
 
@@ -28,14 +25,7 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=1_000_000)
     parser.add_argument("--deletions", type=int, default=100_000)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="retention-bench-"))
-    pg = EmbeddedPostgres(work / "pg", shared_buffers="2GB").start()
-    s3 = EmbeddedS3(work / "s3").start()
-    try:
-        with psycopg.connect(pg.url().replace("+psycopg", ""), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE bench")
-        url = pg.url("bench")
-        upgrade(url)
+    with bench_servers("retention") as (url, s3, _):
         sessions = make_sessionmaker(make_engine(url))
         client = make_client(s3.endpoint, s3.access_key, s3.secret_key, secure=False)
         store = ObjectStore(client)
@@ -102,9 +92,6 @@ def main() -> None:
         print(f"deleted_versions={len(result.deleted)}")
         print(f"delete_seconds={seconds:.1f}")
         print(f"deletes_per_second={len(result.deleted) / seconds:.0f}")
-    finally:
-        s3.stop()
-        pg.stop()
 
 
 if __name__ == "__main__":

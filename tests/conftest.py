@@ -218,3 +218,29 @@ def new_job(client: TestClient, bucket: dict[str, object]):  # type: ignore[no-u
         return dict(response.json())
 
     return create
+
+
+def back_up(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    source: Path,
+    prefix: str = "host1",
+    **options: object,
+) -> tuple[int, dict]:  # type: ignore[type-arg]
+    """Run a directory backup to completion with the engine, as a worker would."""
+    from backup_operator.catalog import jobs
+    from backup_operator.catalog.models import JobStatus
+    from backup_operator.engine.backup import Options, run_backup
+
+    with sessions() as session:
+        job = jobs.create_job(
+            session, job_name="t", source_system=str(source), bucket_id=bucket_id, key_prefix=prefix
+        )
+        jobs.claim_job(session, job.id, worker_id="test-worker")
+    stats = run_backup(sessions, store, job.id, lambda: None, Options(**options))  # type: ignore[arg-type]
+    with sessions() as session:
+        jobs.finish_job(
+            session, job.id, worker_id="test-worker", status=JobStatus.COMPLETED, stats=stats
+        )
+    return job.id, stats

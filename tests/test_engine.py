@@ -13,14 +13,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog import jobs
 from backup_operator.catalog.buckets import create_bucket
-from backup_operator.catalog.models import BackupJob, File, JobStatus, ObjectVersion
+from backup_operator.catalog.models import BackupJob, File, ObjectVersion
 from backup_operator.engine.backup import Options, run_backup
 from backup_operator.engine.restore import restore
 from backup_operator.engine.verify import verify
 from backup_operator.errors import Conflict
 from backup_operator.storage import ObjectStore, part_size_for
 
-WORKER = "test-worker"
+from .conftest import back_up
 
 
 def write(root: Path, relative: str, content: bytes) -> Path:
@@ -47,25 +47,6 @@ def source(tmp_path: Path) -> Path:
 @pytest.fixture
 def bucket_id(session: Session, store: ObjectStore, bucket_name: str) -> int:
     return create_bucket(session, store, name=bucket_name, object_lock=False).id
-
-
-def back_up(
-    sessions: sessionmaker[Session],
-    store: ObjectStore,
-    bucket_id: int,
-    source: Path,
-    prefix: str = "host1",
-    **options: object,
-) -> tuple[int, dict]:
-    with sessions() as session:
-        job = jobs.create_job(
-            session, job_name="t", source_system=str(source), bucket_id=bucket_id, key_prefix=prefix
-        )
-        jobs.claim_job(session, job.id, worker_id=WORKER)
-    stats = run_backup(sessions, store, job.id, lambda: None, Options(**options))  # type: ignore[arg-type]
-    with sessions() as session:
-        jobs.finish_job(session, job.id, worker_id=WORKER, status=JobStatus.COMPLETED, stats=stats)
-    return job.id, stats
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -307,7 +288,7 @@ def test_cancel_stops_the_engine_at_the_next_batch(
         write(root, f"f{i:03}", str(i).encode())
     with sessions() as session:
         job = jobs.create_job(session, job_name="t", source_system=str(root), bucket_id=bucket_id)
-        jobs.claim_job(session, job.id, worker_id=WORKER)
+        jobs.claim_job(session, job.id, worker_id="test-worker")
     batches = []
 
     def heartbeat() -> None:

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from backup_operator.catalog import jobs
 from backup_operator.catalog.buckets import create_bucket
-from backup_operator.catalog.models import JobStatus, RetentionTarget
+from backup_operator.catalog.models import RetentionTarget
 from backup_operator.catalog.retention import apply, create_policy, plan
-from backup_operator.engine.backup import run_backup
 from backup_operator.engine.restore import restore
 from backup_operator.engine.verify import verify
 from backup_operator.errors import Conflict
 from backup_operator.storage import ObjectStore
+
+from .conftest import back_up as run_backup_job
 
 
 def write(root: Path, files: dict[str, bytes]) -> None:
@@ -31,13 +31,7 @@ def write(root: Path, files: dict[str, bytes]) -> None:
 def back_up(
     sessions: sessionmaker[Session], store: ObjectStore, bucket_id: int, source: Path
 ) -> int:
-    with sessions() as session:
-        job = jobs.create_job(session, job_name="t", source_system=str(source), bucket_id=bucket_id)
-        jobs.claim_job(session, job.id, worker_id="w")
-    stats = run_backup(sessions, store, job.id, lambda: None)
-    with sessions() as session:
-        jobs.finish_job(session, job.id, worker_id="w", status=JobStatus.COMPLETED, stats=stats)
-    return job.id
+    return run_backup_job(sessions, store, bucket_id, source, prefix="")[0]
 
 
 @pytest.fixture
