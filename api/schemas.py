@@ -192,8 +192,14 @@ class PolicyCreate(BaseModel):
         description="versions: the version history of each attached object; jobs: the "
         "completed jobs of one source (bucket_id and source_system), snapshot-style",
     )
-    bucket_id: int | None = Field(None, description="target jobs: the source's bucket")
+    bucket_id: int | None = Field(
+        None, description="target jobs: the source's bucket; target versions: scope by bucket"
+    )
     source_system: str | None = Field(None, description="target jobs: the source")
+    key_prefix: str | None = Field(None, description="target versions: scope by key prefix")
+    match_tags: dict[str, str] | None = Field(
+        None, description="target versions: scope by tags (an object must carry them all)"
+    )
 
 
 class PolicyUpdate(BaseModel):
@@ -206,6 +212,8 @@ class PolicyUpdate(BaseModel):
     target: RetentionTarget | None = None
     bucket_id: int | None = None
     source_system: str | None = None
+    key_prefix: str | None = None
+    match_tags: dict[str, str] | None = None
 
 
 class PolicyOut(Out):
@@ -219,6 +227,8 @@ class PolicyOut(Out):
     target: RetentionTarget
     bucket_id: int | None
     source_system: str | None
+    key_prefix: str | None
+    match_tags: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
 

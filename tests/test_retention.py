@@ -312,3 +312,41 @@ def test_adding_a_rule_never_deletes_more(versions: list, daily: int, last: int)
         if d.keep
     }
     assert base <= more or daily == 0  # daily 0 alone is the empty policy: it keeps all
+
+
+def test_scope_by_prefix_and_tags(
+    client: TestClient, store: ObjectStore, bucket: dict, new_job, backup_file
+) -> None:
+    for i in range(3):
+        job = new_job()["id"]
+        for path in ("db/main.sql", "db/aux.sql", "www/index.html"):
+            backup_file(job, path, f"{path} {i}".encode())
+    by_key = {o["key"]: o["id"] for o in client.get("/backup-objects/").json()}
+    client.put(f"/backup-objects/{by_key['db/main.sql']}/tags", json={"tags": {"tier": "gold"}})
+
+    prefix = client.post(
+        "/retention-policies/",
+        json={
+            "name": "db",
+            "rules": {"keep_last": 1},
+            "key_prefix": "db/",
+            "bucket_id": bucket["id"],
+        },
+    ).json()
+    plan = client.post(f"/retention-policies/{prefix['id']}/dry-run").json()
+    assert {v["key"] for v in plan["versions"]} == {"db/main.sql", "db/aux.sql"}
+    assert plan["delete"] == 4
+    assert client.get(f"/retention-policies/{prefix['id']}/objects").json() == []  # dry run
+
+    tagged = client.post(
+        "/retention-policies/",
+        json={"name": "gold", "rules": {"keep_last": 2}, "match_tags": {"tier": "gold"}},
+    ).json()
+    applied = client.post(f"/retention-policies/{tagged['id']}/apply").json()
+    assert [v["key"] for v in applied["versions"]] == ["db/main.sql"]
+    governed = client.get(f"/retention-policies/{tagged['id']}/objects").json()
+    assert [o["key"] for o in governed] == ["db/main.sql"]  # recorded in object_retention
+    keys = [v.key for v in store.list_versions(bucket["name"])]
+    assert keys.count("db/main.sql") == 2 and keys.count("www/index.html") == 3
+    missing = client.post("/retention-policies/", json={"name": "x", "bucket_id": 999})
+    assert missing.status_code == 404 and missing.json()["detail"][0]["loc"] == ["bucket_id"]

@@ -296,9 +296,13 @@ class RetentionPolicy(Base):
     target: Mapped[RetentionTarget] = mapped_column(
         _enum(RetentionTarget, "target"), server_default=RetentionTarget.VERSIONS.value
     )
-    # For target "jobs": the source whose completed jobs the policy governs.
+    # Target "jobs": the source (bucket and source_system) whose completed jobs it governs.
+    # Target "versions": a scope (bucket, key prefix, tags an object must all carry)
+    # governing objects besides those attached one by one.
     bucket_id: Mapped[int | None] = mapped_column(ForeignKey("buckets.id", ondelete="CASCADE"))
     source_system: Mapped[str | None] = mapped_column(Text)
+    key_prefix: Mapped[str | None] = mapped_column(Text)
+    match_tags: Mapped[dict[str, Any] | None]
     created_at: Mapped[created_at]
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 

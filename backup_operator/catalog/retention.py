@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, literal, select, text, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, Invalid, NotFound
@@ -28,6 +29,7 @@ from .models import (
     RetentionPolicy,
     RetentionRun,
     RetentionTarget,
+    Tag,
 )
 from .pages import Page, scalar_page
 
@@ -59,6 +61,8 @@ def _check_rules(
 def _check_target(
     session: Session, target: RetentionTarget, bucket_id: int | None, source_system: str | None
 ) -> None:
+    if bucket_id is not None and session.get(Bucket, bucket_id) is None:
+        raise NotFound(f"bucket {bucket_id} not found", field="bucket_id")
     if target is not RetentionTarget.JOBS:
         return
     if bucket_id is None:
@@ -81,6 +85,8 @@ def create_policy(
     target: RetentionTarget = RetentionTarget.VERSIONS,
     bucket_id: int | None = None,
     source_system: str | None = None,
+    key_prefix: str | None = None,
+    match_tags: dict[str, str] | None = None,
 ) -> RetentionPolicy:
     _check_rules(keep_last, max_age_days, rules, min_versions)
     _check_target(session, target, bucket_id, source_system)
@@ -96,6 +102,8 @@ def create_policy(
         target=target,
         bucket_id=bucket_id,
         source_system=source_system,
+        key_prefix=key_prefix,
+        match_tags=match_tags,
     )
     session.add(policy)
     session.commit()
@@ -245,8 +253,7 @@ def plan(session: Session, policy_id: int, *, now: datetime | None = None) -> Pl
         select(*VERSION_COLUMNS, BackupObject.key, Bucket.name)
         .join(BackupObject, BackupObject.id == ObjectVersion.object_id)
         .join(Bucket, Bucket.id == BackupObject.bucket_id)
-        .join(ObjectRetention, ObjectRetention.object_id == BackupObject.id)
-        .where(ObjectRetention.policy_id == policy_id, ObjectVersion.deleted_at.is_(None))
+        .where(BackupObject.id.in_(governed_ids(policy)), ObjectVersion.deleted_at.is_(None))
         .order_by(ObjectVersion.object_id, ObjectVersion.id)
     ).all()
     referenced = versions_holding_duplicates(session, [r.id for r in rows])
@@ -266,6 +273,43 @@ def plan(session: Session, policy_id: int, *, now: datetime | None = None) -> Pl
                 keep, reasons = True, ("stored content of duplicate files: never deleted",)
             result.versions.append(PlannedVersion(object_id, bucket, key, version, keep, reasons))
     return result
+
+
+def has_scope(policy: RetentionPolicy) -> bool:
+    return bool(policy.bucket_id or policy.key_prefix or policy.match_tags)
+
+
+def governed_ids(policy: RetentionPolicy) -> Any:
+    """The objects a versions policy governs: those attached to it, and those in its
+    scope (bucket, key prefix, all the tags)."""
+    attached = select(ObjectRetention.object_id).where(ObjectRetention.policy_id == policy.id)
+    if not has_scope(policy):
+        return attached
+    scoped = select(BackupObject.id)
+    if policy.bucket_id is not None:
+        scoped = scoped.where(BackupObject.bucket_id == policy.bucket_id)
+    if policy.key_prefix:
+        scoped = scoped.where(BackupObject.key.startswith(policy.key_prefix, autoescape=True))
+    for key, value in (policy.match_tags or {}).items():
+        scoped = scoped.where(
+            select(Tag.id)
+            .where(Tag.object_id == BackupObject.id, Tag.key == key, Tag.value == str(value))
+            .exists()
+        )
+    return attached.union(scoped)
+
+
+def record_governed(session: Session, policy: RetentionPolicy) -> None:
+    """Record in object_retention which objects the policy's scope governs now."""
+    if has_scope(policy) and policy.target is RetentionTarget.VERSIONS:
+        session.execute(
+            insert(ObjectRetention)
+            .from_select(
+                ["object_id", "policy_id"],
+                select(governed_ids(policy).subquery().c[0], literal(policy.id)),
+            )
+            .on_conflict_do_nothing()
+        )
 
 
 def _plan_jobs(session: Session, policy: RetentionPolicy, rules: Rules, now: datetime) -> Plan:
@@ -361,6 +405,7 @@ def apply(session: Session, store: ObjectStore, policy_id: int, *, actor: str) -
     jobs_mode = policy.target is RetentionTarget.JOBS
     if jobs_mode and policy.bucket_id is not None:
         lock_bucket_for_retention(session, policy.bucket_id)
+    record_governed(session, policy)
     current = plan(session, policy_id)
     lock_enabled = {b.name for b in session.scalars(select(Bucket).where(Bucket.object_lock))}
     by_bucket: dict[str, list[PlannedVersion]] = defaultdict(list)
