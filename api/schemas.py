@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from ..catalog.models import FileChange, JobStatus, RetentionTarget, SourceType
+from ..catalog.models import FileChange, JobStatus, LockMode, RetentionTarget, SourceType
 
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
 
@@ -150,6 +150,9 @@ class VersionOut(Out):
     deleted_by_policy_id: int | None
     deleted_by_run_id: int | None = None
     deletion_reason: str | None
+    lock_mode: str | None = Field(None, description="the S3 Object Lock it was stored under")
+    retain_until: datetime | None = None
+    legal_hold: bool = False
 
 
 class LatestOut(ObjectOut):
@@ -200,6 +203,13 @@ class PolicyCreate(BaseModel):
     match_tags: dict[str, str] | None = Field(
         None, description="target versions: scope by tags (an object must carry them all)"
     )
+    lock_mode: LockMode | None = Field(
+        None,
+        description="store new versions under S3 Object Lock in this mode (lock-enabled "
+        "buckets), for lock_days",
+    )
+    lock_days: int | None = Field(None, description="days of object lock for new versions")
+    legal_hold: bool = Field(False, description="store new versions under legal hold")
 
 
 class PolicyUpdate(BaseModel):
@@ -214,6 +224,9 @@ class PolicyUpdate(BaseModel):
     source_system: str | None = None
     key_prefix: str | None = None
     match_tags: dict[str, str] | None = None
+    lock_mode: LockMode | None = None
+    lock_days: int | None = None
+    legal_hold: bool | None = None
 
 
 class PolicyOut(Out):
@@ -229,6 +242,9 @@ class PolicyOut(Out):
     source_system: str | None
     key_prefix: str | None
     match_tags: dict[str, Any] | None
+    lock_mode: LockMode | None
+    lock_days: int | None
+    legal_hold: bool
     created_at: datetime
     updated_at: datetime
 

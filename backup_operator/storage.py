@@ -17,6 +17,7 @@ from minio import Minio
 from minio.commonconfig import ENABLED, Tags
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
+from minio.retention import Retention
 from minio.versioningconfig import VersioningConfig
 
 from .errors import Conflict, Invalid, NotFound, Unavailable
@@ -51,6 +52,15 @@ def part_size_for(length: int) -> int:
     """S3 allows 10,000 parts: files beyond 160 GiB need parts larger than PART_SIZE."""
     needed = -(-length // MAX_PARTS)
     return max(PART_SIZE, -(-needed // MIB) * MIB)
+
+
+@dataclass(frozen=True)
+class Lock:
+    """S3 Object Lock for a new version: a retention mode until a date, and/or a legal hold."""
+
+    mode: str | None  # GOVERNANCE or COMPLIANCE
+    retain_until: datetime | None
+    legal_hold: bool
 
 
 @dataclass(frozen=True)
@@ -165,11 +175,23 @@ class ObjectStore:
                 )
             self.client.remove_bucket(name)
 
-    def put(self, bucket: str, key: str, data: Readable, length: int) -> tuple[str, str | None]:
-        """Upload (multipart beyond one part) and answer (version id, etag)."""
+    def put(
+        self, bucket: str, key: str, data: Readable, length: int, *, lock: Lock | None = None
+    ) -> tuple[str, str | None]:
+        """Upload (multipart beyond one part), under `lock` if given; answer (version id,
+        etag)."""
+        retention = None
+        if lock is not None and lock.mode is not None and lock.retain_until is not None:
+            retention = Retention(lock.mode, lock.retain_until)
         with translate_errors(f"put {bucket}/{key}"):
             result = self.client.put_object(
-                bucket, key, cast(BinaryIO, data), length, part_size=part_size_for(length)
+                bucket,
+                key,
+                cast(BinaryIO, data),
+                length,
+                part_size=part_size_for(length),
+                retention=retention,
+                legal_hold=bool(lock and lock.legal_hold),
             )
         return result.version_id or "null", result.etag
 

@@ -5,17 +5,19 @@ retention run concurrent with a backup."""
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog.buckets import create_bucket
-from backup_operator.catalog.models import RetentionTarget
+from backup_operator.catalog.models import LockMode, ObjectVersion, RetentionTarget
 from backup_operator.catalog.retention import apply, create_policy, plan
 from backup_operator.engine.restore import restore
 from backup_operator.engine.verify import verify
-from backup_operator.errors import Conflict
+from backup_operator.errors import Conflict, Invalid
 from backup_operator.storage import ObjectStore
 
 from .conftest import back_up as run_backup_job
@@ -155,3 +157,48 @@ def test_retention_concurrent_with_a_backup_loses_nothing(
         with pytest.raises(Conflict):
             restore(session, store, first, tmp_path / "gone")
         assert not verify(session, store, bucket_id).missing
+
+
+def test_policy_stores_new_versions_under_object_lock(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_name: str,
+    tmp_path: Path,
+) -> None:
+    with sessions() as session:
+        locked_bucket = create_bucket(session, store, name=bucket_name, object_lock=True)
+        plain = create_bucket(session, store, name=bucket_name + "-plain", object_lock=False)
+        source = tmp_path / "src"
+        write(source, {"ledger.db": b"v1"})
+        policy = create_policy(
+            session,
+            name="immutable",
+            rules={"keep_last": 1},
+            target=RetentionTarget.JOBS,
+            bucket_id=locked_bucket.id,
+            source_system=str(source),
+            lock_mode=LockMode.GOVERNANCE,
+            lock_days=1,
+            legal_hold=True,
+        )
+        with pytest.raises(Invalid) as no_days:
+            create_policy(session, name="bad", lock_mode=LockMode.COMPLIANCE)
+        assert no_days.value.field == "lock_days"
+        with pytest.raises(Invalid) as not_lockable:
+            create_policy(session, name="bad", bucket_id=plain.id, legal_hold=True)
+        assert not_lockable.value.field == "legal_hold"
+
+    first = back_up(sessions, store, locked_bucket.id, source)
+    write(source, {"ledger.db": b"v2"})
+    back_up(sessions, store, locked_bucket.id, source)
+    with sessions() as session:
+        versions = session.scalars(select(ObjectVersion).order_by(ObjectVersion.id)).all()
+        assert [v.lock_mode for v in versions] == [LockMode.GOVERNANCE] * 2
+        assert all(v.legal_hold and v.retain_until is not None for v in versions)
+        reason = store.locked(bucket_name, "ledger.db", versions[0].version_id, datetime.now(UTC))
+        assert reason is not None and reason.startswith("GOVERNANCE retention until")
+
+        result = apply(session, store, policy.id, actor="test")  # would delete v1: locked
+        assert list(result.locked) == [versions[0].version_id]
+        assert result.deleted == [] and result.run.forgotten_jobs == 0
+        assert restore(session, store, first, tmp_path / "still-there").ok

@@ -71,6 +71,11 @@ class RetentionTarget(enum.StrEnum):
     JOBS = "jobs"  # the completed jobs of one source (snapshot-style)
 
 
+class LockMode(enum.StrEnum):
+    GOVERNANCE = "GOVERNANCE"
+    COMPLIANCE = "COMPLIANCE"
+
+
 class FileChange(enum.StrEnum):
     """What a file is in its job, compared with the last completed job of its source."""
 
@@ -258,6 +263,10 @@ class ObjectVersion(Base):
     deleted_by_run_id: Mapped[int | None] = mapped_column(
         ForeignKey("retention_runs.id", ondelete="SET NULL"), index=True
     )
+    # The lock the version was stored under (S3 Object Lock), if any.
+    lock_mode: Mapped[LockMode | None] = mapped_column(_enum(LockMode, "lock_mode"))
+    retain_until: Mapped[datetime | None]
+    legal_hold: Mapped[bool] = mapped_column(server_default=text("false"))
 
 
 class Tag(Base):
@@ -283,6 +292,10 @@ class RetentionPolicy(Base):
             "target = 'versions' OR (bucket_id IS NOT NULL AND source_system IS NOT NULL)",
             name="jobs_target_has_source",
         ),
+        CheckConstraint(
+            "(lock_mode IS NULL) = (lock_days IS NULL) AND (lock_days IS NULL OR lock_days >= 1)",
+            name="lock_mode_has_days",
+        ),
     )
 
     id: Mapped[id_pk]
@@ -303,6 +316,11 @@ class RetentionPolicy(Base):
     source_system: Mapped[str | None] = mapped_column(Text)
     key_prefix: Mapped[str | None] = mapped_column(Text)
     match_tags: Mapped[dict[str, Any] | None]
+    # Immutability of the versions it governs, set when they are stored (lock-enabled
+    # buckets only): S3 Object Lock in this mode for this many days, and/or legal hold.
+    lock_mode: Mapped[LockMode | None] = mapped_column(_enum(LockMode, "lock_mode"))
+    lock_days: Mapped[int | None]
+    legal_hold: Mapped[bool] = mapped_column(server_default=text("false"))
     created_at: Mapped[created_at]
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 

@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased, lazyload
 
 from ..errors import Conflict, Invalid, NotFound
-from ..storage import ObjectStore
+from ..storage import Lock, ObjectStore
 from .files import versions_holding_duplicates
 from .models import BackupJob, BackupObject, Bucket, File, ObjectVersion, Tag
 from .pages import Page, keyset, page_of, scalar_page
@@ -94,6 +94,7 @@ class Upload:
     size: int
     sha256: str
     etag: str | None
+    lock: Lock | None = None
 
 
 def record_versions(session: Session, bucket_id: int, uploads: list[Upload]) -> list[ObjectVersion]:
@@ -121,6 +122,9 @@ def record_versions(session: Session, bucket_id: int, uploads: list[Upload]) -> 
             size=u.size,
             sha256=u.sha256,
             etag=u.etag,
+            lock_mode=u.lock.mode if u.lock else None,
+            retain_until=u.lock.retain_until if u.lock else None,
+            legal_hold=bool(u.lock and u.lock.legal_hold),
         )
         for u in uploads
     ]

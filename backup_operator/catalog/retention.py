@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, literal, select, text, update
+from sqlalchemy import and_, delete, func, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, Invalid, NotFound
 from ..forget import Policy
 from ..retention import Decision, Rules, decide
-from ..storage import ObjectStore
+from ..storage import Lock, ObjectStore
 from .arrays import in_ids
 from .files import versions_holding_duplicates
 from .locks import lock_bucket_for_retention
@@ -24,6 +24,7 @@ from .models import (
     Bucket,
     File,
     JobStatus,
+    LockMode,
     ObjectRetention,
     ObjectVersion,
     RetentionPolicy,
@@ -73,6 +74,26 @@ def _check_target(
         raise NotFound(f"bucket {bucket_id} not found", field="bucket_id")
 
 
+def _check_lock(
+    session: Session,
+    lock_mode: LockMode | None,
+    lock_days: int | None,
+    legal_hold: bool,
+    bucket_id: int | None,
+) -> None:
+    if (lock_mode is None) != (lock_days is None):
+        raise Invalid("lock_mode and lock_days go together", field="lock_days")
+    if lock_days is not None and lock_days < 1:
+        raise Invalid("must be at least 1 day", field="lock_days")
+    if (lock_mode or legal_hold) and bucket_id is not None:
+        bucket = session.get(Bucket, bucket_id)
+        if bucket is not None and not bucket.object_lock:
+            raise Invalid(
+                f"bucket {bucket.name!r} was not created with object lock",
+                field="lock_mode" if lock_mode else "legal_hold",
+            )
+
+
 def create_policy(
     session: Session,
     *,
@@ -87,9 +108,13 @@ def create_policy(
     source_system: str | None = None,
     key_prefix: str | None = None,
     match_tags: dict[str, str] | None = None,
+    lock_mode: LockMode | None = None,
+    lock_days: int | None = None,
+    legal_hold: bool = False,
 ) -> RetentionPolicy:
     _check_rules(keep_last, max_age_days, rules, min_versions)
     _check_target(session, target, bucket_id, source_system)
+    _check_lock(session, lock_mode, lock_days, legal_hold, bucket_id)
     if session.scalar(select(RetentionPolicy.id).where(RetentionPolicy.name == name)):
         raise Conflict(f"retention policy {name!r} already exists", field="name")
     policy = RetentionPolicy(
@@ -104,6 +129,9 @@ def create_policy(
         source_system=source_system,
         key_prefix=key_prefix,
         match_tags=match_tags,
+        lock_mode=lock_mode,
+        lock_days=lock_days,
+        legal_hold=legal_hold,
     )
     session.add(policy)
     session.commit()
@@ -138,6 +166,13 @@ def update_policy(session: Session, policy_id: int, **changes: object) -> Retent
         RetentionTarget(str(changes.get("target", policy.target))),
         changes.get("bucket_id", policy.bucket_id),  # type: ignore[arg-type]
         changes.get("source_system", policy.source_system),  # type: ignore[arg-type]
+    )
+    _check_lock(
+        session,
+        changes.get("lock_mode", policy.lock_mode),  # type: ignore[arg-type]
+        changes.get("lock_days", policy.lock_days),  # type: ignore[arg-type]
+        bool(changes.get("legal_hold", policy.legal_hold)),
+        changes.get("bucket_id", policy.bucket_id),  # type: ignore[arg-type]
     )
     if (
         "name" in changes
@@ -273,6 +308,50 @@ def plan(session: Session, policy_id: int, *, now: datetime | None = None) -> Pl
                 keep, reasons = True, ("stored content of duplicate files: never deleted",)
             result.versions.append(PlannedVersion(object_id, bucket, key, version, keep, reasons))
     return result
+
+
+def locking_policies(
+    session: Session, *, bucket_id: int, source_system: str
+) -> list[RetentionPolicy]:
+    """Policies that lock what a job of this source stores in this bucket."""
+    return list(
+        session.scalars(
+            select(RetentionPolicy).where(
+                RetentionPolicy.lock_mode.is_not(None) | RetentionPolicy.legal_hold,
+                or_(
+                    and_(
+                        RetentionPolicy.target == RetentionTarget.JOBS,
+                        RetentionPolicy.bucket_id == bucket_id,
+                        RetentionPolicy.source_system == source_system,
+                    ),
+                    and_(
+                        RetentionPolicy.target == RetentionTarget.VERSIONS,
+                        RetentionPolicy.bucket_id.is_(None)
+                        | (RetentionPolicy.bucket_id == bucket_id),
+                    ),
+                ),
+            )
+        )
+    )
+
+
+def lock_for(policies: list[RetentionPolicy], key: str, now: datetime) -> Lock | None:
+    """The strongest lock of the policies governing `key`: COMPLIANCE over GOVERNANCE,
+    the most days, a legal hold if any asks. (Tag scopes are not known at upload.)"""
+    applying = [
+        p
+        for p in policies
+        if p.target is RetentionTarget.JOBS or not p.key_prefix or key.startswith(p.key_prefix)
+    ]
+    if not applying:
+        return None
+    timed = [p for p in applying if p.lock_mode is not None and p.lock_days]
+    mode = None
+    if timed:
+        compliance = any(p.lock_mode is LockMode.COMPLIANCE for p in timed)
+        mode = LockMode.COMPLIANCE if compliance else LockMode.GOVERNANCE
+    until = now + timedelta(days=max(p.lock_days or 0 for p in timed)) if timed else None
+    return Lock(mode, until, any(p.legal_hold for p in applying))
 
 
 def has_scope(policy: RetentionPolicy) -> bool:

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..catalog.files import FileIn, FileRecord, register_files
 from ..catalog.models import BackupJob, Bucket, File, FileChange
 from ..catalog.objects import HashingReader, Upload, object_key, record_versions
+from ..catalog.retention import lock_for, locking_policies
 from ..retry import retrying
 from ..storage import ObjectStore
 from .hashing import ChangedWhileReading, Hashed, hash_file
@@ -157,7 +158,12 @@ class Backup:
             self.source = job.source_system
             self.prefix = job.key_prefix
             self.bucket_id = job.bucket_id
-            self.bucket = session.get_one(Bucket, job.bucket_id).name
+            bucket = session.get_one(Bucket, job.bucket_id)
+            self.bucket = bucket.name
+            self.lock_enabled = bucket.object_lock
+            self.lock_policies = locking_policies(
+                session, bucket_id=job.bucket_id, source_system=job.source_system
+            )
             self.parent_id = parent_job_id(session, job)
             # Only a resumed job can have files of its own already.
             self.resumed = job.attempts > 1 or bool(
@@ -290,10 +296,14 @@ class Backup:
 
     def _upload(self, content_file_id: int, row: FileRecord, entry: Entry) -> Upload | None:
         key = object_key(self.prefix, row.path)
+        lock = lock_for(self.lock_policies, key, datetime.now(UTC))
+        if lock is not None and not self.lock_enabled:
+            self.report.problem("lock_not_applied", row.path, "bucket has no object lock")
+            lock = None
         try:
             with open(entry.os_path, "rb") as handle:
                 reader = HashingReader(handle)
-                version_id, etag = self.store.put(self.bucket, key, reader, row.size)
+                version_id, etag = self.store.put(self.bucket, key, reader, row.size, lock=lock)
         except OSError as error:
             self.report.problem("unreadable", row.path, error.strerror)
             return None
@@ -304,7 +314,7 @@ class Backup:
             self.report.problem("changed_while_reading", row.path, "changed before its upload")
             return None
         self.report.add(uploaded=row.size, uploads=1)
-        return Upload(content_file_id, key, version_id, row.size, row.sha256, etag)
+        return Upload(content_file_id, key, version_id, row.size, row.sha256, etag, lock)
 
     def _record(self, uploads: list[Upload]) -> None:
         try:
