@@ -190,6 +190,11 @@ class PolicyCreate(BaseModel):
     min_versions: int | None = Field(
         None, description="never fewer than N versions of an object, whatever the rules say"
     )
+    max_age: str | None = Field(
+        None,
+        description="a cap (1y2m3d4h): older versions are deleted whatever keeps them, "
+        "but for the newest min_versions",
+    )
     target: RetentionTarget = Field(
         RetentionTarget.VERSIONS,
         description="versions: the version history of each attached object; jobs: the "
@@ -219,6 +224,7 @@ class PolicyUpdate(BaseModel):
     max_age_days: int | None = None
     rules: dict[str, Any] | None = Field(None, description=RULES_DESCRIPTION)
     min_versions: int | None = None
+    max_age: str | None = None
     target: RetentionTarget | None = None
     bucket_id: int | None = None
     source_system: str | None = None
@@ -237,6 +243,7 @@ class PolicyOut(Out):
     max_age_days: int | None
     rules: dict[str, Any]
     min_versions: int | None
+    max_age: str | None
     target: RetentionTarget
     bucket_id: int | None
     source_system: str | None

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from .forget import Point, Policy, apply_policy
+from .forget import Duration, Point, Policy, apply_policy
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class Rules:
     max_age_days: int | None = None
     forget: Policy = field(default_factory=Policy)
     min_versions: int | None = None
+    max_age: Duration | None = None  # a cap: older versions go, but the newest min_versions
 
     @property
     def empty(self) -> bool:
@@ -30,6 +31,7 @@ class Rules:
             and self.max_age_days is None
             and self.forget.empty
             and self.min_versions is None
+            and self.max_age is None
         )
 
 
@@ -50,6 +52,7 @@ def decide(rules: Rules, created: Sequence[tuple[int, datetime]], now: datetime)
         by_forget = {k.point.id: k.reasons for k in kept}
     decisions = []
     empty = rules.empty
+    too_old = rules.max_age.before(now) if rules.max_age is not None else None
     for rank, (version_id, created_at) in enumerate(newest_first):
         reasons = list(by_forget.get(version_id, ()))
         if empty:
@@ -60,10 +63,14 @@ def decide(rules: Rules, created: Sequence[tuple[int, datetime]], now: datetime)
             age = now - created_at
             if age < timedelta(days=rules.max_age_days):
                 reasons.append(f"max_age_days {rules.max_age_days}: {age.days} days old")
+        capped = too_old is not None and created_at < too_old
+        if capped:
+            reasons = []  # older than max_age: whatever kept it, it goes
         if rules.min_versions is not None and rank < rules.min_versions:
             reasons.append(f"min_versions {rules.min_versions}: newest #{rank + 1}")
         if reasons:
             decisions.append(Decision(version_id, True, tuple(reasons)))
         else:
-            decisions.append(Decision(version_id, False, ("no rule keeps it",)))
+            why = f"older than max_age {rules.max_age}" if capped else "no rule keeps it"
+            decisions.append(Decision(version_id, False, (why,)))
     return decisions

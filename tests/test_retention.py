@@ -350,3 +350,25 @@ def test_scope_by_prefix_and_tags(
     assert keys.count("db/main.sql") == 2 and keys.count("www/index.html") == 3
     missing = client.post("/retention-policies/", json={"name": "x", "bucket_id": 999})
     assert missing.status_code == 404 and missing.json()["detail"][0]["loc"] == ["bucket_id"]
+
+
+def test_max_age_caps_what_rules_keep_but_not_min_versions(
+    client: TestClient, session: Session, new_job, backup_file
+) -> None:
+    object_id = make_versions(client, new_job, backup_file, 4)
+    age_versions(session, object_id, [40, 30, 20, 1])
+    policy = client.post(
+        "/retention-policies/",
+        json={"name": "cap", "rules": {"keep_last": 4}, "max_age": "25d", "min_versions": 2},
+    ).json()
+    assert policy["max_age"] == "25d"
+    client.post(f"/retention-policies/{policy['id']}/attach", json={"object_ids": [object_id]})
+    plan = client.post(f"/retention-policies/{policy['id']}/dry-run").json()
+    assert [(v["keep"], v["reasons"]) for v in plan["versions"]] == [
+        (True, ["last snapshot", "min_versions 2: newest #1"]),
+        (True, ["last snapshot", "min_versions 2: newest #2"]),
+        (False, ["older than max_age 25d"]),
+        (False, ["older than max_age 25d"]),
+    ]
+    bad = client.post("/retention-policies/", json={"name": "bad", "max_age": "soon"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["max_age"]

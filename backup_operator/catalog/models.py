@@ -306,6 +306,9 @@ class RetentionPolicy(Base):
     # restic's forget rules (keep_hourly, keep_within_daily, keep_tags, timezone, ...).
     rules: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     min_versions: Mapped[int | None]
+    # A cap, restic-style duration (1y2m3d4h): older versions go whatever keeps them,
+    # but for the newest min_versions.
+    max_age: Mapped[str | None] = mapped_column(String(32))
     target: Mapped[RetentionTarget] = mapped_column(
         _enum(RetentionTarget, "target"), server_default=RetentionTarget.VERSIONS.value
     )

@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, Invalid, NotFound
-from ..forget import Policy
+from ..forget import Duration, Policy
 from ..retention import Decision, Rules, decide
 from ..storage import Lock, ObjectStore
 from .arrays import in_ids
@@ -41,6 +41,7 @@ def rules_of(policy: RetentionPolicy) -> Rules:
         max_age_days=policy.max_age_days,
         forget=Policy.from_dict(policy.rules or {}),
         min_versions=policy.min_versions,
+        max_age=Duration.parse(policy.max_age) if policy.max_age else None,
     )
 
 
@@ -49,7 +50,13 @@ def _check_rules(
     max_age_days: int | None,
     rules: dict[str, Any] | None = None,
     min_versions: int | None = None,
+    max_age: str | None = None,
 ) -> None:
+    if max_age is not None:
+        try:
+            Duration.parse(max_age)
+        except ValueError as error:
+            raise Invalid(str(error), field="max_age") from None
     if keep_last is not None and keep_last < 1:
         raise Invalid("must be at least 1 (omit it to keep no count)", field="keep_last")
     if max_age_days is not None and max_age_days < 1:
@@ -103,6 +110,7 @@ def create_policy(
     max_age_days: int | None = None,
     rules: dict[str, Any] | None = None,
     min_versions: int | None = None,
+    max_age: str | None = None,
     target: RetentionTarget = RetentionTarget.VERSIONS,
     bucket_id: int | None = None,
     source_system: str | None = None,
@@ -112,7 +120,7 @@ def create_policy(
     lock_days: int | None = None,
     legal_hold: bool = False,
 ) -> RetentionPolicy:
-    _check_rules(keep_last, max_age_days, rules, min_versions)
+    _check_rules(keep_last, max_age_days, rules, min_versions, max_age)
     _check_target(session, target, bucket_id, source_system)
     _check_lock(session, lock_mode, lock_days, legal_hold, bucket_id)
     if session.scalar(select(RetentionPolicy.id).where(RetentionPolicy.name == name)):
@@ -124,6 +132,7 @@ def create_policy(
         max_age_days=max_age_days,
         rules=rules or {},
         min_versions=min_versions,
+        max_age=max_age,
         target=target,
         bucket_id=bucket_id,
         source_system=source_system,
@@ -160,6 +169,7 @@ def update_policy(session: Session, policy_id: int, **changes: object) -> Retent
         changes.get("max_age_days", policy.max_age_days),  # type: ignore[arg-type]
         changes.get("rules", policy.rules),  # type: ignore[arg-type]
         changes.get("min_versions", policy.min_versions),  # type: ignore[arg-type]
+        changes.get("max_age", policy.max_age),  # type: ignore[arg-type]
     )
     _check_target(
         session,
