@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import Invalid
@@ -141,15 +141,13 @@ class Policy:
         return not any(counts) and all(w.zero for w in withins) and not self.keep_tags
 
 
-@dataclass(frozen=True)
-class Point:
+class Point(NamedTuple):  # a tuple: plans hold millions
     id: int
     time: datetime
     tags: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
-class Kept:
+class Kept(NamedTuple):  # a tuple: plans hold millions
     point: Point
     reasons: tuple[str, ...]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from .forget import Duration, Point, Policy, apply_policy
 
@@ -35,8 +36,7 @@ class Rules:
         )
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):  # a tuple: plans hold millions
     version_id: int  # catalog id
     keep: bool
     reasons: tuple[str, ...]

@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from itertools import groupby
+from operator import attrgetter
+from typing import Any, NamedTuple
 
-from sqlalchemy import and_, delete, func, literal, or_, select, text, update
+from psycopg.rows import namedtuple_row
+from sqlalchemy import Select, and_, delete, func, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, Invalid, NotFound
 from ..forget import Duration, Policy
-from ..retention import Decision, Rules, decide
+from ..retention import Rules, decide
 from ..storage import Lock, ObjectStore
 from .arrays import in_ids
 from .files import versions_holding_duplicates
@@ -251,8 +254,7 @@ def governed_objects(
 VERSION_COLUMNS = tuple(ObjectVersion.__table__.columns)
 
 
-@dataclass(frozen=True)
-class PlannedVersion:
+class PlannedVersion(NamedTuple):  # a tuple: plans hold millions
     object_id: int
     bucket: str
     key: str
@@ -294,30 +296,44 @@ def plan(session: Session, policy_id: int, *, now: datetime | None = None) -> Pl
     now = now or datetime.now(UTC)
     if policy.target is RetentionTarget.JOBS:
         return _plan_jobs(session, policy, rules, now)
-    rows = session.execute(
+    query = (
         select(*VERSION_COLUMNS, BackupObject.key, Bucket.name)
         .join(BackupObject, BackupObject.id == ObjectVersion.object_id)
         .join(Bucket, Bucket.id == BackupObject.bucket_id)
         .where(BackupObject.id.in_(governed_ids(policy)), ObjectVersion.deleted_at.is_(None))
         .order_by(ObjectVersion.object_id, ObjectVersion.id)
-    ).all()
-    referenced = versions_holding_duplicates(session, [r.id for r in rows])
-    by_object: dict[int, list[tuple[Any, str, str]]] = defaultdict(list)
-    for row in rows:
-        by_object[row.object_id].append((row, row.key, row.name))
+    )
     result = Plan(policy_id=policy_id, evaluated_at=now)
-    for object_id, versions in by_object.items():
-        index = {v.id: (v, key, bucket) for v, key, bucket in versions}
-        decisions: list[Decision] = decide(
-            rules, [(v.id, v.created_at) for v, _, _ in versions], now
-        )
+    for object_id, group in groupby(_fetch_rows(session, query), key=attrgetter("object_id")):
+        versions = {row.id: row for row in group}
+        decisions = decide(rules, [(row.id, row.created_at) for row in versions.values()], now)
         for decision in decisions:
-            version, key, bucket = index[decision.version_id]
-            keep, reasons = decision.keep, decision.reasons
-            if not keep and version.id in referenced:
-                keep, reasons = True, ("stored content of duplicate files: never deleted",)
-            result.versions.append(PlannedVersion(object_id, bucket, key, version, keep, reasons))
+            row = versions[decision.version_id]
+            result.versions.append(
+                PlannedVersion(object_id, row.name, row.key, row, decision.keep, decision.reasons)
+            )
+    # Only versions about to go need the reference check: content of duplicates stays.
+    doomed = [item.version.id for item in result.versions if not item.keep]
+    referenced = versions_holding_duplicates(session, doomed)
+    if referenced:
+        result.versions = [
+            item._replace(keep=True, reasons=("stored content of duplicate files: never deleted",))
+            if not item.keep and item.version.id in referenced
+            else item
+            for item in result.versions
+        ]
     return result
+
+
+def _fetch_rows(session: Session, query: Select[Any]) -> list[Any]:
+    """Rows as named tuples straight from psycopg: a plan may read millions of them, and
+    SQLAlchemy's per-row result processing would cost more than the query."""
+    compiled = query.compile(dialect=session.get_bind().dialect)
+    connection = session.connection().connection.driver_connection
+    assert connection is not None
+    with connection.cursor(row_factory=namedtuple_row) as cursor:
+        cursor.execute(str(compiled), compiled.params)
+        return list(cursor.fetchall())
 
 
 def locking_policies(
