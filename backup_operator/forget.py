@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -185,16 +186,21 @@ def apply_policy(points: Sequence[Point], policy: Policy) -> tuple[list[Kept], l
     nothing here, as restic's; callers must refuse to act on one (restic's `forget`
     does: 'no policy was specified, no snapshots will be removed')."""
     zone = ZoneInfo(policy.timezone)
-    ordered = sorted(points, key=lambda p: p.time, reverse=True)  # stable, like restic's
+    ordered = sorted(points, key=attrgetter("time"), reverse=True)  # stable, like restic's
     if policy.empty or not ordered:
         return [], list(ordered)
+    # Only the rules in use, in restic's order (so the reasons come in restic's order).
     counts: list[tuple[int, Bucker, str]] = [
-        (policy.keep_last, _always, "last snapshot"),
-        (policy.keep_hourly, _hour, "hourly snapshot"),
-        (policy.keep_daily, _day, "daily snapshot"),
-        (policy.keep_weekly, _week, "weekly snapshot"),
-        (policy.keep_monthly, _month, "monthly snapshot"),
-        (policy.keep_yearly, _year, "yearly snapshot"),
+        rule
+        for rule in (
+            (policy.keep_last, _always, "last snapshot"),
+            (policy.keep_hourly, _hour, "hourly snapshot"),
+            (policy.keep_daily, _day, "daily snapshot"),
+            (policy.keep_weekly, _week, "weekly snapshot"),
+            (policy.keep_monthly, _month, "monthly snapshot"),
+            (policy.keep_yearly, _year, "yearly snapshot"),
+        )
+        if rule[0] != 0
     ]
     remaining = [count for count, _, _ in counts]
     last_seen: list[int | None] = [None] * len(counts)
