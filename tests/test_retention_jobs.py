@@ -13,8 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog.buckets import create_bucket
-from backup_operator.catalog.models import LockMode, ObjectVersion, RetentionTarget
+from backup_operator.catalog.models import LockMode, ObjectVersion, RetentionRun, RetentionTarget
 from backup_operator.catalog.retention import apply, create_policy, plan
+from backup_operator.embedded import EmbeddedS3
 from backup_operator.engine.restore import restore
 from backup_operator.engine.verify import verify
 from backup_operator.errors import Conflict, Invalid
@@ -202,3 +203,48 @@ def test_policy_stores_new_versions_under_object_lock(
         assert list(result.locked) == [versions[0].version_id]
         assert result.deleted == [] and result.run.forgotten_jobs == 0
         assert restore(session, store, first, tmp_path / "still-there").ok
+
+
+def test_a_run_cut_off_by_an_outage_leaves_things_consistent_and_the_next_finishes(
+    sessions: sessionmaker[Session], private_s3: EmbeddedS3, tmp_path: Path
+) -> None:
+    from backup_operator.errors import Unavailable
+    from backup_operator.storage import make_client
+
+    store = ObjectStore(
+        make_client(
+            private_s3.endpoint,
+            private_s3.access_key,
+            private_s3.secret_key,
+            secure=False,
+            retries=0,
+        )
+    )
+    source = tmp_path / "src"
+    with sessions() as session:
+        bucket_id = create_bucket(session, store, name="outage", object_lock=False).id
+    write(source, {"a.txt": b"1"})
+    first = back_up(sessions, store, bucket_id, source)
+    write(source, {"a.txt": b"2"})
+    back_up(sessions, store, bucket_id, source)
+    with sessions() as session:
+        policy = create_policy(
+            session,
+            name="one",
+            rules={"keep_last": 1},
+            target=RetentionTarget.JOBS,
+            bucket_id=bucket_id,
+            source_system=str(source),
+        )
+    private_s3.stop()
+    with sessions() as session, pytest.raises(Unavailable):
+        apply(session, store, policy.id, actor="test")
+    with sessions() as session:  # nothing half done: the job is not forgotten
+        assert plan(session, policy.id).jobs_to_forget == [first]
+        interrupted = session.scalars(select(RetentionRun)).one()
+        assert interrupted.finished_at is None
+    private_s3.start()
+    with sessions() as session:
+        done = apply(session, store, policy.id, actor="test")
+        assert done.run.forgotten_jobs == 1 and len(done.deleted) == 1
+        assert verify(session, store, bucket_id).clean
