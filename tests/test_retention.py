@@ -372,3 +372,44 @@ def test_max_age_caps_what_rules_keep_but_not_min_versions(
     ]
     bad = client.post("/retention-policies/", json={"name": "bad", "max_age": "soon"})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["max_age"]
+
+
+def test_uploads_through_the_api_are_locked_too(
+    client: TestClient, store: ObjectStore, bucket_name: str, backup_file
+) -> None:
+    bucket = client.post("/buckets/", json={"name": bucket_name, "object_lock": True}).json()
+    policy = client.post(
+        "/retention-policies/",
+        json={
+            "name": "worm",
+            "bucket_id": bucket["id"],
+            "key_prefix": "audit/",
+            "lock_mode": "COMPLIANCE",
+            "lock_days": 1,
+        },
+    ).json()
+    assert policy["lock_mode"] == "COMPLIANCE"
+    job = client.post(
+        "/backup-jobs/",
+        json={
+            "job_name": "j",
+            "source_system": "/",
+            "bucket_id": bucket["id"],
+            "source_type": "registered",
+        },
+    ).json()
+    backup_file(job["id"], "audit/2026.log", b"entries")
+    backup_file(job["id"], "tmp/scratch", b"scratch")
+    shown = {
+        o["key"]: client.get(f"/backup-objects/{o['id']}/versions").json()[0]
+        for o in client.get("/backup-objects/").json()
+    }
+    assert shown["audit/2026.log"]["lock_mode"] == "COMPLIANCE"
+    assert shown["audit/2026.log"]["retain_until"] is not None
+    assert shown["tmp/scratch"]["lock_mode"] is None
+    assert (
+        store.locked(
+            bucket_name, "audit/2026.log", shown["audit/2026.log"]["version_id"], datetime.now(UTC)
+        )
+        is not None
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import IO
 
 from sqlalchemy import func, select, text, true
@@ -68,13 +69,21 @@ def store_content(
     job = session.get_one(BackupJob, file.job_id)
     bucket = session.get_one(Bucket, file.bucket_id)
     key = object_key(job.key_prefix, file.path)
+    lock = None
+    if bucket.object_lock:
+        from .retention import lock_for, locking_policies  # retention builds on this module
+
+        policies = locking_policies(session, bucket_id=bucket.id, source_system=job.source_system)
+        lock = lock_for(policies, key, datetime.now(UTC))
     reader = HashingReader(data)
-    version_id, etag = store.put(bucket.name, key, reader, length)
+    version_id, etag = store.put(bucket.name, key, reader, length, lock=lock)
     try:
         if reader.sha256.hexdigest() != file.sha256 or reader.size != file.size:
             raise Invalid("uploaded content does not match the registered sha256", field="sha256")
         [version] = record_versions(
-            session, bucket.id, [Upload(file.id, key, version_id, file.size, file.sha256, etag)]
+            session,
+            bucket.id,
+            [Upload(file.id, key, version_id, file.size, file.sha256, etag, lock)],
         )
         session.commit()
     except BaseException:
