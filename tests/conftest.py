@@ -244,3 +244,11 @@ def back_up(
             session, job.id, worker_id="test-worker", status=JobStatus.COMPLETED, stats=stats
         )
     return job.id, stats
+
+
+def write(root: Path, relative: str, content: bytes) -> Path:
+    """Write a file of a test's source tree, making its folders."""
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path

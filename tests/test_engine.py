@@ -20,14 +20,7 @@ from backup_operator.engine.verify import verify
 from backup_operator.errors import Conflict
 from backup_operator.storage import ObjectStore, part_size_for
 
-from .conftest import back_up
-
-
-def write(root: Path, relative: str, content: bytes) -> Path:
-    path = root / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
-    return path
+from .conftest import back_up, write
 
 
 @pytest.fixture

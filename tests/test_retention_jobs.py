@@ -22,13 +22,12 @@ from backup_operator.errors import Conflict, Invalid
 from backup_operator.storage import ObjectStore
 
 from .conftest import back_up as run_backup_job
+from .conftest import write as write_file
 
 
 def write(root: Path, files: dict[str, bytes]) -> None:
     for name, content in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
+        write_file(root, name, content)
 
 
 def back_up(

@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from psycopg.rows import namedtuple_row
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
@@ -25,6 +24,7 @@ from .jobs import as_utc, get_job
 from .locks import lock_bucket_for_retention
 from .models import File, FileChange
 from .pages import Page, keyset, page_of, scalar_page
+from .raw import named_rows
 
 # A registered file: a `File`, or a result row (named tuple) with the same attributes.
 FileRecord = Any
@@ -133,15 +133,11 @@ def register_files(session: Session, job_id: int, files: Sequence[FileIn]) -> li
     # answered as they are (attribute access like File's), since building ORM objects
     # would cost more than the inserts.
     inserted: dict[str, FileRecord] = {}
-    connection = session.connection().connection.driver_connection
-    assert connection is not None
 
     def attempt(statement: str, files: list[FileIn]) -> None:
         if files:
-            with connection.cursor(row_factory=namedtuple_row) as cursor:
-                cursor.execute(statement, {**params, **_columns(files)})
-                for row in cursor:
-                    inserted[row.path] = row
+            for row in named_rows(session, statement, {**params, **_columns(files)}):
+                inserted[row.path] = row
 
     # An unchanged file's content is already in the bucket: it goes straight to being a
     # duplicate, and becomes canonical only if that content has no canonical file now.

@@ -9,7 +9,6 @@ from itertools import groupby
 from operator import attrgetter
 from typing import Any, NamedTuple
 
-from psycopg.rows import namedtuple_row
 from sqlalchemy import Select, and_, delete, func, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
@@ -36,6 +35,7 @@ from .models import (
     Tag,
 )
 from .pages import Page, scalar_page
+from .raw import named_rows
 
 
 def rules_of(policy: RetentionPolicy) -> Rules:
@@ -326,14 +326,9 @@ def plan(session: Session, policy_id: int, *, now: datetime | None = None) -> Pl
 
 
 def _fetch_rows(session: Session, query: Select[Any]) -> list[Any]:
-    """Rows as named tuples straight from psycopg: a plan may read millions of them, and
-    SQLAlchemy's per-row result processing would cost more than the query."""
+    """A plan may read millions of rows: named tuples straight from psycopg."""
     compiled = query.compile(dialect=session.get_bind().dialect)
-    connection = session.connection().connection.driver_connection
-    assert connection is not None
-    with connection.cursor(row_factory=namedtuple_row) as cursor:
-        cursor.execute(str(compiled), compiled.params)
-        return list(cursor.fetchall())
+    return named_rows(session, str(compiled), dict(compiled.params))
 
 
 def locking_policies(
