@@ -141,6 +141,19 @@ class Policy:
         )
         return not any(counts) and all(w.zero for w in withins) and not self.keep_tags
 
+    @functools.cached_property
+    def _compiled(self) -> _Compiled:
+        return _compile(self)
+
+    def reasons(
+        self, times: Sequence[datetime], tags: Sequence[frozenset[str]] | None = None
+    ) -> list[tuple[str, ...]]:
+        """For points at `times`, newest first (and their tags, if any): the reasons each
+        is kept, an empty tuple for a point removed. The bulk form of `apply_policy`."""
+        if self.empty or not times:
+            return [()] * len(times)
+        return _reasons(self, self._compiled, times, tags)
+
 
 class Point(NamedTuple):  # a tuple: plans hold millions
     id: int
@@ -185,10 +198,23 @@ def apply_policy(points: Sequence[Point], policy: Policy) -> tuple[list[Kept], l
     """Answer (kept with reasons, removed), both newest first. An empty policy keeps
     nothing here, as restic's; callers must refuse to act on one (restic's `forget`
     does: 'no policy was specified, no snapshots will be removed')."""
-    zone = ZoneInfo(policy.timezone)
     ordered = sorted(points, key=attrgetter("time"), reverse=True)  # stable, like restic's
-    if policy.empty or not ordered:
-        return [], list(ordered)
+    verdicts = policy.reasons([p.time for p in ordered], [p.tags for p in ordered])
+    kept = [Kept(p, why) for p, why in zip(ordered, verdicts, strict=True) if why]
+    removed = [p for p, why in zip(ordered, verdicts, strict=True) if not why]
+    return kept, removed
+
+
+class _Compiled(NamedTuple):
+    """What a policy evaluation needs, worked out once per policy, not once per object."""
+
+    zone: ZoneInfo
+    counts: list[tuple[int, Bucker, str]]
+    withins: list[tuple[Duration, Bucker, str]]
+    local_time: bool  # some rule buckets by calendar: points need the policy's timezone
+
+
+def _compile(policy: Policy) -> _Compiled:
     # Only the rules in use, in restic's order (so the reasons come in restic's order).
     counts: list[tuple[int, Bucker, str]] = [
         rule
@@ -202,12 +228,8 @@ def apply_policy(points: Sequence[Point], policy: Policy) -> tuple[list[Kept], l
         )
         if rule[0] != 0
     ]
-    remaining = [count for count, _, _ in counts]
-    last_seen: list[int | None] = [None] * len(counts)
-    latest = ordered[0].time.astimezone(zone)
-    # Cut-offs computed once: points after them are within the duration.
-    withins: list[tuple[datetime, Bucker, str]] = [
-        (duration.before(latest), bucker, f"{label} {duration}")
+    withins: list[tuple[Duration, Bucker, str]] = [
+        (duration, bucker, f"{label} {duration}")
         for duration, bucker, label in (
             (policy.keep_within_hourly, _hour, "hourly within"),
             (policy.keep_within_daily, _day, "daily within"),
@@ -217,17 +239,41 @@ def apply_policy(points: Sequence[Point], policy: Policy) -> tuple[list[Kept], l
         )
         if not duration.zero
     ]
+    local_time = bool(withins) or any(bucker is not _always for _, bucker, _ in counts)
+    return _Compiled(ZoneInfo(policy.timezone), counts, withins, local_time)
+
+
+def _reasons(
+    policy: Policy,
+    compiled: _Compiled,
+    times: Sequence[datetime],
+    tags: Sequence[frozenset[str]] | None,
+) -> list[tuple[str, ...]]:
+    zone, counts, within_rules, local_time = compiled
+    remaining = [count for count, _, _ in counts]
+    last_seen: list[int | None] = [None] * len(counts)
+    latest = times[0].astimezone(zone)
+    # Cut-offs computed once: points after them are within the duration.
+    withins = [(d.before(latest), bucker, label) for d, bucker, label in within_rules]
     within_seen: list[int | None] = [None] * len(withins)
     within_all = None if policy.keep_within.zero else policy.keep_within.before(latest)
-    kept: list[Kept] = []
-    removed: list[Point] = []
-    for number, point in enumerate(ordered):
-        moment = point.time.astimezone(zone)
-        oldest = number == len(ordered) - 1
+    keep_tags = policy.keep_tags if tags is not None else ()
+    last = len(times) - 1
+    answer: list[tuple[str, ...]] = []
+    # With only counts, once every count is used up no older point can be kept (but the
+    # oldest, by a count not used up): the rest are removed without looking at them.
+    counts_only = not keep_tags and within_all is None and not withins
+    for number, time in enumerate(times):
+        if counts_only and not any(remaining):
+            answer += [()] * (len(times) - number)
+            break
+        # Comparisons with cut-offs are absolute; only calendar buckets need local time.
+        moment = time.astimezone(zone) if local_time else time
+        oldest = number == last
         reasons: list[str] = []
-        for tags in policy.keep_tags:
-            if set(tags) <= point.tags:
-                reasons.append(f"has tags [{' '.join(tags)}]")
+        for wanted in keep_tags:
+            if set(wanted) <= tags[number]:  # type: ignore[index]
+                reasons.append(f"has tags [{' '.join(wanted)}]")
         if within_all is not None and moment > within_all:
             reasons.append(f"within {policy.keep_within}")
         for index, (_, bucker, reason) in enumerate(counts):
@@ -246,8 +292,5 @@ def apply_policy(points: Sequence[Point], policy: Policy) -> tuple[list[Kept], l
                     prefix = "" if value != within_seen[index] else "oldest "
                     within_seen[index] = value
                     reasons.append(f"{prefix}{reason}")
-        if reasons:
-            kept.append(Kept(point, tuple(reasons)))
-        else:
-            removed.append(point)
-    return kept, removed
+        answer.append(tuple(reasons))
+    return answer

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from .forget import Duration, Point, Policy, apply_policy
+from .forget import Duration, Policy
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Rules:
         )
 
 
-class Decision(NamedTuple):  # a tuple: plans hold millions
+class Decision(NamedTuple):
     version_id: int  # catalog id
     keep: bool
     reasons: tuple[str, ...]
@@ -46,31 +46,41 @@ def decide(rules: Rules, created: Sequence[tuple[int, datetime]], now: datetime)
     """`created` lists one object's live versions as (catalog id, created at); the
     answer is newest first."""
     newest_first = sorted(created, key=lambda item: (item[1], item[0]), reverse=True)
-    by_forget: dict[int, tuple[str, ...]] = {}
-    if not rules.forget.empty:
-        kept, _ = apply_policy([Point(vid, at) for vid, at in newest_first], rules.forget)
-        by_forget = {k.point.id: k.reasons for k in kept}
-    decisions = []
-    empty = rules.empty
+    return [
+        Decision(version_id, keep, reasons)
+        for (version_id, _), (keep, reasons) in zip(
+            newest_first, verdicts(rules, [at for _, at in newest_first], now), strict=True
+        )
+    ]
+
+
+def verdicts(
+    rules: Rules, newest_first: Sequence[datetime], now: datetime
+) -> list[tuple[bool, tuple[str, ...]]]:
+    """(keep, reasons) for each of one object's versions, given their times newest first
+    (ties broken by catalog id, newest first). Plain tuples: a plan holds millions."""
+    by_forget = rules.forget.reasons(newest_first)
+    if rules.empty:
+        return [(True, ("policy has no rules: nothing is deleted",))] * len(newest_first)
+    answer: list[tuple[bool, tuple[str, ...]]] = []
     too_old = rules.max_age.before(now) if rules.max_age is not None else None
-    for rank, (version_id, created_at) in enumerate(newest_first):
-        reasons = list(by_forget.get(version_id, ()))
-        if empty:
-            reasons.append("policy has no rules: nothing is deleted")
-        if rules.keep_last is not None and rank < rules.keep_last:
-            reasons.append(f"keep_last {rules.keep_last}: newest #{rank + 1}")
-        if rules.max_age_days is not None:
+    young = now - timedelta(days=rules.max_age_days) if rules.max_age_days is not None else None
+    keep_last, min_versions = rules.keep_last, rules.min_versions
+    for rank, created_at in enumerate(newest_first):
+        reasons = by_forget[rank]
+        if keep_last is not None and rank < keep_last:
+            reasons += (f"keep_last {keep_last}: newest #{rank + 1}",)
+        if young is not None and created_at > young:
             age = now - created_at
-            if age < timedelta(days=rules.max_age_days):
-                reasons.append(f"max_age_days {rules.max_age_days}: {age.days} days old")
+            reasons += (f"max_age_days {rules.max_age_days}: {age.days} days old",)
         capped = too_old is not None and created_at < too_old
         if capped:
-            reasons = []  # older than max_age: whatever kept it, it goes
-        if rules.min_versions is not None and rank < rules.min_versions:
-            reasons.append(f"min_versions {rules.min_versions}: newest #{rank + 1}")
+            reasons = ()  # older than max_age: whatever kept it, it goes
+        if min_versions is not None and rank < min_versions:
+            reasons += (f"min_versions {min_versions}: newest #{rank + 1}",)
         if reasons:
-            decisions.append(Decision(version_id, True, tuple(reasons)))
+            answer.append((True, reasons))
         else:
             why = f"older than max_age {rules.max_age}" if capped else "no rule keeps it"
-            decisions.append(Decision(version_id, False, (why,)))
-    return decisions
+            answer.append((False, (why,)))
+    return answer

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, aliased
 
 from ..errors import Conflict, Invalid, NotFound
@@ -263,26 +263,25 @@ def duplicate_summary(session: Session, *, bucket_id: int | None = None) -> dict
     return {"groups": groups, "duplicate_files": files, "bytes_saved": int(saved)}
 
 
+def versions_of_duplicates() -> Select[int | None]:
+    """The versions that are the stored content of duplicate files: deleting one would
+    lose every duplicate of it. Joined from the duplicates' side, so that the planner can
+    scan the duplicates once instead of probing for every version it is asked about."""
+    duplicate = aliased(File)
+    return (
+        select(File.object_version_id)
+        .join(duplicate, duplicate.canonical_file_id == File.id)
+        .where(duplicate.is_duplicate, ~File.is_duplicate)
+        .distinct()
+    )
+
+
 def versions_holding_duplicates(session: Session, version_ids: Sequence[int]) -> set[int]:
-    """Those of `version_ids` that are the stored content of duplicate files: deleting
-    one would lose every duplicate of it."""
+    """Those of `version_ids` that are the stored content of duplicate files."""
     if not version_ids:
         return set()
-    duplicate = aliased(File)
-    # Joined from the duplicates' side: with a long id list (a retention plan's) the
-    # planner can scan the duplicates once instead of probing for every id.
-    return set(
-        session.scalars(
-            select(File.object_version_id)
-            .join(duplicate, duplicate.canonical_file_id == File.id)
-            .where(
-                duplicate.is_duplicate,
-                ~File.is_duplicate,
-                in_ids(File.object_version_id, version_ids),
-            )
-            .distinct()
-        )
-    )
+    query = versions_of_duplicates().where(in_ids(File.object_version_id, version_ids))
+    return {v for v in session.scalars(query) if v is not None}
 
 
 def job_file_stats(session: Session, job_id: int) -> dict[str, int]:

@@ -15,10 +15,10 @@ from sqlalchemy.orm import Session
 
 from ..errors import Conflict, Invalid, NotFound
 from ..forget import Duration, Policy
-from ..retention import Rules, decide
+from ..retention import Rules, decide, verdicts
 from ..storage import Lock, ObjectStore
 from .arrays import in_ids
-from .files import versions_holding_duplicates
+from .files import versions_of_duplicates
 from .locks import lock_bucket_for_retention
 from .models import (
     BackupJob,
@@ -296,33 +296,35 @@ def plan(session: Session, policy_id: int, *, now: datetime | None = None) -> Pl
     now = now or datetime.now(UTC)
     if policy.target is RetentionTarget.JOBS:
         return _plan_jobs(session, policy, rules, now)
+    held = versions_of_duplicates().subquery()
     query = (
-        select(*VERSION_COLUMNS, BackupObject.key, Bucket.name)
+        select(
+            *VERSION_COLUMNS,
+            BackupObject.key,
+            Bucket.name,
+            held.c.object_version_id.is_not(None).label("holds_duplicates"),
+        )
         .join(BackupObject, BackupObject.id == ObjectVersion.object_id)
         .join(Bucket, Bucket.id == BackupObject.bucket_id)
+        .outerjoin(held, held.c.object_version_id == ObjectVersion.id)
         .where(BackupObject.id.in_(governed_ids(policy)), ObjectVersion.deleted_at.is_(None))
-        .order_by(ObjectVersion.object_id, ObjectVersion.id)
+        # Newest first within each object, as the rules rank them.
+        .order_by(ObjectVersion.object_id, ObjectVersion.created_at.desc(), ObjectVersion.id.desc())
     )
     result = Plan(policy_id=policy_id, evaluated_at=now)
+    planned = result.versions.append
     for object_id, group in groupby(_fetch_rows(session, query), key=attrgetter("object_id")):
-        versions = {row.id: row for row in group}
-        decisions = decide(rules, [(row.id, row.created_at) for row in versions.values()], now)
-        for decision in decisions:
-            row = versions[decision.version_id]
-            result.versions.append(
-                PlannedVersion(object_id, row.name, row.key, row, decision.keep, decision.reasons)
-            )
-    # Only versions about to go need the reference check: content of duplicates stays.
-    doomed = [item.version.id for item in result.versions if not item.keep]
-    referenced = versions_holding_duplicates(session, doomed)
-    if referenced:
-        result.versions = [
-            item._replace(keep=True, reasons=("stored content of duplicate files: never deleted",))
-            if not item.keep and item.version.id in referenced
-            else item
-            for item in result.versions
-        ]
+        rows = list(group)
+        for row, (keep, reasons) in zip(
+            rows, verdicts(rules, [row.created_at for row in rows], now), strict=True
+        ):
+            if not keep and row.holds_duplicates:
+                keep, reasons = True, _HOLDS_DUPLICATES
+            planned(PlannedVersion(object_id, row.name, row.key, row, keep, reasons))
     return result
+
+
+_HOLDS_DUPLICATES = ("stored content of duplicate files: never deleted",)
 
 
 def _fetch_rows(session: Session, query: Select[Any]) -> list[Any]:
