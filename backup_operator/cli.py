@@ -118,6 +118,18 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="serve the API (and its scheduler)")
     commands.add_parser("migrate", help="apply the catalog's migrations")
     commands.add_parser("dev", help="serve on embedded PostgreSQL and S3 (make dev)")
+    operator = commands.add_parser("operator", help="run the Kubernetes operator")
+    operator.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch this namespace (repeatable; default: WATCH_NAMESPACES, else all)",
+    )
+    operator.add_argument("-A", "--all-namespaces", action="store_true", help="watch all")
+    operator.add_argument("--standalone", action="store_true", help="no peering with replicas")
+    operator.add_argument("--peering", help="Kopf peering name (default: OPERATOR_PEERING)")
+    operator.add_argument("--liveness", help="liveness endpoint: http://0.0.0.0:8080/healthz")
     add_commands(commands)
     return top
 
@@ -141,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(settings.log_level)
         if args.command != "dev":
             settings.database_url()  # fail now, naming the variable, not at first use
+        if args.command == "operator":
+            from .operator.main import run as run_operator
+
+            run_operator(settings, args)
+            return 0
         if args.command in SERVICES:
             with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops them
                 SERVICES[args.command](settings)

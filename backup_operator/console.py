@@ -17,12 +17,11 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from .catalog import buckets, jobs
-from .catalog.models import Bucket, JobStatus
+from .catalog.models import JobStatus
 from .db import make_engine, make_sessionmaker
 from .engine.backup import Options, run_backup
 from .engine.restore import restore
 from .engine.verify import verify
-from .errors import NotFound
 from .scheduler import Heartbeat, JobCancelled, default_worker_id
 from .settings import Settings
 from .storage import ObjectStore
@@ -40,6 +39,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     backup.add_argument("--name", help="job name (default: the source)")
     backup.add_argument("--rehash", action="store_true", help="hash files whose stat is unchanged")
     backup.add_argument("--job", type=int, help="run this existing job instead (resumes it)")
+    backup.add_argument(
+        "--source", dest="mounted_at", help="with --job: where its source is mounted here"
+    )
     backup.add_argument(
         "--batch-files",
         type=int,
@@ -105,18 +107,6 @@ class Progress:
             print(file=sys.stderr)
 
 
-def _bucket_by_name(ctx: Context, name: str, *, create: bool) -> Bucket:
-    from sqlalchemy import select
-
-    with ctx.sessions() as session:
-        found = session.scalar(select(Bucket).where(Bucket.name == name))
-        if found is not None:
-            return found
-        if not create:
-            raise NotFound(f"bucket {name!r} is not in the catalog", field="bucket")
-        return buckets.create_bucket(session, ctx.store, name=name, object_lock=False)
-
-
 def backup(ctx: Context, args: argparse.Namespace) -> int:
     worker = default_worker_id()
     with ctx.sessions() as session:
@@ -125,7 +115,7 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
         else:
             if not args.source or not args.bucket:
                 raise SystemExit("backup: give SOURCE and --bucket, or --job")
-            bucket = _bucket_by_name(ctx, args.bucket, create=True)
+            bucket = buckets.bucket_named(session, ctx.store, args.bucket, create=True)
             job = jobs.create_job(
                 session,
                 job_name=args.name or args.source,
@@ -145,7 +135,12 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
                 ctx.store,
                 job.id,
                 heartbeat.check,
-                Options(rehash=args.rehash, batch_files=args.batch_files, progress=progress),
+                Options(
+                    rehash=args.rehash,
+                    batch_files=args.batch_files,
+                    progress=progress,
+                    source=args.mounted_at,
+                ),
             )
     except JobCancelled as stop:
         progress.done()
@@ -190,8 +185,8 @@ def restore_command(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def verify_command(ctx: Context, args: argparse.Namespace) -> int:
-    bucket = _bucket_by_name(ctx, args.bucket, create=False)
     with ctx.sessions() as session:
+        bucket = buckets.bucket_named(session, ctx.store, args.bucket, create=False)
         drift = verify(
             session,
             ctx.store,

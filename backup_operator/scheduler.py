@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .catalog import jobs
 from .catalog.files import job_file_stats
-from .catalog.models import BackupJob, JobStatus
+from .catalog.models import BackupJob, JobStatus, Runner
 from .errors import Unavailable
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,10 @@ logger = logging.getLogger(__name__)
 
 class JobCancelled(Exception):
     """The job was cancelled (or taken over) while it ran."""
+
+
+class Interrupted(Exception):
+    """The worker is shutting down: the job goes back to pending, to be resumed."""
 
 
 class JobRunner(Protocol):
@@ -95,12 +99,15 @@ class Scheduler:
         sessions: sessionmaker[Session],
         *,
         runner: JobRunner = complete_registered_files,
+        claims: Runner = Runner.SCHEDULER,
         interval: float = 2.0,
         heartbeat_timeout: float = 60.0,
         worker_id: str | None = None,
     ) -> None:
         self.sessions = sessions
         self.runner = runner
+        self.claims = claims
+        self._wake = threading.Event()
         self.interval = interval
         self.heartbeat_timeout = timedelta(seconds=heartbeat_timeout)
         self.worker_id = worker_id or default_worker_id()
@@ -111,8 +118,13 @@ class Scheduler:
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Look for due jobs now rather than at the next interval."""
+        self._wake.set()
+
     def stop(self, timeout: float = 10) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -125,7 +137,8 @@ class Scheduler:
                 logger.warning("scheduler: %s; retrying in %.0fs", error, self.interval)
             except Exception:
                 logger.exception("scheduler: unexpected error; retrying in %.0fs", self.interval)
-            self._stop.wait(self.interval)
+            self._wake.wait(self.interval)
+            self._wake.clear()
 
     def run_once(self) -> bool:
         """Release stale jobs, claim one due job and run it. Answers whether one ran."""
@@ -133,7 +146,7 @@ class Scheduler:
             released = jobs.release_stale_jobs(session, timeout=self.heartbeat_timeout)
             if released:
                 logger.warning("jobs %s lost their worker; they will be resumed", released)
-            job = jobs.claim_due_job(session, worker_id=self.worker_id)
+            job = jobs.claim_due_job(session, worker_id=self.worker_id, runner=self.claims)
             if job is None:
                 return False
             logger.info("job %s (%s) started by %s", job.id, job.job_name, self.worker_id)
@@ -144,7 +157,18 @@ class Scheduler:
         beat_every = self.heartbeat_timeout.total_seconds() / 4
         try:
             with Heartbeat(self.sessions, job.id, self.worker_id, beat_every) as heartbeat:
-                stats = self.runner(session, job, heartbeat.check)
+
+                def check() -> None:
+                    if self._stop.is_set():
+                        raise Interrupted(f"job {job.id}: worker {self.worker_id} is stopping")
+                    heartbeat.check()
+
+                stats = self.runner(session, job, check)
+        except Interrupted as stop:
+            session.rollback()
+            jobs.release_job(session, job.id, worker_id=self.worker_id)
+            logger.info("%s; the job is pending again and will be resumed", stop)
+            return
         except JobCancelled as stop:
             logger.info("%s; stopped", stop)
             return

@@ -50,13 +50,27 @@ class Settings(BaseSettings):
     # Seconds a client is told to wait after a 503 (a dependency is down).
     retry_after_seconds: int = Field(5, ge=1)
 
+    # The operator (`backup-operator operator`). Namespaces: comma separated; empty, the
+    # whole cluster.
+    watch_namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    operator_poll_seconds: float = Field(1.0, gt=0, description="how often jobs are polled")
+    operator_peering: str = Field("minio-backup-operator", description="Kopf peering name")
+    # The batch Jobs that back up PVCs: their image, and the Secrets their pods read the
+    # catalog URL (key SQLALCHEMY_DATABASE_URL) and the default store credentials
+    # (keys MINIO_ACCESS_KEY, MINIO_SECRET_KEY) from.
+    agent_image: str = "minio-backup-operator:0.1.0"
+    agent_database_secret: str = "minio-backup-operator-database"
+    agent_store_secret: str = "minio-backup-operator-store"
+    agent_service_account: str | None = None
+    agent_backoff_limit: int = Field(2, ge=0, le=20)
+
     # `make dev` only: where the embedded servers keep their data, and the S3 port.
     dev_data_dir: str = ".dev-data"
     dev_s3_port: int = Field(9000, ge=1, le=65535)
 
-    _split_api_tokens = field_validator("api_tokens", "api_read_only_tokens", mode="before")(
-        _split_tokens
-    )
+    _split_api_tokens = field_validator(
+        "api_tokens", "api_read_only_tokens", "watch_namespaces", mode="before"
+    )(_split_tokens)
 
     @field_validator("minio_endpoint")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from sqlalchemy import delete, exists, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, Invalid, NotFound
@@ -37,6 +38,21 @@ def create_bucket(session: Session, store: ObjectStore, *, name: str, object_loc
     store.create_bucket(name, object_lock=object_lock)
     session.commit()
     return bucket
+
+
+def bucket_named(session: Session, store: ObjectStore, name: str, *, create: bool) -> Bucket:
+    """The bucket of this name; with `create`, made (versioned) if the catalog lacks it,
+    also when other workers make it at the same moment."""
+    found = session.scalar(select(Bucket).where(Bucket.name == name))
+    if found is not None:
+        return found
+    if not create:
+        raise NotFound(f"bucket {name!r} is not in the catalog", field="bucket")
+    try:
+        return create_bucket(session, store, name=name, object_lock=False)
+    except (Conflict, IntegrityError):
+        session.rollback()  # another worker made it first
+        return session.scalars(select(Bucket).where(Bucket.name == name)).one()
 
 
 def get_bucket(session: Session, bucket_id: int) -> Bucket:

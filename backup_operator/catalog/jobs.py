@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import Conflict, NotFound
 from .buckets import get_bucket
-from .models import BackupJob, JobStatus, SourceType
+from .models import BackupJob, JobStatus, Runner, SourceType
 from .pages import Page, scalar_page
 
 ALLOWED_TRANSITIONS: dict[JobStatus, set[JobStatus]] = {
@@ -48,7 +48,15 @@ def create_job(
     key_prefix: str = "",
     source_type: SourceType = SourceType.DIRECTORY,
     rehash: bool = False,
+    runner: Runner = Runner.SCHEDULER,
+    external_uid: str | None = None,
 ) -> BackupJob:
+    """A new pending job. With `external_uid` (a Kubernetes resource's uid) creating it
+    again answers the job already recorded, so that a resource is registered once."""
+    if external_uid is not None:
+        existing = session.scalar(select(BackupJob).where(BackupJob.external_uid == external_uid))
+        if existing is not None:
+            return existing
     get_bucket(session, bucket_id)
     job = BackupJob(
         job_name=job_name,
@@ -58,8 +66,26 @@ def create_job(
         key_prefix=normalise_prefix(key_prefix),
         source_type=source_type,
         rehash=rehash,
+        runner=runner,
+        external_uid=external_uid,
     )
     session.add(job)
+    session.commit()
+    return job
+
+
+def reschedule(
+    session: Session, job_id: int, *, start_time: datetime | None, key_prefix: str
+) -> BackupJob:
+    """Change when and where a job that has not started yet will run."""
+    job = get_job(session, job_id, for_update=True)
+    if job.status is not JobStatus.PENDING or job.started_at is not None:
+        raise Conflict(
+            f"job {job_id} has started ({job.status.value}): jobs are immutable records",
+            field="spec",
+        )
+    job.start_time = as_utc(start_time)
+    job.key_prefix = normalise_prefix(key_prefix)
     session.commit()
     return job
 
@@ -124,12 +150,14 @@ def cancel_job(session: Session, job_id: int) -> BackupJob:
 # --- the scheduler's side: claims, heartbeats and endings -------------------------------
 
 
-def claim_due_job(session: Session, *, worker_id: str) -> BackupJob | None:
-    """Take one pending job whose start time has come. Row locks with SKIP LOCKED make
-    the claim exclusive across replicas without waiting on each other."""
+def claim_due_job(
+    session: Session, *, worker_id: str, runner: Runner = Runner.SCHEDULER
+) -> BackupJob | None:
+    """Take one pending job of this runner whose start time has come. Row locks with
+    SKIP LOCKED make the claim exclusive across replicas without waiting on each other."""
     due = (
         select(BackupJob.id)
-        .where(BackupJob.status == JobStatus.PENDING)
+        .where(BackupJob.status == JobStatus.PENDING, BackupJob.runner == runner)
         .where((BackupJob.start_time.is_(None)) | (BackupJob.start_time <= func.now()))
         .order_by(BackupJob.start_time.asc().nulls_first(), BackupJob.id)
         .limit(1)
@@ -210,6 +238,22 @@ def finish_job(
     )
     session.commit()
     return ended is not None
+
+
+def release_job(session: Session, job_id: int, *, worker_id: str) -> bool:
+    """A worker shutting down hands its running job back, to be resumed at once."""
+    released = session.scalar(
+        update(BackupJob)
+        .where(
+            BackupJob.id == job_id,
+            BackupJob.worker_id == worker_id,
+            BackupJob.status == JobStatus.RUNNING,
+        )
+        .values(status=JobStatus.PENDING, worker_id=None)
+        .returning(BackupJob.id)
+    )
+    session.commit()
+    return released is not None
 
 
 def release_stale_jobs(session: Session, *, timeout: timedelta) -> list[int]:

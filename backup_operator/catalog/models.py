@@ -66,6 +66,14 @@ class SourceType(enum.StrEnum):
     REGISTERED = "registered"  # files are registered (and uploaded) through the API
 
 
+class Runner(enum.StrEnum):
+    """Who runs a job: which workers may claim it."""
+
+    SCHEDULER = "scheduler"  # any API replica's scheduler
+    OPERATOR = "operator"  # the operator itself: the source is a path mounted in it
+    KUBERNETES = "kubernetes"  # a batch Job the operator creates (`backup --job ID`)
+
+
 class RetentionTarget(enum.StrEnum):
     VERSIONS = "versions"  # the version history of each governed object
     JOBS = "jobs"  # the completed jobs of one source (snapshot-style)
@@ -126,6 +134,11 @@ class BackupJob(Base):
         _enum(SourceType, "source_type"), server_default=SourceType.DIRECTORY.value
     )
     rehash: Mapped[bool] = mapped_column(server_default=text("false"))
+    runner: Mapped[Runner] = mapped_column(
+        _enum(Runner, "runner"), server_default=Runner.SCHEDULER.value
+    )
+    # The uid of the Kubernetes resource this job records: registering it is idempotent.
+    external_uid: Mapped[str | None] = mapped_column(String(64), unique=True)
     # Set when a retention policy forgot the job: its files stay as history, but versions
     # no remaining job references are deleted, and the job is no longer restorable.
     forgotten_at: Mapped[datetime | None]

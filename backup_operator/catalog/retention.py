@@ -201,6 +201,30 @@ def update_policy(session: Session, policy_id: int, **changes: object) -> Retent
     return policy
 
 
+def put_policy(session: Session, *, name: str, **fields: Any) -> RetentionPolicy:
+    """Create the policy of this name, or make the existing one say exactly `fields`
+    (a Kubernetes resource reconciled into the catalog)."""
+    existing = session.scalar(select(RetentionPolicy.id).where(RetentionPolicy.name == name))
+    if existing is None:
+        return create_policy(session, name=name, **fields)
+    defaults: dict[str, Any] = {
+        "keep_last": None,
+        "max_age_days": None,
+        "rules": {},
+        "min_versions": None,
+        "max_age": None,
+        "target": RetentionTarget.VERSIONS,
+        "bucket_id": None,
+        "source_system": None,
+        "key_prefix": None,
+        "match_tags": None,
+        "lock_mode": None,
+        "lock_days": None,
+        "legal_hold": False,
+    }
+    return update_policy(session, existing, **{**defaults, **fields})
+
+
 def delete_policy(session: Session, policy_id: int) -> None:
     session.delete(get_policy(session, policy_id))
     session.commit()
@@ -508,7 +532,34 @@ def apply(session: Session, store: ObjectStore, policy_id: int, *, actor: str) -
     if jobs_mode and policy.bucket_id is not None:
         lock_bucket_for_retention(session, policy.bucket_id)
     record_governed(session, policy)
-    current = plan(session, policy_id)
+    return _execute(session, store, run, plan(session, policy_id), jobs_mode=jobs_mode)
+
+
+def forget_job(session: Session, store: ObjectStore, job_id: int, *, actor: str) -> ApplyResult:
+    """Forget one finished job and delete the versions no other job references (its
+    resource was deleted with the request to take its objects along). Audited as a run
+    without a policy."""
+    job = session.get(BackupJob, job_id)
+    if job is None:
+        raise NotFound(f"backup job {job_id} not found", field="job_id")
+    run = RetentionRun(policy_id=None, policy_name=f"deletion of job {job_id}", actor=actor)
+    session.add(run)
+    session.commit()
+    lock_bucket_for_retention(session, job.bucket_id)
+    current = Plan(policy_id=0, evaluated_at=datetime.now(UTC))
+    current.jobs.append(
+        PlannedJob(job.id, job.completed_at or current.evaluated_at, False, (actor,))
+    )
+    for version, key, bucket in _versions_only_referenced_by(session, [job.id]):
+        current.versions.append(
+            PlannedVersion(version.object_id, bucket, key, version, False, ("job deleted",))
+        )
+    return _execute(session, store, run, current, jobs_mode=True)
+
+
+def _execute(
+    session: Session, store: ObjectStore, run: RetentionRun, current: Plan, *, jobs_mode: bool
+) -> ApplyResult:
     lock_enabled = {b.name for b in session.scalars(select(Bucket).where(Bucket.object_lock))}
     by_bucket: dict[str, list[PlannedVersion]] = defaultdict(list)
     for item in current.to_delete:
@@ -532,7 +583,7 @@ def apply(session: Session, store: ObjectStore, policy_id: int, *, actor: str) -
             if item.version.version_id in refused_here:
                 continue
             deleted_here.append(item)
-        _mark_deleted(session, deleted_here, policy_id=policy_id, run_id=run.id)
+        _mark_deleted(session, deleted_here, policy_id=run.policy_id, run_id=run.id)
         deleted += deleted_here
         if jobs_mode:
             # Their content is gone: no file may link to it, and the next backup of the
@@ -568,7 +619,7 @@ def apply(session: Session, store: ObjectStore, policy_id: int, *, actor: str) -
 
 
 def _mark_deleted(
-    session: Session, items: list[PlannedVersion], *, policy_id: int, run_id: int
+    session: Session, items: list[PlannedVersion], *, policy_id: int | None, run_id: int
 ) -> None:
     """One UPDATE per distinct reason (a policy has few), whatever the number of versions."""
     by_reason: dict[str, list[int]] = defaultdict(list)

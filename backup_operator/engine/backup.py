@@ -53,6 +53,9 @@ class Options:
     upload_workers: int = 16
     # Called after each batch with the counters so far (the console's progress line).
     progress: Callable[[dict[str, Any]], None] | None = None
+    # Where the source is mounted on this worker, when not at the job's `source_system`
+    # (a pod mounts a volume at its own path; the job names the volume).
+    source: str | None = None
 
 
 @dataclass
@@ -155,7 +158,7 @@ class Backup:
         with sessions() as session:
             job = session.get_one(BackupJob, job_id)
             self.job_stats = dict(job.stats or {})
-            self.source = job.source_system
+            self.source = options.source or job.source_system
             self.prefix = job.key_prefix
             self.bucket_id = job.bucket_id
             bucket = session.get_one(Bucket, job.bucket_id)

@@ -1,0 +1,262 @@
+"""BackupJob handlers: register the job in the catalog, start it when due, mirror its
+progress into status, refuse spec changes once it started, and keep (or, when asked,
+delete) its backup when the resource goes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+import kubernetes
+
+from ..catalog import buckets, jobs, retention
+from ..catalog.models import JobStatus, Runner
+from ..settings import get_settings
+from .resources import (
+    BACKUP_JOBS,
+    FINISHED,
+    GROUP,
+    VERSION,
+    condition,
+    job_status,
+    source_of,
+    start_time,
+)
+from .runtime import InvalidSpec, changed, domain_errors
+from .workload import backup_workload, workload_failure
+
+POLL_SECONDS = get_settings().operator_poll_seconds
+
+
+def _invalid(error: InvalidSpec, status: Any, generation: int) -> dict[str, Any]:
+    """A spec the operator cannot act on: Failed, with the field and the reason."""
+    previous = list(status.get("conditions") or [])
+    return {
+        "phase": "Failed",
+        "observedGeneration": generation,
+        "conditions": [
+            condition("Ready", False, "InvalidSpec", str(error), previous, generation),
+            condition("Running", False, "InvalidSpec", str(error), previous, generation),
+            condition("Failed", True, "InvalidSpec", str(error), previous, generation),
+        ],
+    }
+
+
+@kopf.on.resume(GROUP, VERSION, BACKUP_JOBS)
+@kopf.on.create(GROUP, VERSION, BACKUP_JOBS)
+def register(
+    spec: Any,
+    name: Any,
+    namespace: Any,
+    uid: str,
+    meta: Any,
+    status: Any,
+    body: Any,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """Record the job in the catalog, once per resource (keyed by its uid)."""
+    generation = meta.get("generation", 1)
+    try:
+        with memo.sessions() as session:
+            source = source_of(spec, namespace)
+            with domain_errors(field="spec.bucket"):
+                bucket = buckets.bucket_named(session, memo.store, spec["bucket"], create=True)
+            with domain_errors():
+                job = jobs.create_job(
+                    session,
+                    job_name=f"{namespace}/{name}",
+                    source_system=source.system,
+                    bucket_id=bucket.id,
+                    start_time=start_time(spec),
+                    key_prefix=spec.get("keyPrefix", ""),
+                    rehash=bool(spec.get("rehash", False)),
+                    runner=Runner.OPERATOR if source.path else Runner.KUBERNETES,
+                    external_uid=uid,
+                )
+            new = job_status(job, status, generation, status.get("workload"))
+    except InvalidSpec as error:
+        patch.status.update(_invalid(error, status, generation))
+        kopf.warn(body, reason="InvalidSpec", message=str(error))
+        raise kopf.PermanentError(str(error)) from None
+    if status.get("jobId") is None:
+        kopf.info(body, reason="Registered", message=f"catalog job {job.id}, {new['phase']}")
+    patch.status.update(changed(status, new))
+    memo.scheduler.wake()
+
+
+def _unfinished(status: Any, **_: Any) -> bool:
+    return bool(status.get("jobId")) and status.get("phase") not in FINISHED
+
+
+@kopf.timer(GROUP, VERSION, BACKUP_JOBS, interval=POLL_SECONDS, when=_unfinished)
+def poll(
+    spec: Any,
+    name: Any,
+    namespace: Any,
+    uid: str,
+    meta: Any,
+    status: Any,
+    body: Any,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """Start a PVC job's batch Job when due; mirror the catalog's progress into status."""
+    workload = status.get("workload")
+    with domain_errors(), memo.sessions() as session:
+        job = jobs.get_job(session, status["jobId"])
+        if job.runner is Runner.KUBERNETES and not job.status.finished:
+            if workload is None and (job.start_time is None or job.start_time <= _now()):
+                workload = _start_workload(memo, spec, name, namespace, uid, job.id)
+                kopf.info(body, reason="Started", message=f"batch Job {workload} created")
+            elif workload is not None:
+                failure = _workload_failure(memo, namespace, workload)
+                if failure is not None:
+                    job = jobs.set_status(session, job.id, JobStatus.FAILED, error=failure)
+        new = job_status(job, status, meta.get("generation", 1), workload)
+    if new["phase"] != status.get("phase"):
+        failed = new["phase"] == "Failed"
+        message = next(c["message"] for c in new["conditions"] if c["type"] == "Ready")
+        kopf.event(
+            body, type="Warning" if failed else "Normal", reason=new["phase"], message=message
+        )
+    patch.status.update(changed(status, new))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _start_workload(
+    memo: kopf.Memo, spec: Any, name: str, namespace: str, uid: str, job_id: int
+) -> str:
+    app = memo.app
+    manifest = backup_workload(
+        name=name,
+        namespace=namespace,
+        uid=uid,
+        spec=spec,
+        catalog_job_id=job_id,
+        image=app.agent_image,
+        database_secret=app.agent_database_secret,
+        store_secret=app.agent_store_secret,
+        store_endpoint=app.minio_endpoint,
+        store_secure=app.minio_secure,
+        backoff_limit=app.agent_backoff_limit,
+        service_account=app.agent_service_account,
+    )
+    try:
+        memo.batch.create_namespaced_job(namespace, manifest)
+    except kubernetes.client.ApiException as error:
+        if error.status != 409:  # 409: made by an earlier try of this handler
+            raise
+    return str(manifest["metadata"]["name"])
+
+
+def _workload_failure(memo: kopf.Memo, namespace: str, workload: str) -> str | None:
+    try:
+        found = memo.batch.api_client.sanitize_for_serialization(
+            memo.batch.read_namespaced_job(workload, namespace)
+        )
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            return f"WorkloadMissing: batch Job {workload} was deleted before it finished"
+        raise
+    return workload_failure(found)
+
+
+@kopf.on.update(GROUP, VERSION, BACKUP_JOBS, field="spec")
+def spec_changed(
+    old: Any,
+    new: Any,
+    meta: Any,
+    status: Any,
+    body: Any,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """Before it starts, a job may move (start time, key prefix); after, it is a record."""
+    generation = meta.get("generation", 1)
+    previous = list(status.get("conditions") or [])
+    fields = sorted(
+        k for k in set(old or {}) | set(new or {}) if (old or {}).get(k) != (new or {}).get(k)
+    )
+    movable = {"startAt", "keyPrefix"}
+    job_id = status.get("jobId")
+    refusal = None
+    if job_id is None:
+        return  # never registered (invalid): nothing to keep consistent
+    if not set(fields) <= movable:
+        refusal = f"spec.{', spec.'.join(sorted(set(fields) - movable))} cannot change"
+    else:
+        try:
+            with domain_errors(), memo.sessions() as session:
+                jobs.reschedule(
+                    session,
+                    job_id,
+                    start_time=start_time(new),
+                    key_prefix=new.get("keyPrefix", ""),
+                )
+        except InvalidSpec as error:
+            refusal = error.message
+    rejected = refusal is not None
+    message = (
+        f"{refusal}: jobs are immutable records once registered; create a new BackupJob"
+        if rejected
+        else "spec accepted"
+    )
+    kept = [c for c in previous if c.get("type") != "SpecRejected"]
+    reason = "Immutable" if rejected else "Accepted"
+    patch.status["conditions"] = [
+        *kept,
+        condition("SpecRejected", rejected, reason, message, previous, generation),
+    ]
+    patch.status["observedGeneration"] = generation
+    if rejected:
+        kopf.warn(body, reason="SpecRejected", message=message)
+    memo.scheduler.wake()
+
+
+@kopf.on.delete(GROUP, VERSION, BACKUP_JOBS)
+def delete(
+    spec: Any,
+    name: Any,
+    namespace: Any,
+    status: Any,
+    body: Any,
+    memo: kopf.Memo,
+    logger: Any,
+    **_: Any,
+) -> None:
+    """The catalog keeps the job's records (history outlives resources); its objects go
+    only when the spec asks for it."""
+    job_id = status.get("jobId")
+    if job_id is None:
+        return
+    with domain_errors(), memo.sessions() as session:
+        job = jobs.get_job(session, job_id)
+        if not job.status.finished:
+            jobs.cancel_job(session, job_id)
+        if not spec.get("deleteObjectsOnDelete", False):
+            logger.info("catalog job %s kept; its objects stay in the bucket", job_id)
+            return
+        result = retention.forget_job(
+            session, memo.store, job_id, actor=f"kubernetes:{namespace}/{name}"
+        )
+    logger.info(
+        "catalog job %s forgotten: %d versions deleted, %d locked, %d refused",
+        job_id,
+        len(result.deleted),
+        len(result.locked),
+        len(result.refused),
+    )
+    if result.locked or result.refused:
+        kopf.warn(
+            body,
+            reason="ObjectsKept",
+            message=f"{len(result.locked)} locked and {len(result.refused)} refused versions stay",
+        )

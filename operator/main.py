@@ -1,0 +1,36 @@
+"""`backup-operator operator`: run the Kopf operator (all handlers are registered here)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+import kopf
+
+from ..settings import Settings
+from . import backupjobs, backupschedules, retentionpolicies  # noqa: F401  (registers handlers)
+from .runtime import configure, shut_down
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    configure(settings, memo)
+
+
+@kopf.on.cleanup()
+def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    shut_down(memo)
+
+
+def run(settings: Settings, args: argparse.Namespace) -> None:
+    namespaces = [] if args.all_namespaces else (args.namespace or settings.watch_namespaces)
+    logging.getLogger("kopf.objects").setLevel(logging.INFO)
+    kopf.run(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=args.standalone,
+        # Kopf takes a peering name as a request for peering, even when standalone.
+        peering_name=None if args.standalone else (args.peering or settings.operator_peering),
+        liveness_endpoint=args.liveness,
+    )

@@ -1,0 +1,185 @@
+"""The custom resources as the operator reads and writes them: names, the mapping of a
+spec to the domain's arguments, and the status built from a catalog job. Pure code."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+GROUP = "minio-backup.dev"
+VERSION = "v1alpha1"
+BACKUP_JOBS = "backupjobs"
+RETENTION_POLICIES = "retentionpolicies"
+BACKUP_SCHEDULES = "backupschedules"
+
+# Where a PVC is mounted in the backup pod; the catalog names the source by the claim.
+MOUNT_PATH = "/source"
+
+PHASES = {
+    "pending": "Pending",
+    "running": "Running",
+    "completed": "Completed",
+    "failed": "Failed",
+    "cancelled": "Cancelled",
+}
+FINISHED = {"Completed", "Failed", "Cancelled"}
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A BackupJob's source: the catalog's name for it, and how it is reached."""
+
+    system: str  # the catalog's source_system: what retention groups jobs by
+    path: str | None  # a path mounted in the operator, or None for a PVC
+    claim: str | None = None
+    sub_path: str | None = None
+
+
+def source_of(spec: Mapping[str, Any], namespace: str) -> Source:
+    source = spec.get("source") or {}
+    if "pvc" in source:
+        pvc = source["pvc"]
+        sub = (pvc.get("subPath") or "").strip("/")
+        system = f"pvc://{namespace}/{pvc['claimName']}" + (f"/{sub}" if sub else "")
+        return Source(system, None, pvc["claimName"], sub or None)
+    return Source(source["path"], source["path"])
+
+
+def start_time(spec: Mapping[str, Any]) -> datetime | None:
+    text = spec.get("startAt")
+    if not text:
+        return None
+    return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+
+
+def condition(
+    kind: str, ok: bool, reason: str, message: str, previous: list[dict[str, Any]], generation: int
+) -> dict[str, Any]:
+    """One condition; its lastTransitionTime moves only when its status changes."""
+    status = "True" if ok else "False"
+    before = next((c for c in previous if c.get("type") == kind), None)
+    since = before["lastTransitionTime"] if before and before.get("status") == status else now()
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+        "observedGeneration": generation,
+    }
+
+
+def job_conditions(
+    phase: str, error: str | None, previous: list[dict[str, Any]], generation: int
+) -> list[dict[str, Any]]:
+    """Ready, Running and Failed, rebuilt whole from the phase (the same however often)."""
+    reason = error.split(":", 1)[0] if error else phase
+    kept = [c for c in previous if c.get("type") not in {"Ready", "Running", "Failed"}]
+    return [
+        *kept,
+        condition(
+            "Ready",
+            phase == "Completed",
+            phase,
+            error or f"the backup is {phase.lower()}",
+            previous,
+            generation,
+        ),
+        condition(
+            "Running",
+            phase == "Running",
+            phase,
+            "files are being backed up" if phase == "Running" else f"the backup is {phase.lower()}",
+            previous,
+            generation,
+        ),
+        condition(
+            "Failed",
+            phase == "Failed",
+            reason if phase == "Failed" else phase,
+            error or "" if phase == "Failed" else "no failure",
+            previous,
+            generation,
+        ),
+    ]
+
+
+def job_status(
+    job: Any, previous: Mapping[str, Any], generation: int, workload: str | None = None
+) -> dict[str, Any]:
+    """The status of a BackupJob from its catalog job (a `BackupJob` row)."""
+    stats = job.stats or {}
+    phase = PHASES[str(job.status.value)]
+    uploaded, saved = int(stats.get("bytes_uploaded", 0)), int(stats.get("bytes_saved", 0))
+    status = {
+        "phase": phase,
+        "jobId": job.id,
+        "observedGeneration": generation,
+        "files": int(stats.get("files_seen", stats.get("files", 0))),
+        "uploaded": int(stats.get("uploads", 0)),
+        "deduplicated": int(stats.get("duplicate", stats.get("duplicates", 0))),
+        "unchanged": int(stats.get("unchanged", 0)),
+        "bytesRead": int(stats.get("bytes_read", 0)),
+        "bytesUploaded": uploaded,
+        "bytesDeduplicated": saved,
+        # The share of new content that deduplication kept from being uploaded.
+        "dedupRatio": round(saved / (saved + uploaded), 3) if saved + uploaded else 0.0,
+        "startedAt": iso(job.started_at),
+        "completedAt": iso(job.completed_at),
+        "conditions": job_conditions(
+            phase, job.error, list(previous.get("conditions") or []), generation
+        ),
+    }
+    if workload is not None:
+        status["workload"] = workload
+    return status
+
+
+def policy_fields(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A RetentionPolicy's spec as the catalog's policy fields (bucket left by name)."""
+    camel_to_restic = {
+        "keepLast": "keep_last",
+        "keepHourly": "keep_hourly",
+        "keepDaily": "keep_daily",
+        "keepWeekly": "keep_weekly",
+        "keepMonthly": "keep_monthly",
+        "keepYearly": "keep_yearly",
+        "keepWithin": "keep_within",
+        "keepWithinHourly": "keep_within_hourly",
+        "keepWithinDaily": "keep_within_daily",
+        "keepWithinWeekly": "keep_within_weekly",
+        "keepWithinMonthly": "keep_within_monthly",
+        "keepWithinYearly": "keep_within_yearly",
+        "keepTags": "keep_tags",
+        "timezone": "timezone",
+    }
+    rules = {camel_to_restic.get(k, k): v for k, v in (spec.get("rules") or {}).items()}
+    scope = spec.get("scope") or {}
+    lock = spec.get("objectLock") or {}
+    return {
+        "rules": rules,
+        "min_versions": spec.get("minVersions"),
+        "max_age": spec.get("maxAge"),
+        "target": spec.get("target", "versions"),
+        "source_system": scope.get("source"),
+        "key_prefix": scope.get("keyPrefix"),
+        "match_tags": scope.get("matchTags"),
+        "lock_mode": lock.get("mode"),
+        "lock_days": lock.get("days"),
+        "legal_hold": bool(lock.get("legalHold", False)),
+    }
+
+
+def interval_seconds(text: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return int(text[:-1]) * units[text[-1]]

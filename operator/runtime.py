@@ -1,0 +1,93 @@
+"""What every handler shares, built once at startup and handed over through `memo`: the
+catalog's sessions, the object store, the scheduler that runs path-source jobs in this
+process, and the Kubernetes clients. Also how domain errors become Kopf's."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import kopf
+import kubernetes
+
+from ..catalog.models import Runner
+from ..db import make_engine, make_sessionmaker
+from ..engine.runner import EngineRunner
+from ..errors import DomainError, Unavailable
+from ..retry import RetriesExhausted
+from ..scheduler import Scheduler
+from ..settings import Settings, get_settings
+from ..storage import ObjectStore
+from .resources import GROUP
+
+logger = logging.getLogger(__name__)
+
+
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
+    app: Settings = get_settings()
+    # Kopf's own bookkeeping goes to annotations; status holds only what users read.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.execution.max_workers = 16
+    settings.watching.server_timeout = 300
+    engine = make_engine(app.database_url(), pool_size=app.db_pool_size)
+    memo.app = app
+    memo.engine = engine
+    memo.sessions = make_sessionmaker(engine)
+    memo.store = ObjectStore.from_settings(app)
+    memo.scheduler = Scheduler(
+        memo.sessions,
+        runner=EngineRunner(memo.sessions, memo.store),
+        claims=Runner.OPERATOR,
+        interval=app.operator_poll_seconds,
+        heartbeat_timeout=app.job_heartbeat_timeout_seconds,
+    )
+    memo.scheduler.start()
+    try:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    api = kubernetes.client.ApiClient()
+    memo.batch = kubernetes.client.BatchV1Api(api)
+    memo.custom = kubernetes.client.CustomObjectsApi(api)
+
+
+def shut_down(memo: kopf.Memo) -> None:
+    """Running jobs are handed back as pending, to be resumed by the next operator."""
+    memo.scheduler.stop(timeout=30)
+    memo.engine.dispose()
+
+
+class InvalidSpec(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@contextlib.contextmanager
+def domain_errors(spec_prefix: str = "spec", *, field: str | None = None) -> Iterator[None]:
+    """Outages are retried by Kopf with a delay; bad input becomes InvalidSpec (naming the
+    field, or `field` when the whole call is about one) for the handler to show."""
+    try:
+        yield
+    except (Unavailable, RetriesExhausted) as error:
+        raise kopf.TemporaryError(f"{error}; retrying", delay=10) from None
+    except DomainError as error:
+        where = field or (f"{spec_prefix}.{error.field}" if error.field else spec_prefix)
+        raise InvalidSpec(where, error.message) from None
+    except kubernetes.client.ApiException as error:
+        raise kopf.TemporaryError(
+            f"Kubernetes API: {error.status} {error.reason}", delay=10
+        ) from None
+
+
+def changed(status: Any, new: dict[str, Any]) -> dict[str, Any]:
+    """The keys of `new` whose values differ from the current status: only those are
+    patched, so an unchanged poll writes nothing."""
+    return {key: value for key, value in new.items() if status.get(key) != value}

@@ -1,0 +1,128 @@
+"""The batch Job that backs up a PVC: the project's own image running the engine's
+command (`backup --job ID --source /source`) with the volume mounted read-only."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from .resources import GROUP, MOUNT_PATH, VERSION
+
+
+def job_name(backup_name: str, uid: str) -> str:
+    # Deterministic (a retried handler finds the Job it made) and within 63 characters.
+    digest = hashlib.sha256(uid.encode()).hexdigest()[:8]
+    return f"backup-{backup_name[:46]}-{digest}".rstrip("-")
+
+
+def backup_workload(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: Mapping[str, Any],
+    catalog_job_id: int,
+    image: str,
+    database_secret: str,
+    store_secret: str,
+    store_endpoint: str,
+    store_secure: bool,
+    backoff_limit: int,
+    service_account: str | None,
+) -> dict[str, Any]:
+    pvc = spec["source"]["pvc"]
+    credentials = spec.get("credentialsSecretRef")
+    if credentials:
+        access = (credentials["name"], credentials.get("accessKeyKey", "accessKey"))
+        secret = (credentials["name"], credentials.get("secretKeyKey", "secretKey"))
+    else:
+        access = (store_secret, "MINIO_ACCESS_KEY")
+        secret = (store_secret, "MINIO_SECRET_KEY")
+    mount: dict[str, Any] = {"name": "source", "mountPath": MOUNT_PATH, "readOnly": True}
+    if pvc.get("subPath"):
+        mount["subPath"] = pvc["subPath"]
+    labels = {
+        "app.kubernetes.io/name": "minio-backup-operator",
+        "app.kubernetes.io/component": "backup",
+        f"{GROUP}/backupjob": name,
+    }
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": "backup",
+                "image": image,
+                "args": ["backup", "--job", str(catalog_job_id), "--source", MOUNT_PATH],
+                "env": [
+                    _from_secret(
+                        "SQLALCHEMY_DATABASE_URL", database_secret, "SQLALCHEMY_DATABASE_URL"
+                    ),
+                    {"name": "MINIO_ENDPOINT", "value": store_endpoint},
+                    {"name": "MINIO_SECURE", "value": "true" if store_secure else "false"},
+                    _from_secret("MINIO_ACCESS_KEY", *access),
+                    _from_secret("MINIO_SECRET_KEY", *secret),
+                ],
+                "volumeMounts": [mount, {"name": "tmp", "mountPath": "/tmp"}],
+                "resources": dict(spec.get("resources") or {}),
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }
+        ],
+        "volumes": [
+            {
+                "name": "source",
+                "persistentVolumeClaim": {"claimName": pvc["claimName"], "readOnly": True},
+            },
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    if service_account:
+        pod["serviceAccountName"] = service_account
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(name, uid),
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "BackupJob",
+                    "name": name,
+                    "uid": uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "backoffLimit": backoff_limit,
+            "ttlSecondsAfterFinished": 86400,
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }
+
+
+def _from_secret(variable: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def workload_failure(job: Mapping[str, Any]) -> str | None:
+    """Why a batch Job failed for good, or None while it has not."""
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Failed" and cond.get("status") == "True":
+            reason = cond.get("reason") or "JobFailed"
+            return f"{reason}: {cond.get('message') or 'the backup pod failed'}"
+    return None

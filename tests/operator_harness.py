@@ -1,0 +1,138 @@
+"""The real Kopf operator (`backup-operator operator`, a process of its own) against the
+API server emulator, with real PostgreSQL and S3; kubectl as the user's client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from apiserver import ROOT, RunningApiServer
+
+JOBS = "minio-backup.dev/v1alpha1/backupjobs"
+POLICIES = "minio-backup.dev/v1alpha1/retentionpolicies"
+SCHEDULES = "minio-backup.dev/v1alpha1/backupschedules"
+
+
+class Operator:
+    def __init__(self, api: RunningApiServer, env: dict[str, str], log: Path) -> None:
+        self.api = api
+        self.env = env
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *extra: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "backup_operator", "operator", "--standalone", *extra],
+            env=self.env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(60)
+        finally:
+            self.process = None
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        done = subprocess.run(
+            ["kubectl", *args],
+            env=self.env,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr}")
+        return done.stdout + done.stderr
+
+    def apply(self, manifest: dict[str, Any]) -> None:
+        self.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump(manifest))
+
+    def get(self, key: str, name: str) -> dict[str, Any] | None:
+        return self.api.objects(key).get(name)
+
+    def wait_for(
+        self,
+        key: str,
+        name: str,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float = 60,
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = self.get(key, name)
+            if last is not None and predicate(last):
+                return last
+            time.sleep(0.1)
+        raise AssertionError(
+            f"{key} {name} did not get there in {timeout}s; last: {last}\n{self.logs()[-4000:]}"
+        )
+
+    def wait_gone(self, key: str, name: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.get(key, name) is None:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{name} was not released by its finalizer\n{self.logs()[-3000:]}")
+
+    def wait_for_event(self, name: str, reason: str, timeout: float = 20) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.api.objects("v1/events").values():
+                if event["involvedObject"]["name"] == name and event["reason"] == reason:
+                    return event
+            time.sleep(0.1)
+        raise AssertionError(f"no {reason} event for {name}\n{self.logs()[-3000:]}")
+
+
+def phase(obj: dict[str, Any]) -> str | None:
+    return (obj.get("status") or {}).get("phase")
+
+
+def example(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "examples" / name).read_text())
+    return loaded
+
+
+@contextmanager
+def operator(
+    api: RunningApiServer, tmp_path: Path, database_url: str, s3: tuple[str, str, str]
+) -> Iterator[Operator]:
+    endpoint, access, secret = s3
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(api.kubeconfig(tmp_path / "kubeconfig")),
+        "SQLALCHEMY_DATABASE_URL": database_url,
+        "MINIO_ENDPOINT": endpoint,
+        "MINIO_ACCESS_KEY": access,
+        "MINIO_SECRET_KEY": secret,
+        "MINIO_SECURE": "false",
+        "WATCH_NAMESPACES": "default",
+        "OPERATOR_POLL_SECONDS": "0.3",
+        "JOB_HEARTBEAT_TIMEOUT_SECONDS": "4",
+        "PYTHONPATH": str(ROOT),
+    }
+    running = Operator(api, env, tmp_path / "operator.log")
+    running.start()
+    try:
+        yield running
+    finally:
+        if running.process is not None:
+            running.stop()

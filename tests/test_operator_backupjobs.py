@@ -1,0 +1,163 @@
+"""BackupJob resources driven through the real Kopf operator (see operator_harness)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from apiserver import RunningApiServer, api_server
+from conftest import write
+from operator_harness import JOBS, Operator, example, operator, phase
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from backup_operator.catalog.models import BackupJob, Bucket, File
+from backup_operator.storage import ObjectStore
+
+
+@pytest.fixture
+def api() -> Iterator[RunningApiServer]:
+    with api_server() as running:
+        yield running
+
+
+@pytest.fixture
+def op(
+    api: RunningApiServer, tmp_path: Path, db_url: str, s3_endpoint: tuple[str, str, str]
+) -> Iterator[Operator]:
+    with operator(api, tmp_path, db_url, s3_endpoint) as running:
+        yield running
+
+
+def path_job(name: str, source: Path, bucket: str, **spec: Any) -> dict[str, Any]:
+    manifest = copy.deepcopy(example("backupjob-path.yaml"))
+    manifest["metadata"] = {"name": name}
+    manifest["spec"] = {"source": {"path": str(source)}, "bucket": bucket, "keyPrefix": "k"}
+    manifest["spec"].update(spec)
+    return manifest
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in obj["status"]["conditions"] if c["type"] == kind)
+
+
+def test_a_backup_job_goes_pending_running_completed_and_lands_in_catalog_and_bucket(
+    op: Operator,
+    tmp_path: Path,
+    bucket_name: str,
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+) -> None:
+    source = tmp_path / "src"
+    write(source, "a.txt", b"alpha")
+    write(source, "sub/b.txt", b"bravo")
+    write(source, "sub/copy-of-a.txt", b"alpha")
+    op.apply(path_job("nightly", source, bucket_name))
+
+    done = op.wait_for(JOBS, "nightly", lambda o: phase(o) in {"Completed", "Failed"})
+    status = done["status"]
+    assert status["phase"] == "Completed", status
+    assert (status["files"], status["uploaded"], status["deduplicated"]) == (3, 2, 1)
+    assert status["bytesUploaded"] == 10 and status["bytesDeduplicated"] == 5
+    assert status["dedupRatio"] == 0.333
+    assert status["observedGeneration"] == 1
+    assert condition(done, "Ready")["status"] == "True"
+    assert condition(done, "Failed")["status"] == "False"
+    assert status["startedAt"] and status["completedAt"]
+    with sessions() as session:
+        job = session.get_one(BackupJob, status["jobId"])
+        assert job.external_uid == done["metadata"]["uid"]
+        assert job.job_name == "default/nightly" and job.source_system == str(source)
+        paths = set(session.scalars(select(File.path).where(File.job_id == job.id)))
+    assert paths == {"a.txt", "sub/b.txt", "sub/copy-of-a.txt"}
+    keys = {v.key for v in store.list_versions(bucket_name, "k/")}
+    assert keys == {"k/a.txt", "k/sub/b.txt"}  # the duplicate was not uploaded again
+    # Every transition is an Event (posted in the background), and kubectl shows it.
+    op.wait_for_event("nightly", "Registered")
+    op.wait_for_event("nightly", "Completed")
+    assert "nightly" in op.kubectl("get", "backups")
+
+
+def test_a_start_time_in_the_future_waits(op: Operator, tmp_path: Path, bucket_name: str) -> None:
+    write(tmp_path / "src", "a", b"a")
+    op.apply(path_job("later", tmp_path / "src", bucket_name, startAt="2099-01-01T00:00:00Z"))
+    waiting = op.wait_for(JOBS, "later", lambda o: phase(o) is not None)
+    assert phase(waiting) == "Pending"
+    time.sleep(2)  # several poll intervals: it must still wait
+    assert phase(op.get(JOBS, "later") or {}) == "Pending"
+    # Before it starts, the start time may still move: now it runs.
+    op.kubectl("patch", "bj", "later", "--type=merge", "-p", '{"spec":{"startAt":null}}')
+    done = op.wait_for(JOBS, "later", lambda o: phase(o) == "Completed")
+    assert condition(done, "SpecRejected")["status"] == "False"
+
+
+def test_a_broken_source_ends_failed_with_a_reason(
+    op: Operator, tmp_path: Path, bucket_name: str
+) -> None:
+    op.apply(path_job("broken", tmp_path / "missing", bucket_name))
+    failed = op.wait_for(JOBS, "broken", lambda o: phase(o) in {"Completed", "Failed"})
+    assert phase(failed) == "Failed"
+    why = condition(failed, "Failed")
+    assert why["status"] == "True" and why["reason"] == "SourceMissing"
+    assert "missing" in why["message"]
+    assert condition(failed, "Ready")["status"] == "False"
+
+
+def test_a_bad_bucket_name_fails_naming_the_field(op: Operator, tmp_path: Path) -> None:
+    op.apply(path_job("bad-bucket", tmp_path, "Not_A_Bucket"))
+    failed = op.wait_for(JOBS, "bad-bucket", lambda o: phase(o) == "Failed")
+    why = condition(failed, "Failed")
+    assert why["reason"] == "InvalidSpec" and why["message"].startswith("spec.bucket")
+
+
+def test_a_spec_change_after_start_is_refused_with_a_condition(
+    op: Operator, tmp_path: Path, bucket_name: str, sessions: sessionmaker[Session]
+) -> None:
+    write(tmp_path / "src", "a", b"a")
+    op.apply(path_job("fixed", tmp_path / "src", bucket_name))
+    done = op.wait_for(JOBS, "fixed", lambda o: phase(o) == "Completed")
+    op.kubectl("patch", "bj", "fixed", "--type=merge", "-p", '{"spec":{"bucket":"elsewhere"}}')
+    refused = op.wait_for(
+        JOBS,
+        "fixed",
+        lambda o: any(c["type"] == "SpecRejected" for c in o["status"]["conditions"]),
+    )
+    why = condition(refused, "SpecRejected")
+    assert why["status"] == "True" and why["reason"] == "Immutable"
+    assert "spec.bucket" in why["message"]
+    assert refused["status"]["observedGeneration"] == 2
+    assert refused["status"]["phase"] == "Completed"  # the record is untouched
+    with sessions() as session:
+        job = session.get_one(BackupJob, done["status"]["jobId"])
+        assert job.bucket_id == session.scalar(select(Bucket.id).where(Bucket.name == bucket_name))
+
+
+def test_delete_keeps_the_catalog_records_unless_asked(
+    op: Operator,
+    tmp_path: Path,
+    bucket_name: str,
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+) -> None:
+    write(tmp_path / "src", "kept.txt", b"kept")
+    write(tmp_path / "other", "gone.txt", b"gone")
+    op.apply(path_job("keep", tmp_path / "src", bucket_name))
+    op.apply(path_job("drop", tmp_path / "other", bucket_name, deleteObjectsOnDelete=True))
+    kept = op.wait_for(JOBS, "keep", lambda o: phase(o) == "Completed")
+    dropped = op.wait_for(JOBS, "drop", lambda o: phase(o) == "Completed")
+    assert kept["metadata"]["finalizers"]
+    op.kubectl("delete", "bj", "keep", "drop", "--wait=false")
+    for name in ("keep", "drop"):
+        op.wait_gone(JOBS, name)
+    with sessions() as session:
+        keep_job = session.get_one(BackupJob, kept["status"]["jobId"])
+        drop_job = session.get_one(BackupJob, dropped["status"]["jobId"])
+        assert keep_job.forgotten_at is None
+        assert drop_job.forgotten_at is not None  # records stay, marked forgotten
+        assert session.scalars(select(File.path).where(File.job_id == drop_job.id)).all()
+    keys = {v.key for v in store.list_versions(bucket_name, "k/")}
+    assert keys == {"k/kept.txt"}
