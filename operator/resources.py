@@ -147,23 +147,7 @@ def job_status(
 
 def policy_fields(spec: Mapping[str, Any]) -> dict[str, Any]:
     """A RetentionPolicy's spec as the catalog's policy fields (bucket left by name)."""
-    camel_to_restic = {
-        "keepLast": "keep_last",
-        "keepHourly": "keep_hourly",
-        "keepDaily": "keep_daily",
-        "keepWeekly": "keep_weekly",
-        "keepMonthly": "keep_monthly",
-        "keepYearly": "keep_yearly",
-        "keepWithin": "keep_within",
-        "keepWithinHourly": "keep_within_hourly",
-        "keepWithinDaily": "keep_within_daily",
-        "keepWithinWeekly": "keep_within_weekly",
-        "keepWithinMonthly": "keep_within_monthly",
-        "keepWithinYearly": "keep_within_yearly",
-        "keepTags": "keep_tags",
-        "timezone": "timezone",
-    }
-    rules = {camel_to_restic.get(k, k): v for k, v in (spec.get("rules") or {}).items()}
+    rules = {RULES.get(k, k): v for k, v in (spec.get("rules") or {}).items()}
     scope = spec.get("scope") or {}
     lock = spec.get("objectLock") or {}
     return {
@@ -178,6 +162,48 @@ def policy_fields(spec: Mapping[str, Any]) -> dict[str, Any]:
         "lock_days": lock.get("days"),
         "legal_hold": bool(lock.get("legalHold", False)),
     }
+
+
+# The resource's names of the catalog's policy fields, for errors that name a field.
+SPEC_FIELDS = {
+    "min_versions": "minVersions",
+    "max_age": "maxAge",
+    "target": "target",
+    "bucket_id": "scope.bucket",
+    "source_system": "scope.source",
+    "key_prefix": "scope.keyPrefix",
+    "match_tags": "scope.matchTags",
+    "lock_mode": "objectLock.mode",
+    "lock_days": "objectLock.days",
+    "legal_hold": "objectLock.legalHold",
+}
+
+
+def spec_field(catalog_field: str) -> str:
+    """`rules.keep_last` -> `rules.keepLast`, `lock_days` -> `objectLock.days`."""
+    if catalog_field.startswith("rules."):
+        rule = catalog_field.removeprefix("rules.")
+        camel = {v: k for k, v in RULES.items()}
+        return f"rules.{camel.get(rule, rule)}"
+    return SPEC_FIELDS.get(catalog_field, catalog_field)
+
+
+RULES = {
+    "keepLast": "keep_last",
+    "keepHourly": "keep_hourly",
+    "keepDaily": "keep_daily",
+    "keepWeekly": "keep_weekly",
+    "keepMonthly": "keep_monthly",
+    "keepYearly": "keep_yearly",
+    "keepWithin": "keep_within",
+    "keepWithinHourly": "keep_within_hourly",
+    "keepWithinDaily": "keep_within_daily",
+    "keepWithinWeekly": "keep_within_weekly",
+    "keepWithinMonthly": "keep_within_monthly",
+    "keepWithinYearly": "keep_within_yearly",
+    "keepTags": "keep_tags",
+    "timezone": "timezone",
+}
 
 
 def interval_seconds(text: str) -> int:

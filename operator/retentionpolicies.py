@@ -1,0 +1,150 @@
+"""RetentionPolicy handlers: reconcile the resource into the catalog's policy (named
+`namespace/name`), apply it (or only dry-run it) on its interval, and show the last
+run in status."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import kopf
+
+from ..catalog import buckets, retention
+from ..errors import NotFound
+from ..settings import get_settings
+from .resources import (
+    GROUP,
+    RETENTION_POLICIES,
+    VERSION,
+    condition,
+    interval_seconds,
+    iso,
+    policy_fields,
+    spec_field,
+)
+from .runtime import InvalidSpec, domain_errors
+
+POLL_SECONDS = get_settings().operator_poll_seconds
+
+
+def catalog_name(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
+def _ready(ok: bool, reason: str, message: str, status: Any, generation: int) -> list[Any]:
+    previous = list(status.get("conditions") or [])
+    kept = [c for c in previous if c.get("type") != "Ready"]
+    return [*kept, condition("Ready", ok, reason, message, previous, generation)]
+
+
+@kopf.on.resume(GROUP, VERSION, RETENTION_POLICIES)
+@kopf.on.create(GROUP, VERSION, RETENTION_POLICIES)
+@kopf.on.update(GROUP, VERSION, RETENTION_POLICIES, field="spec")
+def reconcile(
+    spec: Any,
+    name: Any,
+    namespace: Any,
+    meta: Any,
+    status: Any,
+    body: Any,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    reason: Any,
+    **_: Any,
+) -> None:
+    generation = meta.get("generation", 1)
+    fields = policy_fields(spec)
+    scope = spec.get("scope") or {}
+    try:
+        with memo.sessions() as session:
+            if scope.get("bucket"):
+                with domain_errors(field="spec.scope.bucket"):
+                    bucket = buckets.bucket_named(
+                        session, memo.store, scope["bucket"], create=False
+                    )
+                fields["bucket_id"] = bucket.id
+            with domain_errors(naming=spec_field):
+                policy = retention.put_policy(session, name=catalog_name(namespace, name), **fields)
+    except InvalidSpec as error:
+        patch.status["conditions"] = _ready(False, "InvalidSpec", str(error), status, generation)
+        patch.status["observedGeneration"] = generation
+        kopf.warn(body, reason="InvalidSpec", message=str(error))
+        # A bucket appears with its first backup: try again later, not never.
+        raise kopf.TemporaryError(str(error), delay=30) from None
+    patch.status["policyId"] = policy.id
+    patch.status["observedGeneration"] = generation
+    # A new or changed policy runs at once; a resumed one keeps its schedule.
+    keep_schedule = reason == "resume" and status.get("nextRunAt")
+    patch.status["nextRunAt"] = status.get("nextRunAt") if keep_schedule else iso(datetime.now(UTC))
+    message = "dry run only" if spec.get("dryRun") else "applied on its interval"
+    patch.status["conditions"] = _ready(True, "Reconciled", message, status, generation)
+
+
+def _due(status: Any, **_: Any) -> bool:
+    return bool(status.get("policyId"))
+
+
+@kopf.timer(GROUP, VERSION, RETENTION_POLICIES, interval=POLL_SECONDS, when=_due)
+def run(
+    spec: Any,
+    name: Any,
+    namespace: Any,
+    status: Any,
+    body: Any,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    now = datetime.now(UTC)
+    next_run = status.get("nextRunAt")
+    if next_run and datetime.fromisoformat(next_run.replace("Z", "+00:00")) > now:
+        return
+    policy_id = status["policyId"]
+    actor = f"kubernetes:{namespace}/{name}"
+    with domain_errors(), memo.sessions() as session:
+        if spec.get("dryRun", False):
+            plan = retention.plan(session, policy_id)
+            delete = plan.to_delete
+            last = {
+                "dryRun": True,
+                "kept": len(plan.versions) - len(delete),
+                "deleted": len(delete),
+                "jobsForgotten": len(plan.jobs_to_forget),
+                "bytesFreed": sum(item.version.size for item in delete),
+            }
+        else:
+            result = retention.apply(session, memo.store, policy_id, actor=actor)
+            last = {
+                "dryRun": False,
+                "runId": result.run.id,
+                "kept": result.run.kept,
+                "deleted": len(result.deleted),
+                "locked": len(result.locked),
+                "refused": len(result.refused),
+                "jobsForgotten": result.run.forgotten_jobs,
+                "bytesFreed": result.bytes_freed,
+            }
+    every = timedelta(seconds=interval_seconds(spec.get("interval", "1h")))
+    patch.status["lastRun"] = last
+    patch.status["lastRunAt"] = iso(now)
+    patch.status["nextRunAt"] = iso(now + every)
+    verb = "would delete" if last["dryRun"] else "deleted"
+    kopf.info(
+        body,
+        reason="DryRun" if last["dryRun"] else "Applied",
+        message=f"kept {last['kept']}, {verb} {last['deleted']} versions",
+    )
+
+
+@kopf.on.delete(GROUP, VERSION, RETENTION_POLICIES)
+def delete(status: Any, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    """The catalog's policy goes (it would go on locking new uploads); its audit of runs
+    stays, under the policy's name."""
+    policy_id = status.get("policyId")
+    if policy_id is None:
+        return
+    with domain_errors(), memo.sessions() as session:
+        try:
+            retention.delete_policy(session, policy_id)
+        except NotFound:
+            logger.info("catalog policy %s was already gone", policy_id)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import kopf
@@ -71,7 +71,12 @@ class InvalidSpec(Exception):
 
 
 @contextlib.contextmanager
-def domain_errors(spec_prefix: str = "spec", *, field: str | None = None) -> Iterator[None]:
+def domain_errors(
+    spec_prefix: str = "spec",
+    *,
+    field: str | None = None,
+    naming: Callable[[str], str] = lambda catalog_field: catalog_field,
+) -> Iterator[None]:
     """Outages are retried by Kopf with a delay; bad input becomes InvalidSpec (naming the
     field, or `field` when the whole call is about one) for the handler to show."""
     try:
@@ -79,7 +84,7 @@ def domain_errors(spec_prefix: str = "spec", *, field: str | None = None) -> Ite
     except (Unavailable, RetriesExhausted) as error:
         raise kopf.TemporaryError(f"{error}; retrying", delay=10) from None
     except DomainError as error:
-        where = field or (f"{spec_prefix}.{error.field}" if error.field else spec_prefix)
+        where = field or (f"{spec_prefix}.{naming(error.field)}" if error.field else spec_prefix)
         raise InvalidSpec(where, error.message) from None
     except kubernetes.client.ApiException as error:
         raise kopf.TemporaryError(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,3 +164,116 @@ def test_delete_keeps_the_catalog_records_unless_asked(
         assert session.scalars(select(File.path).where(File.job_id == drop_job.id)).all()
     keys = {v.key for v in store.list_versions(bucket_name, "k/")}
     assert keys == {"k/kept.txt"}
+
+
+def test_a_pvc_job_runs_as_a_batch_job_whose_command_completes_it(
+    op: Operator,
+    tmp_path: Path,
+    bucket_name: str,
+    db_url: str,
+    sessions: sessionmaker[Session],
+) -> None:
+    manifest = example("backupjob-pvc.yaml")
+    manifest["spec"]["bucket"] = bucket_name
+    op.apply(manifest)
+    name = manifest["metadata"]["name"]
+    started = op.wait_for(JOBS, name, lambda o: bool(o.get("status", {}).get("workload")))
+    assert phase(started) == "Pending"
+    workload = op.api.objects("batch/v1/jobs")[started["status"]["workload"]]
+    owner = workload["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"]) == ("BackupJob", started["metadata"]["uid"])
+    pod = workload["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    job_id = started["status"]["jobId"]
+    assert container["args"] == ["backup", "--job", str(job_id), "--source", "/source"]
+    assert container["volumeMounts"][0] == {
+        "name": "source",
+        "mountPath": "/source",
+        "readOnly": True,
+        "subPath": "uploads",
+    }
+    assert pod["volumes"][0]["persistentVolumeClaim"] == {"claimName": "app-data", "readOnly": True}
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MINIO_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "minio-credentials",
+        "key": "accessKey",
+    }
+    assert "value" not in env["SQLALCHEMY_DATABASE_URL"]  # from a Secret, never inline
+    assert container["resources"] == manifest["spec"]["resources"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    with sessions() as session:
+        recorded = session.get_one(BackupJob, job_id)
+        assert recorded.source_system == "pvc://default/app-data/uploads"
+
+    # What the pod would run, run here against the same catalog and store: the volume's
+    # sub-path is a local directory standing in for /source.
+    volume = tmp_path / "volume"
+    write(volume, "report.csv", b"a,b\n1,2\n")
+    write(volume, "img/logo.png", b"\x89PNG")
+    done = subprocess.run(
+        [sys.executable, "-m", "backup_operator", *container["args"][:3], "--source", str(volume)],
+        env={**op.env, "SQLALCHEMY_DATABASE_URL": db_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    completed = op.wait_for(JOBS, name, lambda o: phase(o) == "Completed")
+    assert completed["status"]["files"] == 2 and completed["status"]["uploaded"] == 2
+
+
+def test_a_failed_batch_job_fails_the_backup_job(op: Operator, bucket_name: str) -> None:
+    manifest = example("backupjob-pvc.yaml")
+    manifest["spec"]["bucket"] = bucket_name
+    op.apply(manifest)
+    name = manifest["metadata"]["name"]
+    started = op.wait_for(JOBS, name, lambda o: bool(o.get("status", {}).get("workload")))
+    failure = {
+        "status": {
+            "failed": 3,
+            "conditions": [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit",
+                }
+            ],
+        }
+    }
+    op.kubectl(
+        "patch",
+        "jobs.batch",
+        started["status"]["workload"],
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(failure),
+    )
+    failed = op.wait_for(JOBS, name, lambda o: phase(o) == "Failed")
+    why = condition(failed, "Failed")
+    assert why["reason"] == "BackoffLimitExceeded" and "backoff limit" in why["message"]
+    op.wait_for_event(name, "Failed")
+
+
+def test_an_operator_restarted_mid_job_resumes_it(
+    op: Operator, tmp_path: Path, bucket_name: str, sessions: sessionmaker[Session]
+) -> None:
+    source = tmp_path / "many"
+    for i in range(3000):
+        write(source, f"d{i % 30}/f{i}.bin", f"{i}".encode() * 1000)
+    op.apply(path_job("long", source, bucket_name))
+    running = op.wait_for(JOBS, "long", lambda o: phase(o) == "Running")
+    assert op.stop() == 0  # SIGTERM: a graceful stop hands the job back
+    with sessions() as session:
+        job = session.get_one(BackupJob, running["status"]["jobId"])
+        assert job.status.value == "pending" and job.worker_id is None  # resumable at once
+    op.start()
+    done = op.wait_for(JOBS, "long", lambda o: phase(o) == "Completed", timeout=120)
+    assert done["status"]["files"] == 3000
+    with sessions() as session:
+        job = session.get_one(BackupJob, done["status"]["jobId"])
+        assert job.attempts == 2
+        paths = session.scalars(select(File.path).where(File.job_id == job.id)).all()
+    assert len(paths) == 3000

@@ -1,0 +1,95 @@
+"""RetentionPolicy resources driven through the real Kopf operator."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from apiserver import RunningApiServer, api_server
+from conftest import back_up, write
+from operator_harness import POLICIES, Operator, example, operator
+from sqlalchemy.orm import Session, sessionmaker
+
+from backup_operator.catalog.buckets import create_bucket
+from backup_operator.storage import ObjectStore
+
+
+@pytest.fixture
+def api() -> Iterator[RunningApiServer]:
+    with api_server() as running:
+        yield running
+
+
+@pytest.fixture
+def op(
+    api: RunningApiServer, tmp_path: Path, db_url: str, s3_endpoint: tuple[str, str, str]
+) -> Iterator[Operator]:
+    with operator(api, tmp_path, db_url, s3_endpoint) as running:
+        yield running
+
+
+def last_run(obj: dict) -> dict:  # type: ignore[type-arg]
+    return dict((obj.get("status") or {}).get("lastRun") or {})
+
+
+def test_a_retention_policy_dry_runs_then_deletes_exactly_the_old_versions(
+    op: Operator,
+    tmp_path: Path,
+    bucket_name: str,
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+) -> None:
+    with sessions() as session:
+        bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
+    source = tmp_path / "src"
+    for generation in range(3):  # 3 versions of config/app.yaml, one of config/keep.yaml
+        write(source, "app.yaml", f"v{generation}".encode())
+        write(source, "keep.yaml", b"same")
+        back_up(sessions, store, bucket.id, source, prefix="config")
+    versions = {(v.key, v.version_id) for v in store.list_versions(bucket_name, "config/")}
+    assert len(versions) == 4
+
+    policy = copy.deepcopy(example("retentionpolicy.yaml"))
+    policy["spec"] = {
+        "rules": {"keepLast": 1},
+        "scope": {"bucket": bucket_name, "keyPrefix": "config/"},
+        "interval": "1h",
+        "dryRun": True,
+    }
+    op.apply(policy)
+    name = policy["metadata"]["name"]
+    dry = op.wait_for(POLICIES, name, lambda o: bool(last_run(o)))
+    assert last_run(dry) == {
+        "dryRun": True,
+        "kept": 2,
+        "deleted": 2,
+        "jobsForgotten": 0,
+        "bytesFreed": 4,
+    }
+    assert {(v.key, v.version_id) for v in store.list_versions(bucket_name, "config/")} == versions
+
+    op.kubectl("patch", "rp", name, "--type=merge", "-p", json.dumps({"spec": {"dryRun": False}}))
+    applied = op.wait_for(POLICIES, name, lambda o: last_run(o).get("dryRun") is False)
+    assert last_run(applied)["deleted"] == 2 and last_run(applied)["bytesFreed"] == 4
+    left = list(store.list_versions(bucket_name, "config/"))
+    assert sorted(v.key for v in left) == ["config/app.yaml", "config/keep.yaml"]
+    newest = next(v for v in left if v.key == "config/app.yaml")
+    assert b"".join(store.content(bucket_name, "config/app.yaml", newest.version_id)) == b"v2"
+    assert applied["status"]["nextRunAt"] > applied["status"]["lastRunAt"]
+    op.wait_for_event(name, "Applied")
+
+
+def test_a_policy_naming_an_unknown_rule_is_not_ready_and_says_which(
+    op: Operator, bucket_name: str
+) -> None:
+    policy = copy.deepcopy(example("retentionpolicy.yaml"))
+    policy["spec"] = {"rules": {"keepLast": 0, "keepForever": 1}}
+    op.apply(policy)
+    name = policy["metadata"]["name"]
+    bad = op.wait_for(POLICIES, name, lambda o: bool((o.get("status") or {}).get("conditions")))
+    ready = bad["status"]["conditions"][0]
+    assert ready["status"] == "False" and ready["reason"] == "InvalidSpec"
+    assert ready["message"].startswith("spec.rules.keepForever")
