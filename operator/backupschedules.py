@@ -1,0 +1,161 @@
+"""BackupSchedule handlers: create BackupJobs on a cron schedule (never two unfinished at
+once unless the schedule allows it) and prune the old finished ones."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import kopf
+from croniter import croniter
+
+from ..settings import get_settings
+from .resources import (
+    BACKUP_JOBS,
+    BACKUP_SCHEDULES,
+    FINISHED,
+    GROUP,
+    VERSION,
+    condition,
+    iso,
+)
+from .runtime import changed, domain_errors
+
+POLL_SECONDS = get_settings().operator_poll_seconds
+SCHEDULE_LABEL = f"{GROUP}/schedule"
+
+
+def offset(uid: str, spread: int) -> timedelta:
+    """A fixed delay per schedule within `spread` seconds: the same on every replica and
+    restart, different between schedules on one cron."""
+    if spread <= 0:
+        return timedelta()
+    return timedelta(seconds=int(hashlib.sha256(uid.encode()).hexdigest(), 16) % (spread + 1))
+
+
+def next_fire(expression: str, after: datetime, uid: str, spread: int) -> datetime:
+    base = after - offset(uid, spread)
+    fire: datetime = croniter(expression, base).get_next(datetime)
+    return fire + offset(uid, spread)
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _job_manifest(schedule: Any, name: str, namespace: str, uid: str, at: datetime) -> Any:
+    template = schedule.get("jobTemplate") or {}
+    labels = {**((template.get("metadata") or {}).get("labels") or {}), SCHEDULE_LABEL: name}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "BackupJob",
+        "metadata": {
+            # One name per firing: a retried tick finds the job it made (409), not a twin.
+            "name": f"{name[:40]}-{int(at.timestamp()) // 60}",
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "BackupSchedule",
+                    "name": name,
+                    "uid": uid,
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": dict(template.get("spec") or {}),
+    }
+
+
+def _prune(memo: kopf.Memo, namespace: str, finished: list[Any], keep: int) -> list[str]:
+    """Delete all but the newest `keep` of these finished jobs; answer their names."""
+    newest_first = sorted(finished, key=lambda j: j["metadata"]["creationTimestamp"], reverse=True)
+    pruned = []
+    for job in newest_first[keep:]:
+        memo.custom.delete_namespaced_custom_object(
+            GROUP, VERSION, namespace, BACKUP_JOBS, job["metadata"]["name"]
+        )
+        pruned.append(job["metadata"]["name"])
+    return pruned
+
+
+@kopf.timer(GROUP, VERSION, BACKUP_SCHEDULES, interval=POLL_SECONDS)
+def tick(
+    spec: Any,
+    name: Any,
+    namespace: Any,
+    uid: Any,
+    meta: Any,
+    status: Any,
+    body: Any,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    generation = meta.get("generation", 1)
+    previous = list(status.get("conditions") or [])
+    expression = spec.get("schedule", "")
+    if not croniter.is_valid(expression):
+        message = f"spec.schedule: {expression!r} is not a five-field cron expression"
+        if status.get("observedGeneration") != generation:
+            kopf.warn(body, reason="InvalidSpec", message=message)
+        patch.status["conditions"] = [
+            condition("Ready", False, "InvalidSpec", message, previous, generation)
+        ]
+        patch.status["observedGeneration"] = generation
+        return
+    spread = int(spec.get("randomOffsetSeconds", 0))
+    now = datetime.now(UTC)
+    with domain_errors():
+        children = memo.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, BACKUP_JOBS, label_selector=f"{SCHEDULE_LABEL}={name}"
+        )["items"]
+        # (Filtered here too: the selector is only a hint to a server that may ignore it.)
+        children = [
+            c for c in children if (c["metadata"].get("labels") or {}).get(SCHEDULE_LABEL) == name
+        ]
+        phases = {c["metadata"]["name"]: (c.get("status") or {}).get("phase") for c in children}
+        active = sorted(n for n, p in phases.items() if p not in FINISHED)
+        pruned = _prune(
+            memo,
+            namespace,
+            [c for c in children if phases[c["metadata"]["name"]] == "Completed"],
+            int(spec.get("successfulJobsHistoryLimit", 3)),
+        ) + _prune(
+            memo,
+            namespace,
+            [c for c in children if phases[c["metadata"]["name"]] in {"Failed", "Cancelled"}],
+            int(spec.get("failedJobsHistoryLimit", 1)),
+        )
+        due = status.get("nextScheduleTime")
+        if due is None or status.get("observedGeneration") != generation:
+            due = iso(next_fire(expression, now, uid, spread))  # (re)scheduled from now
+        elif _parse(due) <= now and not spec.get("suspend", False):
+            if active and spec.get("concurrencyPolicy", "Forbid") == "Forbid":
+                kopf.info(body, reason="Skipped", message=f"{active[0]} is still unfinished")
+            else:
+                manifest = _job_manifest(spec, name, namespace, uid, _parse(due))
+                try:
+                    memo.custom.create_namespaced_custom_object(
+                        GROUP, VERSION, namespace, BACKUP_JOBS, manifest
+                    )
+                except Exception as error:
+                    if getattr(error, "status", None) != 409:
+                        raise
+                active.append(manifest["metadata"]["name"])
+                patch.status["lastScheduleTime"] = due
+                kopf.info(body, reason="Created", message=manifest["metadata"]["name"])
+            due = iso(next_fire(expression, now, uid, spread))
+    for gone in pruned:
+        kopf.info(body, reason="Pruned", message=gone)
+    new = {
+        "nextScheduleTime": due,
+        "active": active,
+        "observedGeneration": generation,
+        "conditions": [
+            condition("Ready", True, "Scheduled", f"next at {due}", previous, generation)
+        ],
+    }
+    patch.status.update(changed(status, new))
