@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: dev test lint typecheck pytest bench migrate clean
+.PHONY: dev test lint typecheck pytest bench migrate crds operator clean
 
 $(VENV)/.python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed")'
@@ -25,6 +25,13 @@ dev: $(VENV)/.dev
 migrate: $(VENV)/.dev
 	$(PY) -m backup_operator migrate
 
+# Against the current kubeconfig: install the CRDs, run the operator.
+crds:
+	kubectl apply -f crds/
+
+operator: $(VENV)/.dev
+	$(PY) -m backup_operator operator $(OPERATOR_ARGS)
+
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -44,6 +51,7 @@ bench: $(VENV)/.test
 	$(PY) bench/catalog_bench.py $(CATALOG_BENCH_ARGS)
 	$(PY) bench/engine_bench.py $(ENGINE_BENCH_ARGS)
 	$(PY) bench/retention_bench.py $(RETENTION_BENCH_ARGS)
+	$(PY) bench/operator_bench.py $(OPERATOR_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .dev-data .pytest_cache .mypy_cache .ruff_cache

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     watch_namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
     operator_poll_seconds: float = Field(1.0, gt=0, description="how often jobs are polled")
     operator_peering: str = Field("minio-backup-operator", description="Kopf peering name")
+    # Replicas need distinct priorities (Kopf pauses all of equal ones): random if unset.
+    operator_priority: int | None = Field(None, ge=0)
     # The batch Jobs that back up PVCs: their image, and the Secrets their pods read the
     # catalog URL (key SQLALCHEMY_DATABASE_URL) and the default store credentials
     # (keys MINIO_ACCESS_KEY, MINIO_SECRET_KEY) from.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 from typing import Any
 
 import kopf
@@ -32,5 +33,6 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
         standalone=args.standalone,
         # Kopf takes a peering name as a request for peering, even when standalone.
         peering_name=None if args.standalone else (args.peering or settings.operator_peering),
+        priority=settings.operator_priority or random.randint(1, 1_000_000),
         liveness_endpoint=args.liveness,
     )

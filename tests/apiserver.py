@@ -59,7 +59,11 @@ VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 
 
 def crds() -> list[dict[str, Any]]:
-    return [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "crds").glob("*.yaml"))]
+    return [
+        crd
+        for path in sorted((ROOT / "crds").glob("*.yaml"))
+        for crd in yaml.safe_load_all(path.read_text())
+    ]
 
 
 @attrs.define(kw_only=True)
@@ -93,6 +97,10 @@ class ApiServer(kmock.KubernetesEmulator):
                 )
 
     async def _handle(self, request: rendering.Request) -> Any:
+        # kmock keeps every request for assertions and matches each new one by scanning
+        # them all: quadratic over a long run. Only the recent ones (those in flight) can
+        # still be matching.
+        del self._requests[:-32]
         if request.resource is not None and request.action in (
             enums.action.CREATE,
             enums.action.UPDATE,
@@ -200,6 +208,19 @@ class RunningApiServer:
             resource = kmock.resource(key)
             return {
                 name: copy.deepcopy(obj.raw)
+                for (res, ns, name), obj in self.server.objects.items()
+                if res == resource and ns == namespace and not obj.deleted
+            }
+
+        return asyncio.run_coroutine_threadsafe(snapshot(), self.loop).result(10)
+
+    def phases(self, key: str, namespace: str | None = "default") -> dict[str, str | None]:
+        """`status.phase` of each live object of a resource: a cheap poll for benchmarks."""
+
+        async def snapshot() -> dict[str, str | None]:
+            resource = kmock.resource(key)
+            return {
+                name: (obj.raw.get("status") or {}).get("phase")
                 for (res, ns, name), obj in self.server.objects.items()
                 if res == resource and ns == namespace and not obj.deleted
             }

@@ -28,9 +28,9 @@ class Operator:
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, *extra: str) -> None:
+    def start(self, *options: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "backup_operator", "operator", "--standalone", *extra],
+            [sys.executable, "-m", "backup_operator", "operator", *(options or ["--standalone"])],
             env=self.env,
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,

@@ -1,0 +1,77 @@
+"""The operator process: peering between replicas, the liveness endpoint."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from apiserver import RunningApiServer, api_server
+from conftest import write
+from operator_harness import JOBS, Operator, example, operator, phase
+
+from backup_operator.embedded import free_port
+
+
+@pytest.fixture
+def api() -> Iterator[RunningApiServer]:
+    with api_server() as running:
+        yield running
+
+
+def wait_for_log(op: Operator, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in op.logs():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} not logged\n{op.logs()[-3000:]}")
+
+
+def test_replicas_peer_so_that_one_acts_and_the_other_pauses(
+    api: RunningApiServer,
+    tmp_path: Path,
+    db_url: str,
+    s3_endpoint: tuple[str, str, str],
+    bucket_name: str,
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with operator(api, tmp_path / "a", db_url, s3_endpoint) as first:
+        first.stop()
+        first.apply(example("kopfpeering.yaml"))
+        first.env["OPERATOR_PRIORITY"] = "100"
+        first.start("--peering", "minio-backup-operator")
+        with operator(api, tmp_path / "b", db_url, s3_endpoint) as second:
+            second.stop()
+            second.env["OPERATOR_PRIORITY"] = "10"
+            second.start("--peering", "minio-backup-operator")
+            wait_for_log(second, "Pausing operations in favour of")
+            write(tmp_path / "src", "a.txt", b"a")
+            job = example("backupjob-path.yaml")
+            job["spec"] = {"source": {"path": str(tmp_path / "src")}, "bucket": bucket_name}
+            first.apply(job)
+            first.wait_for(JOBS, job["metadata"]["name"], lambda o: phase(o) == "Completed")
+            assert "Handler 'register' succeeded" in first.logs()
+            assert "Handler 'register'" not in second.logs()
+
+
+def test_the_liveness_endpoint_answers(
+    api: RunningApiServer, tmp_path: Path, db_url: str, s3_endpoint: tuple[str, str, str]
+) -> None:
+    port = free_port()
+    with operator(api, tmp_path, db_url, s3_endpoint) as op:
+        op.stop()
+        op.start("--standalone", "--liveness", f"http://127.0.0.1:{port}/healthz")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    assert r.status == 200
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
