@@ -106,8 +106,7 @@ def main() -> None:
                 latencies.append(time.perf_counter() - started)
             print(f"created_to_completed_median_seconds={statistics.median(latencies):.2f}")
             print(
-                "created_to_completed_p90_seconds="
-                f"{statistics.quantiles(latencies, n=10)[-1]:.2f}"
+                f"created_to_completed_p90_seconds={statistics.quantiles(latencies, n=10)[-1]:.2f}"
             )
 
             started = time.perf_counter()

@@ -24,6 +24,7 @@ from .runtime import changed, domain_errors
 
 POLL_SECONDS = get_settings().operator_poll_seconds
 SCHEDULE_LABEL = f"{GROUP}/schedule"
+SCHEDULED_AT = f"{GROUP}/scheduled-at"  # the firing a job was made for: the pruning order
 
 
 def offset(uid: str, spread: int) -> timedelta:
@@ -55,6 +56,7 @@ def _job_manifest(schedule: Any, name: str, namespace: str, uid: str, at: dateti
             "name": f"{name[:40]}-{int(at.timestamp()) // 60}",
             "namespace": namespace,
             "labels": labels,
+            "annotations": {SCHEDULED_AT: iso(at)},
             "ownerReferences": [
                 {
                     "apiVersion": f"{GROUP}/{VERSION}",
@@ -71,7 +73,12 @@ def _job_manifest(schedule: Any, name: str, namespace: str, uid: str, at: dateti
 
 def _prune(memo: kopf.Memo, namespace: str, finished: list[Any], keep: int) -> list[str]:
     """Delete all but the newest `keep` of these finished jobs; answer their names."""
-    newest_first = sorted(finished, key=lambda j: j["metadata"]["creationTimestamp"], reverse=True)
+
+    def fired(job: Any) -> tuple[str, str]:
+        meta = job["metadata"]
+        return (meta.get("annotations") or {}).get(SCHEDULED_AT, ""), meta["creationTimestamp"]
+
+    newest_first = sorted(finished, key=fired, reverse=True)
     pruned = []
     for job in newest_first[keep:]:
         memo.custom.delete_namespaced_custom_object(

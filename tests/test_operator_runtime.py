@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from apiserver import RunningApiServer, api_server
 from conftest import write
-from operator_harness import JOBS, Operator, example, operator, phase
+from operator_harness import JOBS, example, operator, phase
 
 from backup_operator.embedded import free_port
 
@@ -19,15 +19,6 @@ from backup_operator.embedded import free_port
 def api() -> Iterator[RunningApiServer]:
     with api_server() as running:
         yield running
-
-
-def wait_for_log(op: Operator, text: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in op.logs():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{text!r} not logged\n{op.logs()[-3000:]}")
 
 
 def test_replicas_peer_so_that_one_acts_and_the_other_pauses(
@@ -44,11 +35,17 @@ def test_replicas_peer_so_that_one_acts_and_the_other_pauses(
         first.apply(example("kopfpeering.yaml"))
         first.env["OPERATOR_PRIORITY"] = "100"
         first.start("--peering", "minio-backup-operator")
+        # The first has announced itself before the second looks.
+        peering = "kopf.dev/v1/kopfpeerings"
+        first.wait_for(peering, "minio-backup-operator", lambda o: bool(o.get("status")))
         with operator(api, tmp_path / "b", db_url, s3_endpoint) as second:
             second.stop()
             second.env["OPERATOR_PRIORITY"] = "10"
             second.start("--peering", "minio-backup-operator")
-            wait_for_log(second, "Pausing operations in favour of")
+            both = second.wait_for(
+                peering, "minio-backup-operator", lambda o: len(o["status"]) == 2
+            )
+            assert sorted(p["priority"] for p in both["status"].values()) == [10, 100]
             write(tmp_path / "src", "a.txt", b"a")
             job = example("backupjob-path.yaml")
             job["spec"] = {"source": {"path": str(tmp_path / "src")}, "bucket": bucket_name}
