@@ -225,6 +225,10 @@ class EmbeddedS3(_Server):
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-master.telemetry=false",
+            # Each bucket is a collection with volumes of its own: with the default count
+            # (free disk / volume size) a test run's hundreds of buckets run out of them.
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=5000",
             "-s3.allowDeleteBucketNotEmpty=false",
             *(f"-{name}={ports[name]}" for name in ports if ".grpc" in name),
         ]

@@ -117,6 +117,14 @@ def poll(
                 if failure is not None:
                     job = jobs.set_status(session, job.id, JobStatus.FAILED, error=failure)
         new = job_status(job, status, meta.get("generation", 1), workload)
+        reference = (spec.get("retentionPolicyRef") or {}).get("name")
+        if reference and new["phase"] == "Completed":
+            # What it stored is governed by the policy it names (the catalog's `ns/name`).
+            try:
+                with domain_errors(field="spec.retentionPolicyRef"):
+                    retention.govern_job(session, f"{namespace}/{reference}", job.id)
+            except InvalidSpec as error:
+                kopf.warn(body, reason="PolicyNotFound", message=str(error))
     if new["phase"] != status.get("phase"):
         failed = new["phase"] == "Failed"
         message = next(c["message"] for c in new["conditions"] if c["type"] == "Ready")

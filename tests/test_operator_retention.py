@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from apiserver import RunningApiServer, api_server
 from conftest import back_up, write
-from operator_harness import POLICIES, Operator, example, operator
+from operator_harness import JOBS, POLICIES, Operator, example, operator, phase
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog.buckets import create_bucket
+from backup_operator.catalog.retention import governed_objects
 from backup_operator.storage import ObjectStore
 
 
@@ -93,3 +95,31 @@ def test_a_policy_naming_an_unknown_rule_is_not_ready_and_says_which(
     ready = bad["status"]["conditions"][0]
     assert ready["status"] == "False" and ready["reason"] == "InvalidSpec"
     assert ready["message"].startswith("spec.rules.keepForever")
+
+
+def test_a_backup_job_naming_a_policy_puts_what_it_stored_under_it(
+    op: Operator, tmp_path: Path, bucket_name: str, sessions: sessionmaker[Session]
+) -> None:
+    policy = copy.deepcopy(example("retentionpolicy.yaml"))
+    policy["spec"] = {"rules": {"keepLast": 2}}  # no scope: only what is attached to it
+    op.apply(policy)
+    op.wait_for(POLICIES, "config-history", lambda o: bool(o.get("status", {}).get("policyId")))
+    write(tmp_path / "src", "a.txt", b"a")
+    write(tmp_path / "src", "b.txt", b"b")
+    write(tmp_path / "src", "same-as-a.txt", b"a")
+    job = example("backupjob-path.yaml")  # names retentionPolicyRef config-history
+    job["spec"].pop("startAt")
+    job["spec"].update(source={"path": str(tmp_path / "src")}, bucket=bucket_name)
+    op.apply(job)
+    done = op.wait_for(JOBS, "shared-config", lambda o: phase(o) == "Completed")
+    policy_id = op.get(POLICIES, "config-history")["status"]["policyId"]  # type: ignore[index]
+
+    def governed() -> set[str]:
+        with sessions() as session:
+            page = governed_objects(session, policy_id, after=None, limit=100)
+            return {o.key for o in page.items}
+
+    deadline = time.monotonic() + 20
+    while governed() != {"config/a.txt", "config/b.txt"} and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert governed() == {"config/a.txt", "config/b.txt"}, done["status"]

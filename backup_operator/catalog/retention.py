@@ -251,6 +251,31 @@ def attach(session: Session, policy_id: int, object_ids: list[int]) -> int:
     return len(attached)
 
 
+def govern_job(session: Session, policy_name: str, job_id: int) -> int:
+    """Attach the objects a job stored (a duplicate's through its canonical file) to the
+    policy of this name; answer how many were newly attached."""
+    policy_id = session.scalar(
+        select(RetentionPolicy.id).where(RetentionPolicy.name == policy_name)
+    )
+    if policy_id is None:
+        raise NotFound(f"retention policy {policy_name!r} not found", field="retentionPolicyRef")
+    attached = session.scalars(
+        text("""
+            INSERT INTO object_retention (object_id, policy_id)
+            SELECT DISTINCT v.object_id, :policy
+            FROM files f
+            LEFT JOIN files c ON c.id = f.canonical_file_id
+            JOIN object_versions v ON v.id = coalesce(c.object_version_id, f.object_version_id)
+            WHERE f.job_id = :job
+            ON CONFLICT DO NOTHING
+            RETURNING object_id
+        """),
+        {"policy": policy_id, "job": job_id},
+    ).all()
+    session.commit()
+    return len(attached)
+
+
 def detach(session: Session, policy_id: int, object_ids: list[int]) -> int:
     get_policy(session, policy_id)
     result = session.execute(
