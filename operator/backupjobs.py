@@ -76,7 +76,7 @@ def register(
                     runner=Runner.OPERATOR if source.path else Runner.KUBERNETES,
                     external_uid=uid,
                 )
-            new = job_status(job, status, generation, status.get("workload"))
+            new = job_status(job, status, generation, status.get("workload"), spec.get("tags"))
     except InvalidSpec as error:
         patch.status.update(_invalid(error, status, generation))
         kopf.warn(body, reason="InvalidSpec", message=str(error))
@@ -116,7 +116,7 @@ def poll(
                 failure = _workload_failure(memo, namespace, workload)
                 if failure is not None:
                     job = jobs.set_status(session, job.id, JobStatus.FAILED, error=failure)
-        new = job_status(job, status, meta.get("generation", 1), workload)
+        new = job_status(job, status, meta.get("generation", 1), workload, spec.get("tags"))
         reference = (spec.get("retentionPolicyRef") or {}).get("name")
         if reference and new["phase"] == "Completed":
             # What it stored is governed by the policy it names (the catalog's `ns/name`).

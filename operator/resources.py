@@ -115,7 +115,11 @@ def job_conditions(
 
 
 def job_status(
-    job: Any, previous: Mapping[str, Any], generation: int, workload: str | None = None
+    job: Any,
+    previous: Mapping[str, Any],
+    generation: int,
+    workload: str | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The status of a BackupJob from its catalog job (a `BackupJob` row)."""
     stats = job.stats or {}
@@ -142,6 +146,8 @@ def job_status(
     }
     if workload is not None:
         status["workload"] = workload
+    if tags:
+        status["tags"] = dict(tags)
     return status
 
 

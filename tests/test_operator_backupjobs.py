@@ -179,6 +179,7 @@ def test_a_pvc_job_runs_as_a_batch_job_whose_command_completes_it(
     name = manifest["metadata"]["name"]
     started = op.wait_for(JOBS, name, lambda o: bool(o.get("status", {}).get("workload")))
     assert phase(started) == "Pending"
+    assert started["status"]["tags"] == {"team": "platform"}
     workload = op.api.objects("batch/v1/jobs")[started["status"]["workload"]]
     owner = workload["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["uid"]) == ("BackupJob", started["metadata"]["uid"])
