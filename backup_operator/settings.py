@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     # (keys MINIO_ACCESS_KEY, MINIO_SECRET_KEY) from.
     agent_image: str = "minio-backup-operator:0.1.0"
     agent_database_secret: str = "minio-backup-operator-database"
+    agent_database_secret_key: str = "SQLALCHEMY_DATABASE_URL"
     agent_store_secret: str = "minio-backup-operator-store"
     agent_service_account: str | None = None
     agent_backoff_limit: int = Field(2, ge=0, le=20)

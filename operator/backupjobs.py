@@ -150,6 +150,7 @@ def _start_workload(
         catalog_job_id=job_id,
         image=app.agent_image,
         database_secret=app.agent_database_secret,
+        database_secret_key=app.agent_database_secret_key,
         store_secret=app.agent_store_secret,
         store_endpoint=app.minio_endpoint,
         store_secure=app.minio_secure,

@@ -25,6 +25,7 @@ def backup_workload(
     catalog_job_id: int,
     image: str,
     database_secret: str,
+    database_secret_key: str,
     store_secret: str,
     store_endpoint: str,
     store_secure: bool,

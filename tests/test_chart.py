@@ -112,11 +112,19 @@ def test_every_pod_runs_non_root_read_only_without_capabilities(values: dict[str
             assert own["capabilities"] == {"drop": ["ALL"]}, name
             assert container["resources"]["limits"]["memory"], name
             for variable in env_of(container).values():
-                secretish = any(w in variable["name"] for w in ("KEY", "TOKENS", "DATABASE_URL"))
-                if secretish:  # credentials only ever come from Secrets
+                if variable["name"] in CREDENTIALS:  # only ever from Secrets
                     assert "valueFrom" in variable, (name, variable["name"])
 
 
+CREDENTIALS = {
+    "SQLALCHEMY_DATABASE_URL",
+    "MINIO_ACCESS_KEY",
+    "MINIO_SECRET_KEY",
+    "API_TOKENS",
+    "API_READ_ONLY_TOKENS",
+    "POSTGRES_PASSWORD",
+    "MINIO_ROOT_PASSWORD",
+}
 OPERATOR_RULES = {
     ("minio-backup.dev", "backupjobs"): {"get", "list", "watch", "patch", "create", "delete"},
     ("minio-backup.dev", "backupschedules"): {"get", "list", "watch", "patch"},
@@ -212,6 +220,18 @@ def test_existing_secrets_replace_the_charts_own() -> None:
     }
     assert env["MINIO_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "minio-creds"
     assert env["API_TOKENS"]["valueFrom"]["secretKeyRef"]["name"] == "api-tokens"
+    (operator,) = [
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-operator")
+    ]
+    agent = env_of(operator["spec"]["template"]["spec"]["containers"][0])
+    # The backup pods the operator makes read the URL from the same Secret and key.
+    assert (
+        agent["AGENT_DATABASE_SECRET"]["value"],
+        agent["AGENT_DATABASE_SECRET_KEY"]["value"],
+    ) == (
+        "catalog-db",
+        "url",
+    )
 
 
 def test_optional_ingress_service_monitor_and_network_policy() -> None:
