@@ -49,6 +49,14 @@ class JobStatusUpdate(BaseModel):
     error: str | None = None
 
 
+class FailureOut(Out):
+    id: int
+    path: str
+    kind: str = Field(description="unreadable, or changed_while_reading")
+    reason: str | None
+    created_at: datetime
+
+
 class JobOut(Out):
     id: int
     job_name: str

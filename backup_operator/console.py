@@ -1,7 +1,8 @@
 """The engine's console commands: back up now, show a job, restore, verify.
 
 Exit codes: 0 success; 1 the job failed, a restore left files out, or verify found
-drift it did not repair; 2 bad usage or settings; 3 PostgreSQL or the store is down.
+drift it did not repair; 2 bad usage or settings; 3 PostgreSQL or the store is down;
+4 the backup ended partially failed (some files could not be stored).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .storage import ObjectStore
 
 logger = logging.getLogger("backup_operator.console")
 
-EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_OK, EXIT_FAILED, EXIT_PARTIAL = 0, 1, 4
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -156,10 +157,11 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
         logger.error("job %s failed: %s", job.id, reason)
         return EXIT_FAILED
     progress.done()
+    ended = jobs.outcome(stats)
     with ctx.sessions() as session:
-        jobs.finish_job(session, job.id, worker_id=worker, status=JobStatus.COMPLETED, stats=stats)
-    _print({"job_id": job.id, "status": "completed", **stats})
-    return EXIT_OK
+        jobs.finish_job(session, job.id, worker_id=worker, status=ended, stats=stats)
+    _print({"job_id": job.id, "status": ended.value, **stats})
+    return EXIT_OK if ended is JobStatus.COMPLETED else EXIT_PARTIAL
 
 
 def show(ctx: Context, args: argparse.Namespace) -> int:

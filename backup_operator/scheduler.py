@@ -186,7 +186,6 @@ class Scheduler:
                 error=f"{type(error).__name__}: {error}",
             )
             return
-        if jobs.finish_job(
-            session, job.id, worker_id=self.worker_id, status=JobStatus.COMPLETED, stats=stats
-        ):
-            logger.info("job %s completed: %s", job.id, stats)
+        ended = jobs.outcome(stats)
+        if jobs.finish_job(session, job.id, worker_id=self.worker_id, status=ended, stats=stats):
+            logger.info("job %s %s: %s", job.id, ended.value.replace("_", " "), stats)

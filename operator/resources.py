@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ..engine.backup import FAILURE_KINDS
+
 GROUP = "minio-backup.dev"
 VERSION = "v1alpha1"
 BACKUP_JOBS = "backupjobs"
@@ -21,10 +23,12 @@ PHASES = {
     "pending": "Pending",
     "running": "Running",
     "completed": "Completed",
+    "partially_failed": "PartiallyFailed",
     "failed": "Failed",
     "cancelled": "Cancelled",
 }
-FINISHED = {"Completed", "Failed", "Cancelled"}
+FINISHED = {"Completed", "PartiallyFailed", "Failed", "Cancelled"}
+FAILURE_PATHS = 5  # failed paths named in status; the API lists them all
 
 
 def now() -> str:
@@ -84,6 +88,7 @@ def job_conditions(
 ) -> list[dict[str, Any]]:
     """Ready, Running and Failed, rebuilt whole from the phase (the same however often)."""
     reason = error.split(":", 1)[0] if error else phase
+    failed = phase in {"Failed", "PartiallyFailed"}
     kept = [c for c in previous if c.get("type") not in {"Ready", "Running", "Failed"}]
     return [
         *kept,
@@ -105,9 +110,9 @@ def job_conditions(
         ),
         condition(
             "Failed",
-            phase == "Failed",
-            reason if phase == "Failed" else phase,
-            error or "" if phase == "Failed" else "no failure",
+            failed,
+            reason if failed else phase,
+            error or "" if failed else "no failure",
             previous,
             generation,
         ),
@@ -125,6 +130,11 @@ def job_status(
     stats = job.stats or {}
     phase = PHASES[str(job.status.value)]
     uploaded, saved = int(stats.get("bytes_uploaded", 0)), int(stats.get("bytes_saved", 0))
+    failed_files = int(stats.get("failed_files", 0))
+    error = job.error
+    if phase == "PartiallyFailed":
+        files = "1 file" if failed_files == 1 else f"{failed_files} files"
+        error = f"PartiallyFailed: {files} could not be backed up"
     status = {
         "phase": phase,
         "jobId": job.id,
@@ -141,9 +151,15 @@ def job_status(
         "startedAt": iso(job.started_at),
         "completedAt": iso(job.completed_at),
         "conditions": job_conditions(
-            phase, job.error, list(previous.get("conditions") or []), generation
+            phase, error, list(previous.get("conditions") or []), generation
         ),
     }
+    if failed_files:
+        problems = stats.get("problems") or {}
+        named = [
+            p for kind in sorted(FAILURE_KINDS) for p in (problems.get(kind) or {}).get("paths", [])
+        ]
+        status["failures"] = {"count": failed_files, "firstPaths": named[:FAILURE_PATHS]}
     if workload is not None:
         status["workload"] = workload
     if tags:

@@ -230,7 +230,6 @@ def back_up(
 ) -> tuple[int, dict]:  # type: ignore[type-arg]
     """Run a directory backup to completion with the engine, as a worker would."""
     from backup_operator.catalog import jobs
-    from backup_operator.catalog.models import JobStatus
     from backup_operator.engine.backup import Options, run_backup
 
     with sessions() as session:
@@ -241,7 +240,7 @@ def back_up(
     stats = run_backup(sessions, store, job.id, lambda: None, Options(**options))  # type: ignore[arg-type]
     with sessions() as session:
         jobs.finish_job(
-            session, job.id, worker_id="test-worker", status=JobStatus.COMPLETED, stats=stats
+            session, job.id, worker_id="test-worker", status=jobs.outcome(stats), stats=stats
         )
     return job.id, stats
 

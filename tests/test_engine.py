@@ -309,11 +309,20 @@ def test_a_file_gone_before_it_is_read_is_reported(
     def remove_after_first_batch(counters: dict) -> None:
         (root / "f9").unlink(missing_ok=True)  # listed already, not read yet
 
-    _, stats = back_up(
+    job_id, stats = back_up(
         sessions, store, bucket_id, root, batch_files=5, progress=remove_after_first_batch
     )
     assert stats["new"] == 9
     assert stats["problems"]["unreadable"]["paths"] == ["f9: No such file or directory"]
+    # Not success: the job ended partially failed, and says which file and why.
+    assert stats["failed_files"] == 1
+    with sessions() as session:
+        job = session.get_one(BackupJob, job_id)
+        assert job.status == "partially_failed"
+        page = jobs.list_failures(session, job_id, after=None, limit=10)
+    assert [(f.path, f.kind, f.reason) for f in page.items] == [
+        ("f9", "unreadable", "No such file or directory")
+    ]
 
 
 def test_a_file_that_keeps_changing_is_not_stored(tmp_path: Path) -> None:

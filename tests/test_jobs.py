@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from backup_operator.catalog import jobs
 
 LEGACY_JOB = {
     "job_name": "Daily Backup",
@@ -75,3 +78,33 @@ def test_cancel_a_pending_job(client: TestClient, job: dict) -> None:
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
     assert client.get("/backup-jobs/999").status_code == 404
+
+
+def test_a_partially_failed_job_lists_its_failures_page_by_page(
+    client: TestClient, job: dict, sessions: sessionmaker[Session]
+) -> None:
+    with sessions() as session:
+        jobs.claim_job(session, job["id"], worker_id="w")
+        jobs.record_failures(
+            session, job["id"], [(f"dir/f{i}", "unreadable", "Permission denied") for i in range(5)]
+        )
+        session.commit()
+        jobs.finish_job(
+            session,
+            job["id"],
+            worker_id="w",
+            status=jobs.outcome({"failed_files": 5}),
+            stats={"failed_files": 5},
+        )
+    assert client.get(f"/backup-jobs/{job['id']}").json()["status"] == "partially_failed"
+    listed = client.get("/backup-jobs/", params={"status": "partially_failed"}).json()
+    assert [j["id"] for j in listed] == [job["id"]]
+    first = client.get(f"/backup-jobs/{job['id']}/failures", params={"limit": 3})
+    assert [f["path"] for f in first.json()] == ["dir/f0", "dir/f1", "dir/f2"]
+    assert first.json()[0]["reason"] == "Permission denied"
+    rest = client.get(
+        f"/backup-jobs/{job['id']}/failures",
+        params={"limit": 3, "after": first.headers["X-Next-After"]},
+    )
+    assert [f["path"] for f in rest.json()] == ["dir/f3", "dir/f4"]
+    assert client.get("/backup-jobs/999999/failures").status_code == 404

@@ -18,7 +18,10 @@ from operator_harness import JOBS, Operator, example, operator, phase
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from backup_operator.catalog import jobs
 from backup_operator.catalog.models import BackupJob, Bucket, File
+from backup_operator.engine.backup import Options, run_backup
+from backup_operator.operator.resources import FINISHED as FINISHED_PHASES
 from backup_operator.storage import ObjectStore
 
 
@@ -278,3 +281,50 @@ def test_an_operator_restarted_mid_job_resumes_it(
         assert job.attempts == 2
         paths = session.scalars(select(File.path).where(File.job_id == job.id)).all()
     assert len(paths) == 3000
+
+
+def test_a_backup_missing_files_ends_partially_failed_and_says_which(
+    op: Operator,
+    tmp_path: Path,
+    bucket_name: str,
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+) -> None:
+    manifest = example("backupjob-pvc.yaml")
+    manifest["spec"]["bucket"] = bucket_name
+    op.apply(manifest)
+    name = manifest["metadata"]["name"]
+    started = op.wait_for(JOBS, name, lambda o: bool(o.get("status", {}).get("workload")))
+    job_id = started["status"]["jobId"]
+    # What the pod does, in this process, with a file vanishing between listing and
+    # reading (as root, nothing else makes a file unreadable here).
+    volume = tmp_path / "volume"
+    for i in range(10):
+        write(volume, f"f{i}", str(i).encode())
+
+    def vanish(_: dict[str, Any]) -> None:
+        (volume / "f9").unlink(missing_ok=True)
+
+    with sessions() as session:
+        jobs.claim_job(session, job_id, worker_id="pod")
+    stats = run_backup(
+        sessions,
+        store,
+        job_id,
+        lambda: None,
+        Options(source=str(volume), batch_files=5, progress=vanish),
+    )
+    with sessions() as session:
+        jobs.finish_job(session, job_id, worker_id="pod", status=jobs.outcome(stats), stats=stats)
+
+    ended = op.wait_for(JOBS, name, lambda o: phase(o) in FINISHED_PHASES)
+    assert phase(ended) == "PartiallyFailed"
+    assert ended["status"]["failures"] == {
+        "count": 1,
+        "firstPaths": ["f9: No such file or directory"],
+    }
+    assert condition(ended, "Ready")["status"] == "False"
+    failed = condition(ended, "Failed")
+    assert (failed["status"], failed["reason"]) == ("True", "PartiallyFailed")
+    assert "1 file could not be backed up" in failed["message"]
+    op.wait_for_event(name, "PartiallyFailed")

@@ -7,13 +7,13 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from sqlalchemy.orm import Session
 
 from ...catalog import jobs
-from ...catalog.models import BackupJob, JobStatus
+from ...catalog.models import BackupJob, JobFailure, JobStatus
 from ...engine.restore import restore
 from ...errors import Invalid
 from ...storage import ObjectStore
 from ..deps import get_session, get_store
 from ..pagination import PageParams, paginate
-from ..schemas import JobCreate, JobOut, JobStatusUpdate, RestoreOut, RestoreRequest
+from ..schemas import FailureOut, JobCreate, JobOut, JobStatusUpdate, RestoreOut, RestoreRequest
 
 router = APIRouter(prefix="/backup-jobs", tags=["backup-jobs"])
 
@@ -42,6 +42,19 @@ def list_jobs(
 @router.get("/{job_id}", response_model=JobOut)
 def get_job(job_id: int, session: Session = Depends(get_session)) -> BackupJob:
     return jobs.get_job(session, job_id)
+
+
+@router.get("/{job_id}/failures", response_model=list[FailureOut])
+def list_failures(
+    job_id: int,
+    request: Request,
+    response: Response,
+    page: PageParams = Depends(),
+    session: Session = Depends(get_session),
+) -> Sequence[JobFailure]:
+    """The files the job could not back up, and why (a partially failed job has some)."""
+    found = jobs.list_failures(session, job_id, after=page.after, limit=page.limit)
+    return paginate(found, request, response)
 
 
 @router.patch("/{job_id}", response_model=JobOut)

@@ -5,23 +5,25 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, NotFound
 from .buckets import get_bucket
-from .models import BackupJob, JobStatus, Runner, SourceType
+from .models import BackupJob, JobFailure, JobStatus, Runner, SourceType
 from .pages import Page, scalar_page
 
 ALLOWED_TRANSITIONS: dict[JobStatus, set[JobStatus]] = {
     JobStatus.PENDING: {JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED},
     JobStatus.RUNNING: {
         JobStatus.COMPLETED,
+        JobStatus.PARTIALLY_FAILED,
         JobStatus.FAILED,
         JobStatus.CANCELLED,
         JobStatus.PENDING,
     },
     JobStatus.COMPLETED: set(),
+    JobStatus.PARTIALLY_FAILED: set(),
     JobStatus.FAILED: set(),
     JobStatus.CANCELLED: set(),
 }
@@ -238,6 +240,35 @@ def finish_job(
     )
     session.commit()
     return ended is not None
+
+
+def outcome(stats: dict[str, Any]) -> JobStatus:
+    """How a run that reached its end ended: some files not stored is not success."""
+    return JobStatus.PARTIALLY_FAILED if stats.get("failed_files") else JobStatus.COMPLETED
+
+
+def record_failures(
+    session: Session, job_id: int, failures: list[tuple[str, str, str | None]]
+) -> None:
+    """Files (path, kind, reason) this job could not back up."""
+    if failures:
+        session.execute(
+            insert(JobFailure),
+            [{"job_id": job_id, "path": p, "kind": k, "reason": r} for p, k, r in failures],
+        )
+
+
+def forget_failures(session: Session, job_id: int) -> None:
+    """A job run again (resumed) tries its failed files again: their failures go."""
+    session.execute(delete(JobFailure).where(JobFailure.job_id == job_id))
+
+
+def list_failures(
+    session: Session, job_id: int, *, after: int | None, limit: int
+) -> Page[JobFailure]:
+    get_job(session, job_id)
+    query = select(JobFailure).where(JobFailure.job_id == job_id)
+    return scalar_page(session, query, JobFailure.id, after=after, limit=limit)
 
 
 def release_job(session: Session, job_id: int, *, worker_id: str) -> bool:

@@ -53,12 +53,13 @@ class JobStatus(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
+    PARTIALLY_FAILED = "partially_failed"  # it ran to the end, but some files were not stored
     FAILED = "failed"
     CANCELLED = "cancelled"
 
     @property
     def finished(self) -> bool:
-        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+        return self is not JobStatus.PENDING and self is not JobStatus.RUNNING
 
 
 class SourceType(enum.StrEnum):
@@ -155,6 +156,20 @@ class BackupJob(Base):
     stats: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     created_at: Mapped[created_at]
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class JobFailure(Base):
+    """A file a job could not back up, and why (the job ends partially failed)."""
+
+    __tablename__ = "job_failures"
+    __table_args__ = (Index(None, "job_id", "id"),)
+
+    id: Mapped[id_pk]
+    job_id: Mapped[int] = mapped_column(ForeignKey("backup_jobs.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(32))  # unreadable, changed_while_reading
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[created_at]
 
 
 class File(Base):

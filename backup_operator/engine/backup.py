@@ -27,6 +27,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..catalog.files import FileIn, FileRecord, register_files
+from ..catalog.jobs import forget_failures, record_failures
 from ..catalog.models import BackupJob, Bucket, File, FileChange
 from ..catalog.objects import HashingReader, Upload, object_key, record_versions
 from ..catalog.retention import lock_for, locking_policies
@@ -39,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 LARGE_FILE = 5 * 1024**3  # beyond S3's single PUT limit: multipart only
 REPORT_PATHS = 20  # paths listed per problem kind in the job's result
+# Problems that leave a file out of the backup: they make the job partially failed. The
+# others (symlinks, special files, empty directories, ...) are reported, as by design.
+FAILURE_KINDS = frozenset({"unreadable", "changed_while_reading"})
 
 
 class SourceMissing(Exception):
@@ -68,6 +72,9 @@ class Report:
     uploads: int = 0
     files: int = 0
     problems: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failed: int = 0
+    # Failures not yet recorded in the catalog: (path, kind, reason).
+    unrecorded: list[tuple[str, str, str | None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, *, read: int = 0, uploaded: int = 0, uploads: int = 0) -> None:
@@ -83,6 +90,9 @@ class Report:
     def _problem(self, kind: str, path: str, reason: str | None) -> None:
         entry = self.problems.setdefault(kind, {"count": 0, "paths": []})
         entry["count"] += 1
+        if kind in FAILURE_KINDS:
+            self.failed += 1
+            self.unrecorded.append((path, kind, reason))
         if len(entry["paths"]) < REPORT_PATHS:
             entry["paths"].append(f"{path}: {reason}" if reason else path)
 
@@ -183,12 +193,16 @@ class Backup:
             raise SourceMissing(
                 f"source {self.source!r} is not a readable directory on this worker"
             )
+        with self.sessions() as session:
+            forget_failures(session, self.job_id)  # a resumed run tries those files again
+            session.commit()
         try:
             files = self._classify(walk(self.source))
             for batch in _batches(files, self.options.batch_files):
                 retrying(functools.partial(self._back_up, batch), what="backup batch")
                 self._checkpoint()
             retrying(self._record_deleted, what="recording deleted files")
+            self._checkpoint()
         finally:
             self.hashers.shutdown(cancel_futures=True)
             self.uploaders.shutdown(cancel_futures=True)
@@ -356,11 +370,14 @@ class Backup:
             session.commit()
 
     def _checkpoint(self) -> None:
+        with self.report.lock:
+            failures, self.report.unrecorded = self.report.unrecorded, []
         with self.sessions() as session:
             session.execute(
                 text("UPDATE backup_jobs SET stats = CAST(:stats AS jsonb) WHERE id = :id"),
                 {"stats": json.dumps(self._counters()), "id": self.job_id},
             )
+            record_failures(session, self.job_id, failures)
             session.commit()
         self.heartbeat()
         if self.options.progress is not None:
@@ -371,6 +388,7 @@ class Backup:
             "bytes_read": self.report.bytes_read,
             "bytes_uploaded": self.report.bytes_uploaded,
             "uploads": self.report.uploads,
+            "failed_files": self.report.failed,
         }
 
     def _result(self, seconds: float) -> dict[str, Any]:
