@@ -223,6 +223,16 @@ class PolicyCreate(BaseModel):
     )
     lock_days: int | None = Field(None, description="days of object lock for new versions")
     legal_hold: bool = Field(False, description="store new versions under legal hold")
+    keep_min_successful: int | None = Field(
+        None,
+        description="target jobs: the newest N successful (completed, not partially failed) "
+        "jobs of the source are kept whatever the rules say; default none",
+    )
+    require_dry_run: bool = Field(
+        False,
+        description="a real run (apply) is refused until a dry run follows the policy's "
+        "last change",
+    )
 
 
 class PolicyUpdate(BaseModel):
@@ -241,6 +251,8 @@ class PolicyUpdate(BaseModel):
     lock_mode: LockMode | None = None
     lock_days: int | None = None
     legal_hold: bool | None = None
+    keep_min_successful: int | None = None
+    require_dry_run: bool | None = None
 
 
 class PolicyOut(Out):
@@ -260,6 +272,10 @@ class PolicyOut(Out):
     lock_mode: LockMode | None
     lock_days: int | None
     legal_hold: bool
+    keep_min_successful: int | None
+    require_dry_run: bool
+    changed_at: datetime = Field(description="when its rules or scope last changed")
+    dry_run_at: datetime | None = Field(description="when it was last dry-run")
     created_at: datetime
     updated_at: datetime
 

@@ -183,6 +183,8 @@ def policy_fields(spec: Mapping[str, Any]) -> dict[str, Any]:
         "lock_mode": lock.get("mode"),
         "lock_days": lock.get("days"),
         "legal_hold": bool(lock.get("legalHold", False)),
+        "keep_min_successful": spec.get("keepMinSuccessful"),
+        "require_dry_run": bool(spec.get("requireDryRun", False)),
     }
 
 
@@ -198,6 +200,8 @@ SPEC_FIELDS = {
     "lock_mode": "objectLock.mode",
     "lock_days": "objectLock.days",
     "legal_hold": "objectLock.legalHold",
+    "keep_min_successful": "keepMinSuccessful",
+    "require_dry_run": "requireDryRun",
 }
 
 

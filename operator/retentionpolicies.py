@@ -101,9 +101,12 @@ def run(
         return
     policy_id = status["policyId"]
     actor = f"kubernetes:{namespace}/{name}"
+    generation = body["metadata"].get("generation", 1)
+    # With requireDryRun, the first run after each change is a dry run, for people to see.
+    owed = spec.get("requireDryRun", False) and status.get("dryRunGeneration") != generation
     with domain_errors(), memo.sessions() as session:
-        if spec.get("dryRun", False):
-            plan = retention.plan(session, policy_id)
+        if spec.get("dryRun", False) or owed:
+            plan = retention.dry_run(session, policy_id)
             delete = plan.to_delete
             last = {
                 "dryRun": True,
@@ -112,6 +115,8 @@ def run(
                 "jobsForgotten": len(plan.jobs_to_forget),
                 "bytesFreed": sum(item.version.size for item in delete),
             }
+            patch.status["dryRunGeneration"] = generation
+            patch.status["lastDryRun"] = last
         else:
             result = retention.apply(session, memo.store, policy_id, actor=actor)
             last = {

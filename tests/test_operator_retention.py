@@ -123,3 +123,34 @@ def test_a_backup_job_naming_a_policy_puts_what_it_stored_under_it(
     while governed() != {"config/a.txt", "config/b.txt"} and time.monotonic() < deadline:
         time.sleep(0.2)
     assert governed() == {"config/a.txt", "config/b.txt"}, done["status"]
+
+
+def test_require_dry_run_makes_the_first_run_after_a_change_a_dry_run(
+    op: Operator,
+    tmp_path: Path,
+    bucket_name: str,
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+) -> None:
+    with sessions() as session:
+        bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
+    source = tmp_path / "src"
+    for generation in range(3):
+        write(source, "app.yaml", f"v{generation}".encode())
+        back_up(sessions, store, bucket.id, source, prefix="config")
+    policy = copy.deepcopy(example("retentionpolicy.yaml"))
+    policy["spec"] = {
+        "rules": {"keepLast": 1},
+        "scope": {"bucket": bucket_name},
+        "interval": "3s",
+        "requireDryRun": True,
+    }
+    op.apply(policy)
+    name = policy["metadata"]["name"]
+    first = op.wait_for(POLICIES, name, lambda o: bool(last_run(o)))
+    assert last_run(first)["dryRun"] is True and last_run(first)["deleted"] == 2
+    assert first["status"]["lastDryRun"] == last_run(first)
+    assert len(list(store.list_versions(bucket_name, "config/"))) == 3  # nothing deleted yet
+    real = op.wait_for(POLICIES, name, lambda o: last_run(o).get("dryRun") is False)
+    assert last_run(real)["deleted"] == 2
+    assert len(list(store.list_versions(bucket_name, "config/"))) == 1

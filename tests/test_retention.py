@@ -413,3 +413,19 @@ def test_uploads_through_the_api_are_locked_too(
         )
         is not None
     )
+
+
+def test_the_api_refuses_to_apply_a_policy_requiring_a_dry_run_until_one_is_made(
+    client: TestClient,
+) -> None:
+    created = client.post(
+        "/retention-policies/",
+        json={"name": "careful", "rules": {"keep_last": 1}, "require_dry_run": True},
+    ).json()
+    refused = client.post(f"/retention-policies/{created['id']}/apply")
+    assert refused.status_code == 409
+    assert refused.json()["detail"][0]["loc"][-1] == "require_dry_run"
+    assert client.post(f"/retention-policies/{created['id']}/dry-run").status_code == 200
+    shown = client.get(f"/retention-policies/{created['id']}").json()
+    assert shown["dry_run_at"] >= shown["changed_at"]
+    assert client.post(f"/retention-policies/{created['id']}/apply").status_code == 200

@@ -13,8 +13,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog.buckets import create_bucket
-from backup_operator.catalog.models import LockMode, ObjectVersion, RetentionRun, RetentionTarget
-from backup_operator.catalog.retention import apply, create_policy, plan
+from backup_operator.catalog.models import (
+    BackupJob,
+    JobStatus,
+    LockMode,
+    ObjectVersion,
+    RetentionRun,
+    RetentionTarget,
+)
+from backup_operator.catalog.retention import apply, create_policy, dry_run, plan, update_policy
 from backup_operator.embedded import EmbeddedS3
 from backup_operator.engine.restore import restore
 from backup_operator.engine.verify import verify
@@ -247,3 +254,81 @@ def test_a_run_cut_off_by_an_outage_leaves_things_consistent_and_the_next_finish
         done = apply(session, store, policy.id, actor="test")
         assert done.run.forgotten_jobs == 1 and len(done.deleted) == 1
         assert verify(session, store, bucket_id).clean
+
+
+def test_keep_min_successful_keeps_the_newest_successful_backups_whatever_the_rules_say(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    bucket_name: str,
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "src"
+    write(source, {"a.txt": b"1"})
+    oldest = back_up(sessions, store, bucket_id, source)
+    write(source, {"a.txt": b"2"})
+    older = back_up(sessions, store, bucket_id, source)
+    write(source, {"a.txt": b"3"})
+    newest = back_up(sessions, store, bucket_id, source)
+    with sessions() as session:  # the newest one ended partially failed
+        session.get_one(BackupJob, newest).status = JobStatus.PARTIALLY_FAILED
+        session.commit()
+        policy = create_policy(
+            session,
+            name="floor",
+            rules={"keep_last": 1},
+            target=RetentionTarget.JOBS,
+            bucket_id=bucket_id,
+            source_system=str(source),
+            keep_min_successful=1,
+        )
+        dry = plan(session, policy.id)
+    # keep_last alone would keep only the partially failed one: not a good backup.
+    assert [(j.job_id, j.keep, j.reasons) for j in dry.jobs] == [
+        (newest, True, ("last snapshot",)),
+        (older, True, ("keep_min_successful 1: newest successful #1",)),
+        (oldest, False, ("no rule keeps it",)),
+    ]
+    with sessions() as session:
+        result = apply(session, store, policy.id, actor="test")
+        assert result.run.forgotten_jobs == 1
+        forgotten = session.get_one(BackupJob, oldest).forgotten_at
+    assert forgotten is not None
+
+
+def test_keep_min_successful_is_for_jobs_policies_only(session: Session, bucket_id: int) -> None:
+    with pytest.raises(Invalid) as error:
+        create_policy(session, name="x", rules={"keep_last": 1}, keep_min_successful=2)
+    assert error.value.field == "keep_min_successful"
+
+
+def test_a_policy_requiring_a_dry_run_refuses_to_apply_until_one_follows_each_change(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "src"
+    write(source, {"a.txt": b"1"})
+    back_up(sessions, store, bucket_id, source)
+    with sessions() as session:
+        policy = create_policy(
+            session,
+            name="careful",
+            rules={"keep_last": 1},
+            target=RetentionTarget.JOBS,
+            bucket_id=bucket_id,
+            source_system=str(source),
+            require_dry_run=True,
+        )
+        with pytest.raises(Conflict) as refused:
+            apply(session, store, policy.id, actor="test")
+        assert refused.value.field == "require_dry_run"
+        dry_run(session, policy.id)
+        apply(session, store, policy.id, actor="test")  # now allowed
+        update_policy(session, policy.id, rules={"keep_last": 2})  # a change...
+        with pytest.raises(Conflict):
+            apply(session, store, policy.id, actor="test")  # ...needs a new dry run
+        update_policy(session, policy.id, rules={"keep_last": 2})  # no change: no new one
+        dry_run(session, policy.id)
+        apply(session, store, policy.id, actor="test")

@@ -105,7 +105,7 @@ def _planned(items: list[retention.PlannedVersion]) -> list[PlannedVersionOut]:
 @router.post("/{policy_id}/dry-run", response_model=PlanOut)
 def dry_run(policy_id: int, session: Session = Depends(get_session)) -> dict[str, Any]:
     """What applying the policy now would delete and keep, and why. Changes nothing."""
-    plan = retention.plan(session, policy_id)
+    plan = retention.dry_run(session, policy_id)
     delete = plan.to_delete
     return {
         "policy_id": policy_id,

@@ -317,6 +317,10 @@ class RetentionPolicy(Base):
         CheckConstraint("max_age_days IS NULL OR max_age_days >= 1", name="max_age_positive"),
         CheckConstraint("min_versions IS NULL OR min_versions >= 1", name="min_versions_positive"),
         CheckConstraint(
+            "keep_min_successful IS NULL OR keep_min_successful >= 1",
+            name="keep_min_successful_positive",
+        ),
+        CheckConstraint(
             "target = 'versions' OR (bucket_id IS NOT NULL AND source_system IS NOT NULL)",
             name="jobs_target_has_source",
         ),
@@ -352,6 +356,12 @@ class RetentionPolicy(Base):
     lock_mode: Mapped[LockMode | None] = mapped_column(_enum(LockMode, "lock_mode"))
     lock_days: Mapped[int | None]
     legal_hold: Mapped[bool] = mapped_column(server_default=text("false"))
+    # Jobs target: the newest N successful jobs of the source stay, whatever else says.
+    keep_min_successful: Mapped[int | None]
+    # A real run needs a dry run after the policy's last change (changed_at).
+    require_dry_run: Mapped[bool] = mapped_column(server_default=text("false"))
+    changed_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    dry_run_at: Mapped[datetime | None]
     created_at: Mapped[created_at]
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 

@@ -70,10 +70,22 @@ def _check_rules(
 
 
 def _check_target(
-    session: Session, target: RetentionTarget, bucket_id: int | None, source_system: str | None
+    session: Session,
+    target: RetentionTarget,
+    bucket_id: int | None,
+    source_system: str | None,
+    keep_min_successful: int | None = None,
 ) -> None:
     if bucket_id is not None and session.get(Bucket, bucket_id) is None:
         raise NotFound(f"bucket {bucket_id} not found", field="bucket_id")
+    if keep_min_successful is not None:
+        if keep_min_successful < 1:
+            raise Invalid("must be at least 1 (omit it for no floor)", field="keep_min_successful")
+        if target is not RetentionTarget.JOBS:
+            raise Invalid(
+                "applies to a jobs policy (the successful backups of a source)",
+                field="keep_min_successful",
+            )
     if target is not RetentionTarget.JOBS:
         return
     if bucket_id is None:
@@ -122,9 +134,11 @@ def create_policy(
     lock_mode: LockMode | None = None,
     lock_days: int | None = None,
     legal_hold: bool = False,
+    keep_min_successful: int | None = None,
+    require_dry_run: bool = False,
 ) -> RetentionPolicy:
     _check_rules(keep_last, max_age_days, rules, min_versions, max_age)
-    _check_target(session, target, bucket_id, source_system)
+    _check_target(session, target, bucket_id, source_system, keep_min_successful)
     _check_lock(session, lock_mode, lock_days, legal_hold, bucket_id)
     if session.scalar(select(RetentionPolicy.id).where(RetentionPolicy.name == name)):
         raise Conflict(f"retention policy {name!r} already exists", field="name")
@@ -144,6 +158,8 @@ def create_policy(
         lock_mode=lock_mode,
         lock_days=lock_days,
         legal_hold=legal_hold,
+        keep_min_successful=keep_min_successful,
+        require_dry_run=require_dry_run,
     )
     session.add(policy)
     session.commit()
@@ -179,6 +195,7 @@ def update_policy(session: Session, policy_id: int, **changes: object) -> Retent
         RetentionTarget(str(changes.get("target", policy.target))),
         changes.get("bucket_id", policy.bucket_id),  # type: ignore[arg-type]
         changes.get("source_system", policy.source_system),  # type: ignore[arg-type]
+        changes.get("keep_min_successful", policy.keep_min_successful),  # type: ignore[arg-type]
     )
     _check_lock(
         session,
@@ -195,6 +212,8 @@ def update_policy(session: Session, policy_id: int, **changes: object) -> Retent
         )
     ):
         raise Conflict(f"retention policy {changes['name']!r} already exists", field="name")
+    if any(getattr(policy, attribute) != value for attribute, value in changes.items()):
+        policy.changed_at = datetime.now(UTC)  # a changed policy needs a new dry run
     for attribute, value in changes.items():
         setattr(policy, attribute, value)
     session.commit()
@@ -221,6 +240,8 @@ def put_policy(session: Session, *, name: str, **fields: Any) -> RetentionPolicy
         "lock_mode": None,
         "lock_days": None,
         "legal_hold": False,
+        "keep_min_successful": None,
+        "require_dry_run": False,
     }
     return update_policy(session, existing, **{**defaults, **fields})
 
@@ -376,6 +397,14 @@ def plan(session: Session, policy_id: int, *, now: datetime | None = None) -> Pl
 _HOLDS_DUPLICATES = ("stored content of duplicate files: never deleted",)
 
 
+def dry_run(session: Session, policy_id: int, *, now: datetime | None = None) -> Plan:
+    """The plan, shown to someone: it counts as the dry run a policy may require."""
+    result = plan(session, policy_id, now=now)
+    get_policy(session, policy_id).dry_run_at = datetime.now(UTC)
+    session.commit()
+    return result
+
+
 def _fetch_rows(session: Session, query: Select[Any]) -> list[Any]:
     """A plan may read millions of rows: named tuples straight from psycopg."""
     compiled = query.compile(dialect=session.get_bind().dialect)
@@ -465,18 +494,29 @@ def record_governed(session: Session, policy: RetentionPolicy) -> None:
 
 def _plan_jobs(session: Session, policy: RetentionPolicy, rules: Rules, now: datetime) -> Plan:
     jobs = session.execute(
-        select(BackupJob.id, BackupJob.completed_at).where(
+        select(BackupJob.id, BackupJob.completed_at, BackupJob.status).where(
             BackupJob.bucket_id == policy.bucket_id,
             BackupJob.source_system == policy.source_system,
-            BackupJob.status == JobStatus.COMPLETED,
+            BackupJob.status.in_([JobStatus.COMPLETED, JobStatus.PARTIALLY_FAILED]),
             BackupJob.forgotten_at.is_(None),
         )
     ).all()
-    when = {job_id: completed_at or now for job_id, completed_at in jobs}
+    when = {job_id: completed_at or now for job_id, completed_at, _ in jobs}
+    # The newest N successful ones stay whatever the rules say (partial ones do not count).
+    successful = sorted(
+        ((when[job_id], job_id) for job_id, _, status in jobs if status is JobStatus.COMPLETED),
+        reverse=True,
+    )[: policy.keep_min_successful or 0]
+    floor = {job_id: rank for rank, (_, job_id) in enumerate(successful, 1)}
     result = Plan(policy_id=policy.id, evaluated_at=now)
     for decision in decide(rules, list(when.items()), now):
         job_id = decision.version_id  # decide() ranks any points; here, jobs
-        result.jobs.append(PlannedJob(job_id, when[job_id], decision.keep, decision.reasons))
+        keep, reasons = decision.keep, decision.reasons
+        if job_id in floor:
+            why = f"keep_min_successful {policy.keep_min_successful}: newest successful #{floor[job_id]}"
+            reasons = (*reasons, why) if keep else (why,)
+            keep = True
+        result.jobs.append(PlannedJob(job_id, when[job_id], keep, reasons))
     for version, key, bucket in _versions_only_referenced_by(session, result.jobs_to_forget):
         result.versions.append(
             PlannedVersion(
@@ -550,6 +590,13 @@ def apply(session: Session, store: ObjectStore, policy_id: int, *, actor: str) -
     lock, in one transaction, and the forgotten jobs are marked. The run is recorded as
     an audit entry, finished or (if interrupted) not."""
     policy = get_policy(session, policy_id)
+    if policy.require_dry_run and (
+        policy.dry_run_at is None or policy.dry_run_at < policy.changed_at
+    ):
+        raise Conflict(
+            "this policy requires a dry run after its last change before a real run",
+            field="require_dry_run",
+        )
     run = RetentionRun(policy_id=policy_id, policy_name=policy.name, actor=actor)
     session.add(run)
     session.commit()
