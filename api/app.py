@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from prometheus_client import Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..db import make_engine, make_sessionmaker
 from ..engine.runner import EngineRunner
+from ..metrics import CatalogCollector
 from ..scheduler import JobRunner, Scheduler
 from ..settings import Settings, get_settings
 from ..storage import ObjectStore
@@ -84,6 +85,12 @@ def create_app(
         engine = make_engine(settings.database_url(), pool_size=settings.db_pool_size)
         app.state.sessions = make_sessionmaker(engine)
         app.state.store = ObjectStore.from_settings(settings)
+        app.state.metrics = CollectorRegistry(auto_describe=False)
+        app.state.metrics.register(
+            CatalogCollector(
+                app.state.sessions, app.state.store, max_series=settings.metrics_max_series
+            )
+        )
         scheduler = None
         if settings.scheduler_enabled:
             scheduler = Scheduler(

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     scheduler_interval_seconds: float = Field(2.0, gt=0)
     job_heartbeat_timeout_seconds: float = Field(60.0, gt=0)
 
+    # Label sets per metric before the least active are folded into "other".
+    metrics_max_series: int = Field(500, ge=1, le=100_000)
+    # The operator's /metrics port (0: none).
+    metrics_port: int = Field(9090, ge=0, le=65535)
+
     # Seconds a client is told to wait after a 503 (a dependency is down).
     retry_after_seconds: int = Field(5, ge=1)
 

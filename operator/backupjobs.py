@@ -13,6 +13,7 @@ import kubernetes
 from ..catalog import buckets, jobs, retention
 from ..catalog.models import JobStatus, Runner
 from ..settings import get_settings
+from .backupschedules import SCHEDULE_LABEL
 from .resources import (
     BACKUP_JOBS,
     FINISHED,
@@ -75,6 +76,8 @@ def register(
                     rehash=bool(spec.get("rehash", False)),
                     runner=Runner.OPERATOR if source.path else Runner.KUBERNETES,
                     external_uid=uid,
+                    namespace=namespace,
+                    schedule=(meta.get("labels") or {}).get(SCHEDULE_LABEL),
                 )
             new = job_status(job, status, generation, status.get("workload"), spec.get("tags"))
     except InvalidSpec as error:

@@ -3,6 +3,7 @@ once unless the schedule allows it) and prune the old finished ones."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +21,7 @@ from .resources import (
     condition,
     iso,
 )
-from .runtime import changed, domain_errors
+from .runtime import SCHEDULE_INTERVAL, changed, domain_errors
 
 POLL_SECONDS = get_settings().operator_poll_seconds
 SCHEDULE_LABEL = f"{GROUP}/schedule"
@@ -115,6 +116,9 @@ def tick(
         return
     spread = int(spec.get("randomOffsetSeconds", 0))
     now = datetime.now(UTC)
+    first = croniter(expression, now).get_next(datetime)
+    period = (croniter(expression, first).get_next(datetime) - first).total_seconds()
+    SCHEDULE_INTERVAL.labels(namespace, name).set(period)
     with domain_errors():
         children = memo.custom.list_namespaced_custom_object(
             GROUP, VERSION, namespace, BACKUP_JOBS, label_selector=f"{SCHEDULE_LABEL}={name}"
@@ -166,3 +170,10 @@ def tick(
         ],
     }
     patch.status.update(changed(status, new))
+
+
+@kopf.on.delete(GROUP, VERSION, BACKUP_SCHEDULES, optional=True)
+def forget(name: Any, namespace: Any, **_: Any) -> None:
+    """No finalizer: only the schedule's metric goes."""
+    with contextlib.suppress(KeyError):  # it never ticked
+        SCHEDULE_INTERVAL.remove(namespace, name)

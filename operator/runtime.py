@@ -11,11 +11,13 @@ from typing import Any
 
 import kopf
 import kubernetes
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from ..catalog.models import Runner
 from ..db import make_engine, make_sessionmaker
 from ..engine.runner import EngineRunner
 from ..errors import DomainError, Unavailable
+from ..metrics import PREFIX, CatalogCollector
 from ..retry import RetriesExhausted
 from ..scheduler import Scheduler
 from ..settings import Settings, get_settings
@@ -23,6 +25,15 @@ from ..storage import ObjectStore
 from .resources import GROUP
 
 logger = logging.getLogger(__name__)
+
+# Set by the schedules' handler: what "no successful backup within 2x the interval" needs.
+SCHEDULE_INTERVAL = Gauge(
+    f"{PREFIX}_schedule_interval_seconds",
+    "Seconds between two firings of a BackupSchedule",
+    ["namespace", "schedule"],
+    registry=None,
+)
+OPERATOR_EXPORTED = {f"{PREFIX}_schedule_interval_seconds"}
 
 
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
@@ -48,6 +59,14 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
         heartbeat_timeout=app.job_heartbeat_timeout_seconds,
     )
     memo.scheduler.start()
+    memo.metrics_server = None
+    if app.metrics_port:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(
+            CatalogCollector(memo.sessions, memo.store, max_series=app.metrics_max_series)
+        )
+        registry.register(SCHEDULE_INTERVAL)
+        memo.metrics_server, _ = start_http_server(app.metrics_port, registry=registry)
     try:
         kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
@@ -61,6 +80,8 @@ def shut_down(memo: kopf.Memo) -> None:
     """Running jobs are handed back as pending, to be resumed by the next operator."""
     memo.scheduler.stop(timeout=30)
     memo.engine.dispose()
+    if memo.metrics_server is not None:
+        memo.metrics_server.shutdown()
 
 
 class InvalidSpec(Exception):

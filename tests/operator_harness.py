@@ -127,6 +127,7 @@ def operator(
         "WATCH_NAMESPACES": "default",
         "OPERATOR_POLL_SECONDS": "0.3",
         "JOB_HEARTBEAT_TIMEOUT_SECONDS": "4",
+        "METRICS_PORT": "0",  # several operators run at once: a test asks for it
         "PYTHONPATH": str(ROOT),
     }
     running = Operator(api, env, tmp_path / "operator.log")

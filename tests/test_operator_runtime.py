@@ -72,3 +72,32 @@ def test_the_liveness_endpoint_answers(
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
+
+
+def test_the_operator_serves_catalog_metrics_and_schedule_intervals(
+    api: RunningApiServer, tmp_path: Path, db_url: str, s3_endpoint: tuple[str, str, str]
+) -> None:
+    port = free_port()
+    with operator(api, tmp_path, db_url, s3_endpoint) as op:
+        op.stop()
+        op.env["METRICS_PORT"] = str(port)
+        op.start("--standalone")
+        schedule = example("backupschedule.yaml")  # "0 2 * * *": a day apart
+        op.apply(schedule)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    text = r.read().decode()
+                if 'minio_backup_schedule_interval_seconds{namespace="default"' in text:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(op.logs()[-3000:])
+            time.sleep(0.2)
+    assert (
+        'minio_backup_schedule_interval_seconds{namespace="default",schedule="app-data-nightly"} 86400.0'
+        in text
+    )
+    assert "minio_backup_object_store_up 1.0" in text

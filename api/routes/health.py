@@ -52,5 +52,7 @@ async def readyz(request: Request, response: Response) -> dict[str, Any]:
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+def metrics(request: Request) -> Response:
+    """This process's HTTP metrics, and the catalog's (see backup_operator.metrics)."""
+    body = generate_latest() + generate_latest(request.app.state.metrics)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

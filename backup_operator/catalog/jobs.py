@@ -52,6 +52,8 @@ def create_job(
     rehash: bool = False,
     runner: Runner = Runner.SCHEDULER,
     external_uid: str | None = None,
+    namespace: str | None = None,
+    schedule: str | None = None,
 ) -> BackupJob:
     """A new pending job. With `external_uid` (a Kubernetes resource's uid) creating it
     again answers the job already recorded, so that a resource is registered once."""
@@ -70,6 +72,8 @@ def create_job(
         rehash=rehash,
         runner=runner,
         external_uid=external_uid,
+        namespace=namespace,
+        schedule=schedule,
     )
     session.add(job)
     session.commit()

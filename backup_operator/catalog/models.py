@@ -140,6 +140,9 @@ class BackupJob(Base):
     )
     # The uid of the Kubernetes resource this job records: registering it is idempotent.
     external_uid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # Where the resource came from (metrics labels): its namespace, its BackupSchedule.
+    namespace: Mapped[str | None] = mapped_column(String(253))
+    schedule: Mapped[str | None] = mapped_column(String(253))
     # Set when a retention policy forgot the job: its files stay as history, but versions
     # no remaining job references are deleted, and the job is no longer restorable.
     forgotten_at: Mapped[datetime | None]
