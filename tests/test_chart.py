@@ -4,6 +4,8 @@ and the Dockerfile, linted by hadolint."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +16,9 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
+
+from backup_operator.metrics import EXPORTED
+from backup_operator.operator.runtime import OPERATOR_EXPORTED
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "minio-backup-operator"
@@ -38,6 +43,11 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "api": {"ingress": {"enabled": True, "className": "nginx", "tlsSecret": "backups-tls"}},
     },
     "service-monitor": {**REQUIRED, "serviceMonitor": {"enabled": True, "labels": {"team": "x"}}},
+    "alerts-and-dashboard": {
+        **REQUIRED,
+        "prometheusRule": {"enabled": True},
+        "grafanaDashboard": {"enabled": True},
+    },
     "network-policy": {**REQUIRED, "networkPolicy": {"enabled": True}},
     "trial": {"trial": {"enabled": True}},
 }
@@ -239,9 +249,9 @@ def test_optional_ingress_service_monitor_and_network_policy() -> None:
     (ingress,) = by_kind(render(VALUE_SETS["ingress"]), "Ingress")
     assert ingress["spec"]["ingressClassName"] == "nginx"
     assert ingress["spec"]["tls"][0]["secretName"] == "backups-tls"
-    (monitor,) = by_kind(render(VALUE_SETS["service-monitor"]), "ServiceMonitor")
-    assert monitor["metadata"]["labels"]["team"] == "x"
-    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    monitors = by_kind(render(VALUE_SETS["service-monitor"]), "ServiceMonitor")
+    assert [m["spec"]["endpoints"][0]["port"] for m in monitors] == ["http", "metrics"]
+    assert all(m["metadata"]["labels"]["team"] == "x" for m in monitors)
     policies = by_kind(render(VALUE_SETS["network-policy"]), "NetworkPolicy")
     assert {p["metadata"]["name"].rsplit("-", 1)[1] for p in policies} == {"api", "operator"}
 
@@ -297,3 +307,79 @@ def test_the_dockerfile_lints_clean_and_runs_as_non_root() -> None:
     assert "USER 10001:10001" in final_stage
     assert "org.opencontainers.image.source" in final_stage
     assert "--constraint constraints.txt" in text
+
+
+# PromQL's own words, and Grafana's variables: everything else in an expression is a metric.
+PROMQL_WORDS = {
+    "time",
+    "max",
+    "min",
+    "sum",
+    "avg",
+    "by",
+    "increase",
+    "rate",
+    "histogram_quantile",
+    "le",
+    "unless",
+    "on",
+    "group_left",
+    "humanizeDuration",
+    "namespace",
+    "schedule",
+    "source",
+    "outcome",
+    "policy",
+    "kind",
+    "table",
+    "m",
+    "h",
+    "s",
+}
+
+
+def metric_names(expression: str) -> set[str]:
+    without_strings = re.sub(r'"[^"]*"', "", expression)
+    without_selectors = re.sub(r"\{[^}]*\}", "", without_strings)
+    without_ranges = re.sub(r"\[[^\]]*\]", "", without_selectors)
+    words = set(re.findall(r"[a-zA-Z_][a-zA-Z0-9_]*", without_ranges))
+    return words - PROMQL_WORDS
+
+
+def exported_names() -> set[str]:
+    histograms = {"minio_backup_duration_seconds"}
+    names = set(EXPORTED) | OPERATOR_EXPORTED
+    return names | {f"{h}_{suffix}" for h in histograms for suffix in ("bucket", "count", "sum")}
+
+
+def test_every_alert_and_dashboard_query_names_only_metrics_the_code_exports() -> None:
+    docs = render(VALUE_SETS["alerts-and-dashboard"])
+    (rule,) = by_kind(docs, "PrometheusRule")
+    alerts = {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert set(alerts) == {
+        "MinioBackupNoRecentSuccess",
+        "MinioBackupFailed",
+        "MinioBackupJobStuck",
+        "MinioBackupObjectStoreUnreachable",
+        "MinioBackupRetentionRunFailed",
+    }
+    for name, expression in alerts.items():
+        used = metric_names(expression)
+        assert used, name
+        assert used <= exported_names(), (name, used - exported_names())
+    (dashboard,) = by_kind(docs, "ConfigMap")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    board = json.loads(dashboard["data"]["minio-backup.json"])
+    queries = [t["expr"] for p in board["panels"] for t in p["targets"]]
+    queries += [v["query"] for v in board["templating"]["list"] if v["type"] == "query"]
+    assert len(queries) > 10
+    used_by_board: set[str] = set()
+    for query in queries:
+        used = metric_names(
+            query.replace("label_values", "")
+            .replace("$__rate_interval", "")
+            .replace("$__range", "")
+        )
+        assert used <= exported_names(), (query, used - exported_names())
+        used_by_board |= used
+    assert len(used_by_board) >= 10  # the dashboard shows most of what is exported
