@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..db import make_engine, make_sessionmaker
 from ..engine.runner import EngineRunner
 from ..metrics import CatalogCollector
+from ..notify import webhook_from
 from ..scheduler import JobRunner, Scheduler
 from ..settings import Settings, get_settings
 from ..storage import ObjectStore
@@ -92,12 +93,14 @@ def create_app(
             )
         )
         scheduler = None
+        notifier = webhook_from(settings.webhook())
         if settings.scheduler_enabled:
             scheduler = Scheduler(
                 app.state.sessions,
                 runner=runner or EngineRunner(app.state.sessions, app.state.store),
                 interval=settings.scheduler_interval_seconds,
                 heartbeat_timeout=settings.job_heartbeat_timeout_seconds,
+                notifier=notifier,
             )
             scheduler.start()
         app.state.scheduler = scheduler
@@ -106,6 +109,7 @@ def create_app(
         finally:
             if scheduler is not None:
                 scheduler.stop()
+            notifier.close(timeout=10)
             engine.dispose()
 
     app = FastAPI(

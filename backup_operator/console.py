@@ -23,6 +23,7 @@ from .db import make_engine, make_sessionmaker
 from .engine.backup import Options, run_backup
 from .engine.restore import restore
 from .engine.verify import verify
+from .notify import notify_ended, webhook_from
 from .scheduler import Heartbeat, JobCancelled, default_worker_id
 from .settings import Settings
 from .storage import ObjectStore
@@ -151,17 +152,26 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
         progress.done()
         reason = f"{type(error).__name__}: {error}"
         with ctx.sessions() as session:
-            jobs.finish_job(
+            if jobs.finish_job(
                 session, job.id, worker_id=worker, status=JobStatus.FAILED, error=reason
-            )
+            ):
+                _notify(ctx, session, job.id)
         logger.error("job %s failed: %s", job.id, reason)
         return EXIT_FAILED
     progress.done()
     ended = jobs.outcome(stats)
     with ctx.sessions() as session:
-        jobs.finish_job(session, job.id, worker_id=worker, status=ended, stats=stats)
+        if jobs.finish_job(session, job.id, worker_id=worker, status=ended, stats=stats):
+            _notify(ctx, session, job.id)
     _print({"job_id": job.id, "status": ended.value, **stats})
     return EXIT_OK if ended is JobStatus.COMPLETED else EXIT_PARTIAL
+
+
+def _notify(ctx: Context, session: Session, job_id: int) -> None:
+    """The process ends next: the webhook gets a bounded while to deliver."""
+    notifier = webhook_from(ctx.settings.webhook())
+    notify_ended(session, notifier, job_id)
+    notifier.close(timeout=30)
 
 
 def show(ctx: Context, args: argparse.Namespace) -> int:

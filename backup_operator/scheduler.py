@@ -21,6 +21,7 @@ from .catalog import jobs
 from .catalog.files import job_file_stats
 from .catalog.models import BackupJob, JobStatus, Runner
 from .errors import Unavailable
+from .notify import Notifier, NoWebhook, notify_ended
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class Scheduler:
         *,
         runner: JobRunner = complete_registered_files,
         claims: Runner = Runner.SCHEDULER,
+        notifier: Notifier | None = None,
         interval: float = 2.0,
         heartbeat_timeout: float = 60.0,
         worker_id: str | None = None,
@@ -107,6 +109,7 @@ class Scheduler:
         self.sessions = sessions
         self.runner = runner
         self.claims = claims
+        self.notifier: Notifier = notifier or NoWebhook()
         self._wake = threading.Event()
         self.interval = interval
         self.heartbeat_timeout = timedelta(seconds=heartbeat_timeout)
@@ -178,14 +181,16 @@ class Scheduler:
             session.rollback()
             logger.error("job %s failed: %s: %s", job.id, type(error).__name__, error)
             logger.debug("job %s failure", job.id, exc_info=True)
-            jobs.finish_job(
+            if jobs.finish_job(
                 session,
                 job.id,
                 worker_id=self.worker_id,
                 status=JobStatus.FAILED,
                 error=f"{type(error).__name__}: {error}",
-            )
+            ):
+                notify_ended(session, self.notifier, job.id)
             return
         ended = jobs.outcome(stats)
         if jobs.finish_job(session, job.id, worker_id=self.worker_id, status=ended, stats=stats):
             logger.info("job %s %s: %s", job.id, ended.value.replace("_", " "), stats)
+            notify_ended(session, self.notifier, job.id)

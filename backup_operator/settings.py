@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     scheduler_interval_seconds: float = Field(2.0, gt=0)
     job_heartbeat_timeout_seconds: float = Field(60.0, gt=0)
 
+    # Called with a JSON document when a backup job ends (retried; never holds the job).
+    webhook_url: SecretStr | None = None
+
     # Label sets per metric before the least active are folded into "other".
     metrics_max_series: int = Field(500, ge=1, le=100_000)
     # The operator's /metrics port (0: none).
@@ -110,6 +113,9 @@ class Settings(BaseSettings):
     def bind_host(self) -> str:
         # Without tokens the API is open: never expose it beyond this machine.
         return self.api_host if self.auth_enabled else LOOPBACK
+
+    def webhook(self) -> str | None:
+        return self.webhook_url.get_secret_value() if self.webhook_url else None
 
     def database_url(self) -> str:
         if self.sqlalchemy_database_url is None:

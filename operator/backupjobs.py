@@ -12,6 +12,7 @@ import kubernetes
 
 from ..catalog import buckets, jobs, retention
 from ..catalog.models import JobStatus, Runner
+from ..notify import notify_ended
 from ..settings import get_settings
 from .backupschedules import SCHEDULE_LABEL
 from .resources import (
@@ -120,6 +121,9 @@ def poll(
                 if failure is not None:
                     job = jobs.set_status(session, job.id, JobStatus.FAILED, error=failure)
         new = job_status(job, status, meta.get("generation", 1), workload, spec.get("tags"))
+        if job.runner is Runner.KUBERNETES and job.status.finished:
+            # Its pod has no webhook settings: the operator tells of its end, once.
+            notify_ended(session, memo.notifier, job.id)
         reference = (spec.get("retentionPolicyRef") or {}).get("name")
         if reference and new["phase"] == "Completed":
             # What it stored is governed by the policy it names (the catalog's `ns/name`).

@@ -18,6 +18,7 @@ from ..db import make_engine, make_sessionmaker
 from ..engine.runner import EngineRunner
 from ..errors import DomainError, Unavailable
 from ..metrics import PREFIX, CatalogCollector
+from ..notify import webhook_from
 from ..retry import RetriesExhausted
 from ..scheduler import Scheduler
 from ..settings import Settings, get_settings
@@ -50,6 +51,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
     memo.app = app
     memo.engine = engine
     memo.sessions = make_sessionmaker(engine)
+    memo.notifier = webhook_from(app.webhook())
     memo.store = ObjectStore.from_settings(app)
     memo.scheduler = Scheduler(
         memo.sessions,
@@ -57,6 +59,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
         claims=Runner.OPERATOR,
         interval=app.operator_poll_seconds,
         heartbeat_timeout=app.job_heartbeat_timeout_seconds,
+        notifier=memo.notifier,
     )
     memo.scheduler.start()
     memo.metrics_server = None
@@ -79,6 +82,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
 def shut_down(memo: kopf.Memo) -> None:
     """Running jobs are handed back as pending, to be resumed by the next operator."""
     memo.scheduler.stop(timeout=30)
+    memo.notifier.close(timeout=10)
     memo.engine.dispose()
     if memo.metrics_server is not None:
         memo.metrics_server.shutdown()

@@ -34,6 +34,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "cluster-wide": {**REQUIRED, "watch": {"clusterWide": True}},
     "namespaces": {**REQUIRED, "watch": {"namespaces": ["team-a", "team-b"]}},
     "existing-secrets": {
+        "notifications": {"webhookSecret": "backup-webhook"},
         "database": {"existingSecret": "catalog-db", "existingSecretKey": "url"},
         "objectStore": {"endpoint": "minio.example:9000", "existingSecret": "minio-creds"},
         "apiTokens": {"existingSecret": "api-tokens"},
@@ -134,6 +135,7 @@ CREDENTIALS = {
     "API_READ_ONLY_TOKENS",
     "POSTGRES_PASSWORD",
     "MINIO_ROOT_PASSWORD",
+    "WEBHOOK_URL",
 }
 OPERATOR_RULES = {
     ("minio-backup.dev", "backupjobs"): {"get", "list", "watch", "patch", "create", "delete"},
@@ -230,6 +232,7 @@ def test_existing_secrets_replace_the_charts_own() -> None:
     }
     assert env["MINIO_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "minio-creds"
     assert env["API_TOKENS"]["valueFrom"]["secretKeyRef"]["name"] == "api-tokens"
+    assert env["WEBHOOK_URL"]["valueFrom"]["secretKeyRef"]["name"] == "backup-webhook"
     (operator,) = [
         d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-operator")
     ]

@@ -104,6 +104,13 @@ capabilities:
     secretKeyRef:
       name: {{ include "mbo.storeSecret" . }}
       key: MINIO_SECRET_KEY
+{{- with .Values.notifications.webhookSecret }}
+- name: WEBHOOK_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: WEBHOOK_URL
+{{- end }}
 {{- end -}}
 
 {{/*

@@ -1,0 +1,143 @@
+"""Webhook notifications: a JSON document POSTed when a backup job ends, retried with
+backoff from a thread of its own, so that a slow or broken receiver never holds a job."""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy.orm import Session
+
+from .catalog.models import BackupJob, Bucket
+
+logger = logging.getLogger(__name__)
+
+FAILURE_PATHS = 10  # failed paths named in a notification; the API lists them all
+
+
+def job_ended(job: BackupJob, bucket: str) -> dict[str, Any]:
+    """The document sent when `job` has ended (any outcome)."""
+    stats = job.stats or {}
+    problems = stats.get("problems") or {}
+    failed_paths = [
+        path
+        for kind in ("changed_while_reading", "unreadable")
+        for path in (problems.get(kind) or {}).get("paths", [])
+    ]
+    return {
+        "event": "backup.ended",
+        "job_id": job.id,
+        "job_name": job.job_name,
+        "namespace": job.namespace,
+        "schedule": job.schedule,
+        "source": job.source_system,
+        "bucket": bucket,
+        "outcome": job.status.value,
+        "error": job.error,
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "completed_at": job.completed_at.isoformat() if job.completed_at else None,
+        "duration_seconds": stats.get("duration_seconds"),
+        "counts": {
+            key: int(stats.get(key, 0))
+            for key in ("files_seen", "new", "changed", "unchanged", "duplicate", "deleted")
+        },
+        "bytes": {
+            "read": int(stats.get("bytes_read", 0)),
+            "uploaded": int(stats.get("bytes_uploaded", 0)),
+            "deduplicated": int(stats.get("bytes_saved", 0)),
+        },
+        "failures": {
+            "count": int(stats.get("failed_files", 0)),
+            "first_paths": failed_paths[:FAILURE_PATHS],
+        },
+    }
+
+
+class Webhook:
+    """Delivers documents in order from a daemon thread; each is tried `attempts` times,
+    waiting `backoff`, 2x`backoff`, ... between tries, then dropped with a log line."""
+
+    def __init__(
+        self, url: str, *, attempts: int = 5, backoff: float = 1.0, timeout: float = 10.0
+    ) -> None:
+        self.url = url
+        # Logs name the host only: the URL may carry a token.
+        self.where = urlsplit(url).netloc or "the webhook"
+        self.attempts = attempts
+        self.backoff = backoff
+        self.timeout = timeout
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._deliver_all, name="webhook", daemon=True)
+        self._thread.start()
+
+    def send(self, document: dict[str, Any]) -> None:
+        """Queue it; never waits for the receiver."""
+        self._queue.put(document)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Let queued documents go out for up to `timeout` seconds (a process ending)."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _deliver_all(self) -> None:
+        while (document := self._queue.get()) is not None:
+            self._deliver(document)
+
+    def _deliver(self, document: dict[str, Any]) -> None:
+        body = json.dumps(document, default=str).encode()
+        for attempt in range(1, self.attempts + 1):
+            request = urllib.request.Request(
+                self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    if response.status < 300:
+                        return
+                    why = f"HTTP {response.status}"
+            except urllib.error.HTTPError as error:
+                why = f"HTTP {error.code}"
+            except (urllib.error.URLError, OSError) as error:
+                why = type(error).__name__
+            if attempt < self.attempts:
+                logger.info(
+                    "webhook to %s: %s; retrying (%d/%d)", self.where, why, attempt, self.attempts
+                )
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            else:
+                logger.warning(
+                    "webhook to %s: %s after %d tries; job %s not notified",
+                    self.where,
+                    why,
+                    attempt,
+                    document.get("job_id"),
+                )
+
+
+class NoWebhook:
+    def send(self, document: dict[str, Any]) -> None:
+        pass
+
+    def close(self, timeout: float = 30.0) -> None:
+        pass
+
+
+Notifier = Webhook | NoWebhook
+
+
+def webhook_from(url: str | None) -> Notifier:
+    return Webhook(url) if url else NoWebhook()
+
+
+def notify_ended(session: Session, notifier: Notifier, job_id: int) -> None:
+    """Send the ended job's document (read afresh from the catalog)."""
+    if isinstance(notifier, NoWebhook):
+        return
+    job = session.get_one(BackupJob, job_id, populate_existing=True)
+    notifier.send(job_ended(job, session.get_one(Bucket, job.bucket_id).name))
