@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import jsonpatch
 import kmock
 import yaml
 from kmock._internal import enums, parsing, rendering
+from kmock._internal.k8s import KubernetesError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +109,12 @@ class ApiServer(kmock.KubernetesEmulator):
         ):
             # In place: the filters of kmock's reactions know the request by identity.
             object.__setattr__(request, "data", self._stamped(request))
-        return await super()._handle(request)
+        try:
+            return await super()._handle(request)
+        except jsonpatch.JsonPatchException as error:
+            # A JSON patch whose "test" failed (the object changed meanwhile): the real
+            # server answers 422, and clients such as Kopf re-read and try again.
+            raise KubernetesError(status=422, reason="Invalid", message=str(error)) from None
 
     def _stamped(self, request: rendering.Request) -> Any:
         data = copy.deepcopy(request.data) if isinstance(request.data, dict) else request.data
