@@ -101,6 +101,7 @@ def create_app(
                 interval=settings.scheduler_interval_seconds,
                 heartbeat_timeout=settings.job_heartbeat_timeout_seconds,
                 notifier=notifier,
+                max_attempts=settings.job_max_attempts,
             )
             scheduler.start()
         app.state.scheduler = scheduler

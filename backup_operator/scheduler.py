@@ -102,6 +102,7 @@ class Scheduler:
         runner: JobRunner = complete_registered_files,
         claims: Runner = Runner.SCHEDULER,
         notifier: Notifier | None = None,
+        max_attempts: int | None = None,
         interval: float = 2.0,
         heartbeat_timeout: float = 60.0,
         worker_id: str | None = None,
@@ -109,6 +110,7 @@ class Scheduler:
         self.sessions = sessions
         self.runner = runner
         self.claims = claims
+        self.max_attempts = max_attempts
         self.notifier: Notifier = notifier or NoWebhook()
         self._wake = threading.Event()
         self.interval = interval
@@ -146,7 +148,9 @@ class Scheduler:
     def run_once(self) -> bool:
         """Release stale jobs, claim one due job and run it. Answers whether one ran."""
         with self.sessions() as session:
-            released = jobs.release_stale_jobs(session, timeout=self.heartbeat_timeout)
+            released = jobs.release_stale_jobs(
+                session, timeout=self.heartbeat_timeout, max_attempts=self.max_attempts
+            )
             if released:
                 logger.warning("jobs %s lost their worker; they will be resumed", released)
             job = jobs.claim_due_job(session, worker_id=self.worker_id, runner=self.claims)

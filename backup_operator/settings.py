@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     scheduler_enabled: bool = True
     scheduler_interval_seconds: float = Field(2.0, gt=0)
     job_heartbeat_timeout_seconds: float = Field(60.0, gt=0)
+    # A job whose worker keeps dying is failed (WorkerLost) after this many attempts.
+    job_max_attempts: int = Field(3, ge=1, le=100)
 
     # Called with a JSON document when a backup job ends (retried; never holds the job).
     webhook_url: SecretStr | None = None

@@ -60,6 +60,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
         interval=app.operator_poll_seconds,
         heartbeat_timeout=app.job_heartbeat_timeout_seconds,
         notifier=memo.notifier,
+        max_attempts=app.job_max_attempts,
     )
     memo.scheduler.start()
     memo.metrics_server = None

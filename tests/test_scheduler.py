@@ -169,3 +169,25 @@ def test_cancel_stops_a_running_job(
     session.expire_all()
     assert jobs.get_job(session, job_id).status is JobStatus.CANCELLED
     assert steps == [0, 1, 2]
+
+
+def test_a_job_whose_worker_keeps_dying_fails_after_its_last_attempt_saying_why(
+    sessions: sessionmaker[Session], session: Session, bucket: dict
+) -> None:
+    [job_id] = make_due_jobs(session, bucket["id"], 1)
+    for attempt in range(1, 4):  # three workers die in turn
+        claimed = jobs.claim_due_job(session, worker_id=f"dead-{attempt}")
+        assert claimed is not None and claimed.attempts == attempt
+        session.execute(
+            update(BackupJob).values(heartbeat_at=datetime.now(UTC) - timedelta(minutes=5))
+        )
+        session.commit()
+        released = jobs.release_stale_jobs(session, timeout=timedelta(seconds=60), max_attempts=3)
+        assert released == ([job_id] if attempt < 3 else [])
+    job = jobs.get_job(session, job_id)
+    session.refresh(job)
+    assert job.status is JobStatus.FAILED and job.completed_at is not None
+    assert (
+        job.error
+        == "WorkerLost: no heartbeat for 60s from worker dead-3; given up after 3 attempts"
+    )

@@ -291,11 +291,34 @@ def release_job(session: Session, job_id: int, *, worker_id: str) -> bool:
     return released is not None
 
 
-def release_stale_jobs(session: Session, *, timeout: timedelta) -> list[int]:
-    """Running jobs whose worker stopped heartbeating go back to pending, to be resumed."""
+def release_stale_jobs(
+    session: Session, *, timeout: timedelta, max_attempts: int | None = None
+) -> list[int]:
+    """Running jobs whose worker stopped heartbeating go back to pending, to be resumed;
+    those that have already had `max_attempts` fail instead, saying why."""
+    stale = (BackupJob.status == JobStatus.RUNNING) & (
+        BackupJob.heartbeat_at < func.now() - timeout
+    )
+    if max_attempts is not None:
+        session.execute(
+            update(BackupJob)
+            .where(stale, BackupJob.attempts >= max_attempts)
+            .values(
+                status=JobStatus.FAILED,
+                worker_id=None,
+                completed_at=func.now(),
+                error=func.concat(
+                    "WorkerLost: no heartbeat for ",
+                    int(timeout.total_seconds()),
+                    "s from worker ",
+                    BackupJob.worker_id,
+                    f"; given up after {max_attempts} attempts",
+                ),
+            )
+        )
     ids = session.scalars(
         update(BackupJob)
-        .where(BackupJob.status == JobStatus.RUNNING, BackupJob.heartbeat_at < func.now() - timeout)
+        .where(stale)
         .values(status=JobStatus.PENDING, worker_id=None)
         .returning(BackupJob.id)
     ).all()
