@@ -47,7 +47,11 @@ EXPORTED = {
     f"{PREFIX}_object_store_up": "1 when the object store answers, else 0",
 }
 
-_JOBS = text("""
+# Per duration bucket, how many finished jobs took at most that long: counted in SQL, so
+# a scrape reads a few numbers per label set, not every job's duration.
+_WITHIN = ", ".join(f"count(*) FILTER (WHERE took <= {bound})" for bound in DURATION_BUCKETS)
+
+_JOBS = text(f"""
     SELECT coalesce(namespace, '') AS namespace, source_system AS source,
            coalesce(schedule, '') AS schedule, status,
            count(*) AS jobs,
@@ -62,10 +66,11 @@ _JOBS = text("""
            coalesce(sum((stats->>'failed_files')::bigint), 0) AS files_failed,
            max(extract(epoch FROM now() - heartbeat_at))
                FILTER (WHERE status = 'running') AS heartbeat_age,
-           array_agg(extract(epoch FROM completed_at - started_at))
-               FILTER (WHERE completed_at IS NOT NULL AND started_at IS NOT NULL) AS durations
-    FROM backup_jobs
-    WHERE status <> 'pending'
+           array[{_WITHIN}] AS within,
+           count(took) AS timed,
+           coalesce(sum(took), 0) AS seconds
+    FROM (SELECT *, extract(epoch FROM completed_at - started_at) AS took
+          FROM backup_jobs WHERE status <> 'pending') AS jobs
     GROUP BY 1, 2, 3, 4
 """)
 
@@ -125,11 +130,9 @@ class CatalogCollector(Collector):
         name = f"{PREFIX}_object_store_up"
         return GaugeMetricFamily(name, EXPORTED[name], value=up)
 
-    def _bounded(
-        self, keys: list[tuple[str, ...]], weight: dict[tuple[str, ...], float]
-    ) -> set[tuple[str, ...]]:
+    def _bounded(self, weight: dict[tuple[str, ...], float]) -> set[tuple[str, ...]]:
         """The label sets kept as they are: the most active `max_series`."""
-        ranked = sorted(set(keys), key=lambda key: weight[key], reverse=True)
+        ranked = sorted(weight, key=lambda key: weight[key], reverse=True)
         return set(ranked[: self.max_series])
 
     def _jobs(self, rows: Sequence[Any]) -> Iterator[Metric]:
@@ -140,7 +143,7 @@ class CatalogCollector(Collector):
         weight: dict[tuple[str, ...], float] = defaultdict(float)
         for row in rows:
             weight[(row.namespace, row.source, row.schedule)] += row.jobs
-        kept = self._bounded(list(weight), weight)
+        kept = self._bounded(weight)
 
         def labels_of(row: Any) -> tuple[str, ...]:
             key = (row.namespace, row.source, row.schedule)
@@ -155,7 +158,10 @@ class CatalogCollector(Collector):
         sums: dict[tuple[Any, ...], float] = defaultdict(float)
         latest: dict[tuple[str, ...], float] = {}
         oldest_beat: dict[tuple[str, ...], float] = {}
-        durations: dict[tuple[str, ...], list[float]] = defaultdict(list)
+        # Per label set: jobs at most as long as each bucket bound, all timed, seconds.
+        durations: dict[tuple[str, ...], list[float]] = defaultdict(
+            lambda: [0.0] * (len(DURATION_BUCKETS) + 2)
+        )
         for row in rows:
             key = labels_of(row)
             if row.status == "running":
@@ -180,7 +186,9 @@ class CatalogCollector(Collector):
                 sums[("files", *key, outcome)] += float(value)
             if row.last_success is not None:
                 latest[key] = max(latest.get(key, 0.0), row.last_success.timestamp())
-            durations[key] += [float(d) for d in row.durations or []]
+            counted = durations[key]
+            for index, value in enumerate([*row.within, row.timed, row.seconds]):
+                counted[index] += float(value)
         targets = {"running": running, "finished": finished, "bytes": data, "files": files}
         for (what, *labels), value in sorted(sums.items()):
             targets[what].add_metric(labels, value)
@@ -189,20 +197,16 @@ class CatalogCollector(Collector):
         for key, when in latest.items():
             last.add_metric(list(key), when)
         histogram = family(HistogramMetricFamily, "duration_seconds", JOB_LABELS)
-        for key, values in durations.items():
-            buckets = [
-                (str(bound), float(sum(1 for v in values if v <= bound)))
-                for bound in DURATION_BUCKETS
-            ]
-            buckets.append(("+Inf", float(len(values))))
-            histogram.add_metric(list(key), buckets, sum_value=sum(values))
+        for key, (*within, timed, seconds) in durations.items():
+            buckets = [(str(bound), n) for bound, n in zip(DURATION_BUCKETS, within, strict=True)]
+            histogram.add_metric(list(key), [*buckets, ("+Inf", timed)], sum_value=seconds)
         yield from (finished, running, heartbeat, histogram, last, data, files)
 
     def _runs(self, rows: Sequence[Any]) -> Iterator[Metric]:
         weight: dict[tuple[str, ...], float] = {
             (row.policy,): float(row.finished + row.interrupted) for row in rows
         }
-        kept = self._bounded(list(weight), weight)
+        kept = self._bounded(weight)
         runs = CounterMetricFamily(
             f"{PREFIX}_retention_runs",
             EXPORTED[f"{PREFIX}_retention_runs_total"],

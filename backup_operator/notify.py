@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from .catalog.models import BackupJob, Bucket
+from .engine.backup import failed_paths
 
 logger = logging.getLogger(__name__)
 
@@ -25,12 +26,6 @@ FAILURE_PATHS = 10  # failed paths named in a notification; the API lists them a
 def job_ended(job: BackupJob, bucket: str) -> dict[str, Any]:
     """The document sent when `job` has ended (any outcome)."""
     stats = job.stats or {}
-    problems = stats.get("problems") or {}
-    failed_paths = [
-        path
-        for kind in ("changed_while_reading", "unreadable")
-        for path in (problems.get(kind) or {}).get("paths", [])
-    ]
     return {
         "event": "backup.ended",
         "job_id": job.id,
@@ -55,7 +50,7 @@ def job_ended(job: BackupJob, bucket: str) -> dict[str, Any]:
         },
         "failures": {
             "count": int(stats.get("failed_files", 0)),
-            "first_paths": failed_paths[:FAILURE_PATHS],
+            "first_paths": failed_paths(stats)[:FAILURE_PATHS],
         },
     }
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..engine.backup import FAILURE_KINDS
+from ..engine.backup import failed_paths
 
 GROUP = "minio-backup.dev"
 VERSION = "v1alpha1"
@@ -112,7 +112,7 @@ def job_conditions(
             "Failed",
             failed,
             reason if failed else phase,
-            error or "" if failed else "no failure",
+            (error or "") if failed else "no failure",
             previous,
             generation,
         ),
@@ -155,11 +155,8 @@ def job_status(
         ),
     }
     if failed_files:
-        problems = stats.get("problems") or {}
-        named = [
-            p for kind in sorted(FAILURE_KINDS) for p in (problems.get(kind) or {}).get("paths", [])
-        ]
-        status["failures"] = {"count": failed_files, "firstPaths": named[:FAILURE_PATHS]}
+        named = failed_paths(stats)[:FAILURE_PATHS]
+        status["failures"] = {"count": failed_files, "firstPaths": named}
     if workload is not None:
         status["workload"] = workload
     if tags:

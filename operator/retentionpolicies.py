@@ -113,7 +113,7 @@ def run(
                 "kept": len(plan.versions) - len(delete),
                 "deleted": len(delete),
                 "jobsForgotten": len(plan.jobs_to_forget),
-                "bytesFreed": sum(item.version.size for item in delete),
+                "bytesFreed": plan.bytes_to_free,
             }
             patch.status["dryRunGeneration"] = generation
             patch.status["lastDryRun"] = last

@@ -251,3 +251,21 @@ def write(root: Path, relative: str, content: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
     return path
+
+
+@pytest.fixture
+def api():  # type: ignore[no-untyped-def]
+    """The Kubernetes API server emulator (tests/apiserver.py), on a loopback port."""
+    from apiserver import api_server
+
+    with api_server() as running:
+        yield running
+
+
+@pytest.fixture
+def op(api, tmp_path: Path, db_url: str, s3_endpoint: tuple[str, str, str]):  # type: ignore[no-untyped-def]
+    """The real operator process, watching `api`, on this test's catalog and S3."""
+    from operator_harness import operator
+
+    with operator(api, tmp_path, db_url, s3_endpoint) as running:
+        yield running

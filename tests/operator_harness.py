@@ -66,6 +66,16 @@ class Operator:
     def get(self, key: str, name: str) -> dict[str, Any] | None:
         return self.api.objects(key).get(name)
 
+    def eventually(self, check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+        """Poll `check` until it answers something truthy, and answer that; fail saying
+        `what` did not happen, with the operator's log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if found := check():
+                return found
+            time.sleep(0.1)
+        raise AssertionError(f"{what} (waited {timeout}s)\n{self.logs()[-4000:]}")
+
     def wait_for(
         self,
         key: str,
@@ -73,33 +83,32 @@ class Operator:
         predicate: Callable[[dict[str, Any]], bool],
         timeout: float = 60,
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = self.get(key, name)
-            if last is not None and predicate(last):
-                return last
-            time.sleep(0.1)
-        raise AssertionError(
-            f"{key} {name} did not get there in {timeout}s; last: {last}\n{self.logs()[-4000:]}"
+        def reached() -> dict[str, Any] | None:
+            obj = self.get(key, name)
+            return obj if obj is not None and predicate(obj) else None
+
+        found: dict[str, Any] = self.eventually(
+            reached, f"{key} {name} did not get there; last: {self.get(key, name)}", timeout
         )
+        return found
 
     def wait_gone(self, key: str, name: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.get(key, name) is None:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"{name} was not released by its finalizer\n{self.logs()[-3000:]}")
+        self.eventually(
+            lambda: self.get(key, name) is None,
+            f"{name} was not released by its finalizer",
+            timeout,
+        )
 
     def wait_for_event(self, name: str, reason: str, timeout: float = 20) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for event in self.api.objects("v1/events").values():
-                if event["involvedObject"]["name"] == name and event["reason"] == reason:
-                    return event
-            time.sleep(0.1)
-        raise AssertionError(f"no {reason} event for {name}\n{self.logs()[-3000:]}")
+        def posted() -> dict[str, Any] | None:
+            events = self.api.objects("v1/events").values()
+            return next(
+                (e for e in events if (e["involvedObject"]["name"], e["reason"]) == (name, reason)),
+                None,
+            )
+
+        found: dict[str, Any] = self.eventually(posted, f"no {reason} event for {name}", timeout)
+        return found
 
 
 def phase(obj: dict[str, Any]) -> str | None:

@@ -7,14 +7,11 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from apiserver import RunningApiServer, api_server
 from conftest import write
-from operator_harness import JOBS, Operator, example, operator, phase
+from operator_harness import JOBS, Operator, example, phase
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,20 +20,6 @@ from backup_operator.catalog.models import BackupJob, Bucket, File
 from backup_operator.engine.backup import Options, run_backup
 from backup_operator.operator.resources import FINISHED as FINISHED_PHASES
 from backup_operator.storage import ObjectStore
-
-
-@pytest.fixture
-def api() -> Iterator[RunningApiServer]:
-    with api_server() as running:
-        yield running
-
-
-@pytest.fixture
-def op(
-    api: RunningApiServer, tmp_path: Path, db_url: str, s3_endpoint: tuple[str, str, str]
-) -> Iterator[Operator]:
-    with operator(api, tmp_path, db_url, s3_endpoint) as running:
-        yield running
 
 
 def path_job(name: str, source: Path, bucket: str, **spec: Any) -> dict[str, Any]:

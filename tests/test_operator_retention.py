@@ -4,33 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from apiserver import RunningApiServer, api_server
 from conftest import back_up, write
-from operator_harness import JOBS, POLICIES, Operator, example, operator, phase
+from operator_harness import JOBS, POLICIES, Operator, example, phase
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.retention import governed_objects
 from backup_operator.storage import ObjectStore
-
-
-@pytest.fixture
-def api() -> Iterator[RunningApiServer]:
-    with api_server() as running:
-        yield running
-
-
-@pytest.fixture
-def op(
-    api: RunningApiServer, tmp_path: Path, db_url: str, s3_endpoint: tuple[str, str, str]
-) -> Iterator[Operator]:
-    with operator(api, tmp_path, db_url, s3_endpoint) as running:
-        yield running
 
 
 def last_run(obj: dict) -> dict:  # type: ignore[type-arg]
@@ -119,10 +101,10 @@ def test_a_backup_job_naming_a_policy_puts_what_it_stored_under_it(
             page = governed_objects(session, policy_id, after=None, limit=100)
             return {o.key for o in page.items}
 
-    deadline = time.monotonic() + 20
-    while governed() != {"config/a.txt", "config/b.txt"} and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert governed() == {"config/a.txt", "config/b.txt"}, done["status"]
+    op.eventually(
+        lambda: governed() == {"config/a.txt", "config/b.txt"},
+        f"the objects of job {done['status']['jobId']} are not governed by the policy",
+    )
 
 
 def test_require_dry_run_makes_the_first_run_after_a_change_a_dry_run(

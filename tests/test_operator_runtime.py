@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from apiserver import RunningApiServer, api_server
+from apiserver import RunningApiServer
 from conftest import write
-from operator_harness import JOBS, example, operator, phase
+from operator_harness import JOBS, Operator, example, operator, phase
 
 from backup_operator.embedded import free_port
-
-
-@pytest.fixture
-def api() -> Iterator[RunningApiServer]:
-    with api_server() as running:
-        yield running
 
 
 def test_replicas_peer_so_that_one_acts_and_the_other_pauses(
@@ -55,47 +46,35 @@ def test_replicas_peer_so_that_one_acts_and_the_other_pauses(
             assert "Handler 'register'" not in second.logs()
 
 
-def test_the_liveness_endpoint_answers(
-    api: RunningApiServer, tmp_path: Path, db_url: str, s3_endpoint: tuple[str, str, str]
-) -> None:
-    port = free_port()
-    with operator(api, tmp_path, db_url, s3_endpoint) as op:
-        op.stop()
-        op.start("--standalone", "--liveness", f"http://127.0.0.1:{port}/healthz")
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    assert r.status == 200
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+def fetch(url: str) -> str | None:
+    """The body at `url`, or None while nothing answers there."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return str(response.read().decode())
+    except OSError:
+        return None
 
 
-def test_the_operator_serves_catalog_metrics_and_schedule_intervals(
-    api: RunningApiServer, tmp_path: Path, db_url: str, s3_endpoint: tuple[str, str, str]
-) -> None:
+def test_the_liveness_endpoint_answers(op: Operator) -> None:
     port = free_port()
-    with operator(api, tmp_path, db_url, s3_endpoint) as op:
-        op.stop()
-        op.env["METRICS_PORT"] = str(port)
-        op.start("--standalone")
-        schedule = example("backupschedule.yaml")  # "0 2 * * *": a day apart
-        op.apply(schedule)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-                    text = r.read().decode()
-                if 'minio_backup_schedule_interval_seconds{namespace="default"' in text:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(op.logs()[-3000:])
-            time.sleep(0.2)
+    op.stop()
+    op.start("--standalone", "--liveness", f"http://127.0.0.1:{port}/healthz")
+    op.eventually(lambda: fetch(f"http://127.0.0.1:{port}/healthz"), "no liveness endpoint")
+
+
+def test_the_operator_serves_catalog_metrics_and_schedule_intervals(op: Operator) -> None:
+    port = free_port()
+    op.stop()
+    op.env["METRICS_PORT"] = str(port)
+    op.start("--standalone")
+    op.apply(example("backupschedule.yaml"))  # "0 2 * * *": a day apart
+
+    def scraped() -> str | None:
+        text = fetch(f"http://127.0.0.1:{port}/metrics")
+        interval = 'minio_backup_schedule_interval_seconds{namespace="default"'
+        return text if text and interval in text else None
+
+    text = op.eventually(scraped, "no schedule interval in the operator's metrics")
     assert (
         'minio_backup_schedule_interval_seconds{namespace="default",schedule="app-data-nightly"} 86400.0'
         in text

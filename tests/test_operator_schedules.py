@@ -5,32 +5,14 @@ from __future__ import annotations
 
 import copy
 import json
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-from apiserver import RunningApiServer, api_server
 from conftest import write
-from operator_harness import JOBS, SCHEDULES, Operator, example, operator, phase
+from operator_harness import JOBS, SCHEDULES, Operator, example, phase
 
 from backup_operator.operator.backupschedules import next_fire, offset
-
-
-@pytest.fixture
-def api() -> Iterator[RunningApiServer]:
-    with api_server() as running:
-        yield running
-
-
-@pytest.fixture
-def op(
-    api: RunningApiServer, tmp_path: Path, db_url: str, s3_endpoint: tuple[str, str, str]
-) -> Iterator[Operator]:
-    with operator(api, tmp_path, db_url, s3_endpoint) as running:
-        yield running
 
 
 def schedule_of(source: Path, bucket: str, **spec: Any) -> dict[str, Any]:
@@ -52,15 +34,6 @@ def children(op: Operator, name: str) -> dict[str, dict[str, Any]]:
         for n, o in op.api.objects(JOBS).items()
         if o["metadata"].get("labels", {}).get("minio-backup.dev/schedule") == name
     }
-
-
-def wait_until(check: Any, op: Operator, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"condition not reached\n{op.logs()[-3000:]}")
 
 
 def test_the_next_firing_follows_the_cron_with_a_fixed_offset_per_schedule() -> None:
@@ -88,12 +61,12 @@ def test_a_schedule_creates_jobs_on_its_cron_and_prunes_old_ones(
     created: list[str] = []
     for minutes_ago in (30, 20, 10):
         fire(op, name, minutes_ago)
-        wait_until(lambda: len(set(children(op, name)) - set(created)) == 1, op)
+        op.eventually(lambda: len(set(children(op, name)) - set(created)) == 1, "no new job")
         (new,) = set(children(op, name)) - set(created)
         created.append(new)
         op.wait_for(JOBS, new, lambda o: phase(o) == "Completed")
     # Only the newest two finished jobs stay as resources (their catalog records stay too).
-    wait_until(lambda: set(children(op, name)) == set(created[1:]), op)
+    op.eventually(lambda: set(children(op, name)) == set(created[1:]), "not pruned")
     job = children(op, name)[created[-1]]
     assert job["metadata"]["ownerReferences"][0]["kind"] == "BackupSchedule"
     assert job["spec"]["bucket"] == bucket_name
@@ -112,7 +85,7 @@ def test_forbid_skips_a_firing_while_the_previous_job_is_unfinished(
     op.apply(manifest)
     op.wait_for(SCHEDULES, name, lambda o: bool(o.get("status", {}).get("nextScheduleTime")))
     fire(op, name, 20)
-    wait_until(lambda: len(children(op, name)) == 1, op)
+    op.eventually(lambda: len(children(op, name)) == 1, "no job")
     fire(op, name, 10)
     op.wait_for_event(name, "Skipped")
     assert len(children(op, name)) == 1

@@ -112,7 +112,7 @@ def dry_run(policy_id: int, session: Session = Depends(get_session)) -> dict[str
         "evaluated_at": plan.evaluated_at,
         "keep": len(plan.versions) - len(delete),
         "delete": len(delete),
-        "bytes_to_free": sum(i.version.size for i in delete),
+        "bytes_to_free": plan.bytes_to_free,
         "versions": _planned(plan.versions),
         "jobs": [
             {

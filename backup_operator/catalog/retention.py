@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -226,22 +227,11 @@ def put_policy(session: Session, *, name: str, **fields: Any) -> RetentionPolicy
     existing = session.scalar(select(RetentionPolicy.id).where(RetentionPolicy.name == name))
     if existing is None:
         return create_policy(session, name=name, **fields)
-    defaults: dict[str, Any] = {
-        "keep_last": None,
-        "max_age_days": None,
-        "rules": {},
-        "min_versions": None,
-        "max_age": None,
-        "target": RetentionTarget.VERSIONS,
-        "bucket_id": None,
-        "source_system": None,
-        "key_prefix": None,
-        "match_tags": None,
-        "lock_mode": None,
-        "lock_days": None,
-        "legal_hold": False,
-        "keep_min_successful": None,
-        "require_dry_run": False,
+    # What a field not given means: create_policy's default (one list to keep up to date).
+    defaults = {
+        field: parameter.default
+        for field, parameter in inspect.signature(create_policy).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and field not in {"name", "description"}
     }
     return update_policy(session, existing, **{**defaults, **fields})
 
@@ -343,6 +333,10 @@ class Plan:
     @property
     def to_delete(self) -> list[PlannedVersion]:
         return [v for v in self.versions if not v.keep]
+
+    @property
+    def bytes_to_free(self) -> int:
+        return sum(item.version.size for item in self.versions if not item.keep)
 
     @property
     def jobs_to_forget(self) -> list[int]:

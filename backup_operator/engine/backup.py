@@ -45,6 +45,16 @@ REPORT_PATHS = 20  # paths listed per problem kind in the job's result
 FAILURE_KINDS = frozenset({"unreadable", "changed_while_reading"})
 
 
+def failed_paths(stats: dict[str, Any]) -> list[str]:
+    """The failed paths a job's result names ("path: reason"), kind by kind."""
+    problems = stats.get("problems") or {}
+    return [
+        path
+        for kind in sorted(FAILURE_KINDS)
+        for path in (problems.get(kind) or {}).get("paths", [])
+    ]
+
+
 class SourceMissing(Exception):
     pass
 
@@ -72,7 +82,6 @@ class Report:
     uploads: int = 0
     files: int = 0
     problems: dict[str, dict[str, Any]] = field(default_factory=dict)
-    failed: int = 0
     # Failures not yet recorded in the catalog: (path, kind, reason).
     unrecorded: list[tuple[str, str, str | None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -91,10 +100,13 @@ class Report:
         entry = self.problems.setdefault(kind, {"count": 0, "paths": []})
         entry["count"] += 1
         if kind in FAILURE_KINDS:
-            self.failed += 1
             self.unrecorded.append((path, kind, reason))
         if len(entry["paths"]) < REPORT_PATHS:
             entry["paths"].append(f"{path}: {reason}" if reason else path)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.problems[kind]["count"] for kind in FAILURE_KINDS if kind in self.problems)
 
     @classmethod
     def resumed(cls, stats: dict[str, Any]) -> Report:
