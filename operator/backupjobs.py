@@ -25,7 +25,7 @@ from .resources import (
     source_of,
     start_time,
 )
-from .runtime import InvalidSpec, changed, domain_errors
+from .runtime import InvalidSpec, domain_errors, patch_status
 from .workload import backup_workload, workload_failure
 
 POLL_SECONDS = get_settings().operator_poll_seconds
@@ -82,12 +82,12 @@ def register(
                 )
             new = job_status(job, status, generation, status.get("workload"), spec.get("tags"))
     except InvalidSpec as error:
-        patch.status.update(_invalid(error, status, generation))
+        patch_status(patch, status, _invalid(error, status, generation))
         kopf.warn(body, reason="InvalidSpec", message=str(error))
         raise kopf.PermanentError(str(error)) from None
     if status.get("jobId") is None:
         kopf.info(body, reason="Registered", message=f"catalog job {job.id}, {new['phase']}")
-    patch.status.update(changed(status, new))
+    patch_status(patch, status, new)
     memo.scheduler.wake()
 
 
@@ -138,7 +138,7 @@ def poll(
         kopf.event(
             body, type="Warning" if failed else "Normal", reason=new["phase"], message=message
         )
-    patch.status.update(changed(status, new))
+    patch_status(patch, status, new)
 
 
 def _now() -> datetime:
@@ -225,13 +225,9 @@ def spec_changed(
         if rejected
         else "spec accepted"
     )
-    kept = [c for c in previous if c.get("type") != "SpecRejected"]
     reason = "Immutable" if rejected else "Accepted"
-    patch.status["conditions"] = [
-        *kept,
-        condition("SpecRejected", rejected, reason, message, previous, generation),
-    ]
-    patch.status["observedGeneration"] = generation
+    verdict = condition("SpecRejected", rejected, reason, message, previous, generation)
+    patch_status(patch, status, {"observedGeneration": generation, "conditions": [verdict]})
     if rejected:
         kopf.warn(body, reason="SpecRejected", message=message)
     memo.scheduler.wake()

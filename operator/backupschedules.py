@@ -21,7 +21,7 @@ from .resources import (
     condition,
     iso,
 )
-from .runtime import SCHEDULE_INTERVAL, changed, domain_errors
+from .runtime import SCHEDULE_INTERVAL, domain_errors, patch_status
 
 POLL_SECONDS = get_settings().operator_poll_seconds
 SCHEDULE_LABEL = f"{GROUP}/schedule"
@@ -109,10 +109,8 @@ def tick(
         message = f"spec.schedule: {expression!r} is not a five-field cron expression"
         if status.get("observedGeneration") != generation:
             kopf.warn(body, reason="InvalidSpec", message=message)
-        patch.status["conditions"] = [
-            condition("Ready", False, "InvalidSpec", message, previous, generation)
-        ]
-        patch.status["observedGeneration"] = generation
+        invalid = condition("Ready", False, "InvalidSpec", message, previous, generation)
+        patch_status(patch, status, {"observedGeneration": generation, "conditions": [invalid]})
         return
     spread = int(spec.get("randomOffsetSeconds", 0))
     now = datetime.now(UTC)
@@ -169,7 +167,7 @@ def tick(
             condition("Ready", True, "Scheduled", f"next at {due}", previous, generation)
         ],
     }
-    patch.status.update(changed(status, new))
+    patch_status(patch, status, new)
 
 
 @kopf.on.delete(GROUP, VERSION, BACKUP_SCHEDULES, optional=True)

@@ -89,9 +89,7 @@ def job_conditions(
     """Ready, Running and Failed, rebuilt whole from the phase (the same however often)."""
     reason = error.split(":", 1)[0] if error else phase
     failed = phase in {"Failed", "PartiallyFailed"}
-    kept = [c for c in previous if c.get("type") not in {"Ready", "Running", "Failed"}]
     return [
-        *kept,
         condition(
             "Ready",
             phase == "Completed",

@@ -22,7 +22,7 @@ from .resources import (
     policy_fields,
     spec_field,
 )
-from .runtime import InvalidSpec, domain_errors
+from .runtime import InvalidSpec, domain_errors, patch_status
 
 POLL_SECONDS = get_settings().operator_poll_seconds
 
@@ -33,8 +33,7 @@ def catalog_name(namespace: str, name: str) -> str:
 
 def _ready(ok: bool, reason: str, message: str, status: Any, generation: int) -> list[Any]:
     previous = list(status.get("conditions") or [])
-    kept = [c for c in previous if c.get("type") != "Ready"]
-    return [*kept, condition("Ready", ok, reason, message, previous, generation)]
+    return [condition("Ready", ok, reason, message, previous, generation)]
 
 
 @kopf.on.resume(GROUP, VERSION, RETENTION_POLICIES)
@@ -66,8 +65,8 @@ def reconcile(
             with domain_errors(naming=spec_field):
                 policy = retention.put_policy(session, name=catalog_name(namespace, name), **fields)
     except InvalidSpec as error:
-        patch.status["conditions"] = _ready(False, "InvalidSpec", str(error), status, generation)
-        patch.status["observedGeneration"] = generation
+        invalid = _ready(False, "InvalidSpec", str(error), status, generation)
+        patch_status(patch, status, {"observedGeneration": generation, "conditions": invalid})
         kopf.warn(body, reason="InvalidSpec", message=str(error))
         # A bucket appears with its first backup: try again later, not never.
         raise kopf.TemporaryError(str(error), delay=30) from None
@@ -77,7 +76,9 @@ def reconcile(
     keep_schedule = reason == "resume" and status.get("nextRunAt")
     patch.status["nextRunAt"] = status.get("nextRunAt") if keep_schedule else iso(datetime.now(UTC))
     message = "dry run only" if spec.get("dryRun") else "applied on its interval"
-    patch.status["conditions"] = _ready(True, "Reconciled", message, status, generation)
+    patch_status(
+        patch, status, {"conditions": _ready(True, "Reconciled", message, status, generation)}
+    )
 
 
 def _due(status: Any, **_: Any) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import kopf
@@ -118,7 +118,26 @@ def domain_errors(
         ) from None
 
 
-def changed(status: Any, new: dict[str, Any]) -> dict[str, Any]:
-    """The keys of `new` whose values differ from the current status: only those are
-    patched, so an unchanged poll writes nothing."""
-    return {key: value for key, value in new.items() if status.get(key) != value}
+def patch_status(patch: kopf.Patch, status: Any, new: Mapping[str, Any]) -> None:
+    """Patch the keys of `new` that differ from the current status (an unchanged poll
+    writes nothing). Conditions merge by type onto the freshest body instead: a timer and
+    a change handler each own some, and a whole list from a stale body would drop the
+    other's (Kopf applies these as a JSON patch guarded by the resourceVersion)."""
+    fields = {key: value for key, value in new.items() if key != "conditions"}
+    patch.status.update({key: value for key, value in fields.items() if status.get(key) != value})
+    conditions = list(new.get("conditions") or [])
+    if conditions:
+        patch.fns.append(lambda body: _merge_conditions(body, conditions))
+
+
+def _merge_conditions(body: kopf.RawBody, conditions: list[dict[str, Any]]) -> None:
+    current = body.setdefault("status", {}).setdefault("conditions", [])
+    for new in conditions:
+        index = next((i for i, c in enumerate(current) if c.get("type") == new["type"]), None)
+        if index is None:
+            current.append(new)
+            continue
+        if current[index].get("status") == new["status"]:  # no transition: its time stays
+            since = current[index].get("lastTransitionTime") or new["lastTransitionTime"]
+            new = {**new, "lastTransitionTime": since}
+        current[index] = new

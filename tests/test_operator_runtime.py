@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import urllib.request
 from pathlib import Path
 
+import jsonpatch
+import kopf
 from apiserver import RunningApiServer
 from conftest import write
 from operator_harness import JOBS, Operator, example, operator, phase
 
 from backup_operator.embedded import free_port
+from backup_operator.operator.runtime import patch_status
 
 
 def test_replicas_peer_so_that_one_acts_and_the_other_pauses(
@@ -80,3 +84,28 @@ def test_the_operator_serves_catalog_metrics_and_schedule_intervals(op: Operator
         in text
     )
     assert "minio_backup_object_store_up 1.0" in text
+
+
+def test_a_status_patch_from_a_stale_body_keeps_conditions_it_does_not_own() -> None:
+    # A timer read the status before a change handler added SpecRejected; its Ready
+    # update must not drop it (a whole-list merge patch would).
+    stale = {"phase": "Running", "conditions": [ready("False", "t0")]}
+    fresh = {"status": {**stale, "conditions": [ready("False", "t0"), rejected()]}}
+    patch = kopf.Patch(body=kopf.Body(fresh))
+    patch_status(patch, stale, {"phase": "Completed", "conditions": [ready("True", "t1")]})
+    body = copy.deepcopy(fresh)
+    jsonpatch.apply_patch(body, patch.as_json_patch(), in_place=True)
+    assert body["status"]["phase"] == "Completed"
+    assert body["status"]["conditions"] == [ready("True", "t1"), rejected()]
+    # An unchanged condition keeps the time of its last transition, and nothing is written.
+    again = kopf.Patch(body=kopf.Body(body))
+    patch_status(again, body["status"], {"conditions": [ready("True", "t2")]})
+    assert again.as_json_patch() == []
+
+
+def ready(status: str, since: str) -> dict[str, str]:
+    return {"type": "Ready", "status": status, "lastTransitionTime": since}
+
+
+def rejected() -> dict[str, str]:
+    return {"type": "SpecRejected", "status": "False", "lastTransitionTime": "t0"}
