@@ -42,6 +42,12 @@ class JobCreate(BaseModel):
         "worker; registered: files are registered and uploaded through /files",
     )
     rehash: bool = Field(False, description="hash every file, even those whose stat is unchanged")
+    active_deadline_seconds: int | None = Field(
+        None,
+        ge=1,
+        description="past this many seconds after its first start the job is stopped and "
+        "fails (DeadlineExceeded); omitted: no deadline",
+    )
 
 
 class JobStatusUpdate(BaseModel):
@@ -72,7 +78,10 @@ class JobOut(Out):
     heartbeat_at: datetime | None
     worker_id: str | None
     attempts: int
-    error: str | None
+    active_deadline_seconds: int | None
+    error: str | None = Field(
+        description="why it failed; on a resumed job still running, why it was resumed"
+    )
     stats: dict[str, Any]
     created_at: datetime
     updated_at: datetime
@@ -335,6 +344,9 @@ class RunOut(Out):
     actor: str = Field(description="who ran it: a fingerprint of the API token")
     started_at: datetime
     finished_at: datetime | None = Field(description="null: interrupted")
+    error: str | None = Field(
+        None, description="what stopped an unfinished run (an outage, or its deadline)"
+    )
     kept: int
     deleted: int
     locked: int

@@ -146,7 +146,11 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
             )
     except JobCancelled as stop:
         progress.done()
-        logger.error("%s (cancelled)", stop)
+        with ctx.sessions() as session:
+            stopped = jobs.get_job(session, job.id)
+            logger.error("%s: %s", stop, stopped.error or stopped.status.value)
+            if stopped.status is JobStatus.FAILED:  # past its deadline (cancels are not told)
+                _notify(ctx, session, job.id)
         return EXIT_FAILED
     except Exception as error:
         progress.done()

@@ -77,9 +77,11 @@ _JOBS = text(f"""
 _RUNS = text("""
     SELECT policy_name AS policy,
            count(*) FILTER (WHERE finished_at IS NOT NULL) AS finished,
-           -- unfinished for an hour: interrupted (a later run finishes the work)
+           -- stopped (an outage, its deadline), or unfinished for an hour (its
+           -- process died): interrupted; a later run finishes the work
            count(*) FILTER (WHERE finished_at IS NULL
-                              AND started_at < now() - interval '1 hour') AS interrupted,
+                              AND (error IS NOT NULL
+                                   OR started_at < now() - interval '1 hour')) AS interrupted,
            coalesce(sum(deleted), 0) AS deleted,
            coalesce(sum(bytes_freed), 0) AS bytes_freed
     FROM retention_runs GROUP BY 1

@@ -151,8 +151,11 @@ class Scheduler:
             released = jobs.release_stale_jobs(
                 session, timeout=self.heartbeat_timeout, max_attempts=self.max_attempts
             )
-            if released:
-                logger.warning("jobs %s lost their worker; they will be resumed", released)
+            if released.resumed:
+                logger.warning("jobs %s lost their worker; resumed", released.resumed)
+            for job_id in released.failed:
+                logger.warning("job %s failed: %s", job_id, jobs.get_job(session, job_id).error)
+                notify_ended(session, self.notifier, job_id)
             job = jobs.claim_due_job(session, worker_id=self.worker_id, runner=self.claims)
             if job is None:
                 return False
@@ -177,7 +180,10 @@ class Scheduler:
             logger.info("%s; the job is pending again and will be resumed", stop)
             return
         except JobCancelled as stop:
-            logger.info("%s; stopped", stop)
+            session.rollback()  # expires `job`: what follows reads it afresh
+            logger.info("%s (%s); stopped", stop, job.error or job.status.value)
+            if job.status is JobStatus.FAILED:  # past its deadline (cancels are not told)
+                notify_ended(session, self.notifier, job.id)
             return
         except Unavailable:
             raise  # the heartbeat lapses and the job is resumed once the outage ends

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     job_heartbeat_timeout_seconds: float = Field(60.0, gt=0)
     # A job whose worker keeps dying is failed (WorkerLost) after this many attempts.
     job_max_attempts: int = Field(3, ge=1, le=100)
+    # A deletion held by the operator's finalizer (deleteObjectsOnDelete) gives up after
+    # this long, reporting what blocked it; what was not deleted stays in the bucket.
+    deletion_deadline_seconds: float = Field(600.0, gt=0)
+    # A retention run stops after this long, reporting what blocked it; the next run
+    # carries on from what is left.
+    retention_run_deadline_seconds: float = Field(3600.0, gt=0)
 
     # Called with a JSON document when a backup job ends (retried; never holds the job).
     webhook_url: SecretStr | None = None

@@ -4,7 +4,7 @@ delete) its backup when the resource goes."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -12,6 +12,7 @@ import kubernetes
 
 from ..catalog import buckets, jobs, retention
 from ..catalog.models import JobStatus, Runner
+from ..deadline import Deadline, DeadlineExceeded, run_within
 from ..notify import notify_ended
 from ..settings import get_settings
 from .backupschedules import SCHEDULE_LABEL
@@ -79,6 +80,7 @@ def register(
                     external_uid=uid,
                     namespace=namespace,
                     schedule=(meta.get("labels") or {}).get(SCHEDULE_LABEL),
+                    active_deadline_seconds=spec.get("activeDeadlineSeconds"),
                 )
             new = job_status(job, status, generation, status.get("workload"), spec.get("tags"))
     except InvalidSpec as error:
@@ -111,6 +113,10 @@ def poll(
     """Start a PVC job's batch Job when due; mirror the catalog's progress into status."""
     workload = status.get("workload")
     with domain_errors(), memo.sessions() as session:
+        # Its worker fails it too, at its next heartbeat; this covers a worker that is gone
+        # or a pod that never started.
+        jobs.fail_overdue_jobs(session, job_id=status["jobId"])
+        session.commit()
         job = jobs.get_job(session, status["jobId"])
         if job.runner is Runner.KUBERNETES and not job.status.finished:
             if workload is None and (job.start_time is None or job.start_time <= _now()):
@@ -121,6 +127,8 @@ def poll(
                 if failure is not None:
                     job = jobs.set_status(session, job.id, JobStatus.FAILED, error=failure)
         new = job_status(job, status, meta.get("generation", 1), workload, spec.get("tags"))
+        if new["attempts"] > max(status.get("attempts") or 1, 1):
+            kopf.warn(body, reason="Resumed", message=job.error or f"attempt {job.attempts}")
         if job.runner is Runner.KUBERNETES and job.status.finished:
             # Its pod has no webhook settings: the operator tells of its end, once.
             notify_ended(session, memo.notifier, job.id)
@@ -242,23 +250,37 @@ def delete(
     body: Any,
     memo: kopf.Memo,
     logger: Any,
+    runtime: timedelta,
     **_: Any,
 ) -> None:
     """The catalog keeps the job's records (history outlives resources); its objects go
-    only when the spec asks for it."""
+    only when the spec asks for it. Past DELETION_DEADLINE_SECONDS the resource is let go
+    anyway, with a Warning saying what blocked the rest (nothing is lost: what was not
+    deleted stays in the bucket and the catalog)."""
     job_id = status.get("jobId")
     if job_id is None:
         return
-    with domain_errors(), memo.sessions() as session:
-        job = jobs.get_job(session, job_id)
-        if not job.status.finished:
-            jobs.cancel_job(session, job_id)
-        if not spec.get("deleteObjectsOnDelete", False):
-            logger.info("catalog job %s kept; its objects stay in the bucket", job_id)
-            return
-        result = retention.forget_job(
-            session, memo.store, job_id, actor=f"kubernetes:{namespace}/{name}"
+    limit = memo.app.deletion_deadline_seconds
+    try:
+        with domain_errors():
+            result = run_within(
+                max(limit - runtime.total_seconds(), 1.0),
+                lambda deadline: _release(memo, spec, job_id, f"{namespace}/{name}", deadline),
+            )
+    except (kopf.TemporaryError, DeadlineExceeded) as blocked:
+        retry = getattr(blocked, "delay", None)
+        if retry is not None and runtime.total_seconds() + retry < limit:
+            raise  # an outage: Kopf tries again, within the deadline
+        kopf.warn(
+            body,
+            reason="DeletionIncomplete",
+            message=f"gave up after {limit:g}s (DELETION_DEADLINE_SECONDS): {blocked}. "
+            f"Catalog job {job_id} and the versions not deleted stay, as the catalog shows",
         )
+        return
+    if result is None:
+        logger.info("catalog job %s kept; its objects stay in the bucket", job_id)
+        return
     logger.info(
         "catalog job %s forgotten: %d versions deleted, %d locked, %d refused",
         job_id,
@@ -271,4 +293,20 @@ def delete(
             body,
             reason="ObjectsKept",
             message=f"{len(result.locked)} locked and {len(result.refused)} refused versions stay",
+        )
+
+
+def _release(
+    memo: kopf.Memo, spec: Any, job_id: int, resource: str, deadline: Deadline
+) -> retention.ApplyResult | None:
+    """Cancel the job if unfinished; forget it and delete its objects if asked to."""
+    with memo.sessions() as session:
+        deadline.step(f"cancelling catalog job {job_id}")
+        job = jobs.get_job(session, job_id)
+        if not job.status.finished:
+            jobs.cancel_job(session, job_id)
+        if not spec.get("deleteObjectsOnDelete", False):
+            return None
+        return retention.forget_job(
+            session, memo.store, job_id, actor=f"kubernetes:{resource}", deadline=deadline
         )

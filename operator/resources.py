@@ -148,6 +148,7 @@ def job_status(
         "dedupRatio": round(saved / (saved + uploaded), 3) if saved + uploaded else 0.0,
         "startedAt": iso(job.started_at),
         "completedAt": iso(job.completed_at),
+        "attempts": job.attempts,
         "conditions": job_conditions(
             phase, error, list(previous.get("conditions") or []), generation
         ),

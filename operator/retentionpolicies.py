@@ -10,7 +10,9 @@ from typing import Any
 import kopf
 
 from ..catalog import buckets, retention
-from ..errors import NotFound
+from ..deadline import Deadline, DeadlineExceeded, run_within
+from ..errors import NotFound, Unavailable
+from ..retry import RetriesExhausted
 from ..settings import get_settings
 from .resources import (
     GROUP,
@@ -25,6 +27,7 @@ from .resources import (
 from .runtime import InvalidSpec, domain_errors, patch_status
 
 POLL_SECONDS = get_settings().operator_poll_seconds
+RETRY_BLOCKED = timedelta(minutes=1)
 
 
 def catalog_name(namespace: str, name: str) -> str:
@@ -105,34 +108,43 @@ def run(
     generation = body["metadata"].get("generation", 1)
     # With requireDryRun, the first run after each change is a dry run, for people to see.
     owed = spec.get("requireDryRun", False) and status.get("dryRunGeneration") != generation
-    with domain_errors(), memo.sessions() as session:
-        if spec.get("dryRun", False) or owed:
-            plan = retention.dry_run(session, policy_id)
-            delete = plan.to_delete
-            last = {
-                "dryRun": True,
-                "kept": len(plan.versions) - len(delete),
-                "deleted": len(delete),
-                "jobsForgotten": len(plan.jobs_to_forget),
-                "bytesFreed": plan.bytes_to_free,
-            }
-            patch.status["dryRunGeneration"] = generation
-            patch.status["lastDryRun"] = last
-        else:
-            result = retention.apply(session, memo.store, policy_id, actor=actor)
-            last = {
-                "dryRun": False,
-                "runId": result.run.id,
-                "kept": result.run.kept,
-                "deleted": len(result.deleted),
-                "locked": len(result.locked),
-                "refused": len(result.refused),
-                "jobsForgotten": result.run.forgotten_jobs,
-                "bytesFreed": result.bytes_freed,
-            }
     every = timedelta(seconds=interval_seconds(spec.get("interval", "1h")))
-    patch.status["lastRun"] = last
     patch.status["lastRunAt"] = iso(now)
+    if spec.get("dryRun", False) or owed:
+        with domain_errors(), memo.sessions() as session:
+            plan = retention.dry_run(session, policy_id)
+        delete = plan.to_delete
+        last = {
+            "dryRun": True,
+            "kept": len(plan.versions) - len(delete),
+            "deleted": len(delete),
+            "jobsForgotten": len(plan.jobs_to_forget),
+            "bytesFreed": plan.bytes_to_free,
+        }
+        patch.status["dryRunGeneration"] = generation
+        patch.status["lastDryRun"] = last
+    else:
+        with domain_errors():
+            try:
+                last = run_within(
+                    memo.app.retention_run_deadline_seconds,
+                    lambda deadline: _apply(memo, policy_id, actor, deadline),
+                )
+            except (DeadlineExceeded, Unavailable, RetriesExhausted) as blocked:
+                # Reported, and tried again soon; the next run carries on from what is left.
+                retry = min(every, RETRY_BLOCKED)
+                error = f"{type(blocked).__name__}: {blocked}"
+                # (A merge patch: the last run's other figures are removed, not kept.)
+                gone = dict.fromkeys(status.get("lastRun") or {})
+                patch.status["lastRun"] = {**gone, "dryRun": False, "error": error}
+                patch.status["nextRunAt"] = iso(now + retry)
+                kopf.warn(
+                    body,
+                    reason="RunFailed",
+                    message=f"{error}; tried again in {retry.total_seconds():g}s",
+                )
+                return
+    patch.status["lastRun"] = last
     patch.status["nextRunAt"] = iso(now + every)
     verb = "would delete" if last["dryRun"] else "deleted"
     kopf.info(
@@ -140,6 +152,22 @@ def run(
         reason="DryRun" if last["dryRun"] else "Applied",
         message=f"kept {last['kept']}, {verb} {last['deleted']} versions",
     )
+
+
+def _apply(memo: kopf.Memo, policy_id: int, actor: str, deadline: Deadline) -> dict[str, Any]:
+    with memo.sessions() as session:
+        result = retention.apply(session, memo.store, policy_id, actor=actor, deadline=deadline)
+        return {
+            "dryRun": False,
+            "runId": result.run.id,
+            "kept": result.run.kept,
+            "deleted": len(result.deleted),
+            "locked": len(result.locked),
+            "refused": len(result.refused),
+            "jobsForgotten": result.run.forgotten_jobs,
+            "bytesFreed": result.bytes_freed,
+            "error": None,  # (a merge patch: removes a previous run's error)
+        }
 
 
 @kopf.on.delete(GROUP, VERSION, RETENTION_POLICIES)

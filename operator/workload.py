@@ -90,7 +90,7 @@ def backup_workload(
     }
     if service_account:
         pod["serviceAccountName"] = service_account
-    return {
+    manifest: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
@@ -114,6 +114,10 @@ def backup_workload(
             "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
+    if spec.get("activeDeadlineSeconds"):
+        # Kubernetes stops the pod itself; the catalog fails the job by the same deadline.
+        manifest["spec"]["activeDeadlineSeconds"] = spec["activeDeadlineSeconds"]
+    return manifest
 
 
 def _from_secret(variable: str, secret: str, key: str) -> dict[str, Any]:

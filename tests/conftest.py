@@ -5,8 +5,10 @@ database per test cloned from a migrated template, and unique bucket names."""
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -175,6 +177,32 @@ def private_s3(tmp_path: Path) -> Iterator[EmbeddedS3]:
     server = EmbeddedS3(tmp_path / "s3").start()
     yield server
     server.stop()
+
+
+@contextmanager
+def frozen(server: EmbeddedS3) -> Iterator[None]:
+    """A blocked store: the server is stopped (SIGSTOP), so connections are accepted by
+    the kernel but never answered, as with a hung or partitioned server."""
+    assert server.process is not None
+    os.killpg(server.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(server.process.pid, signal.SIGCONT)
+
+
+def catalog_versions(session: Session, bucket_id: int) -> set[str]:
+    """The S3 version ids the catalog holds as present in a bucket."""
+    from sqlalchemy import select
+
+    from backup_operator.catalog.models import BackupObject, ObjectVersion
+
+    query = (
+        select(ObjectVersion.version_id)
+        .join(BackupObject, BackupObject.id == ObjectVersion.object_id)
+        .where(BackupObject.bucket_id == bucket_id, ObjectVersion.deleted_at.is_(None))
+    )
+    return set(session.scalars(query))
 
 
 def digest(content: bytes) -> str:

@@ -102,6 +102,11 @@ def _broken(name: str, change: Any) -> dict[str, Any]:
         ("backupjob-path.yaml", lambda s: s.update(startAt="tomorrow"), "$.spec.startAt:"),
         ("backupjob-path.yaml", lambda s: s.update(rehash="yes"), "$.spec.rehash:"),
         (
+            "backupjob-pvc.yaml",
+            lambda s: s.update(activeDeadlineSeconds=0),
+            "$.spec.activeDeadlineSeconds:",
+        ),
+        (
             "retentionpolicy.yaml",
             lambda s: s["rules"].update(keepLast=-2),
             "$.spec.rules.keepLast:",

@@ -39,6 +39,14 @@ def test_unknown_bucket_is_404_and_bad_time_is_422(client: TestClient) -> None:
     bad = client.post("/backup-jobs/", json={**LEGACY_JOB, "start_time": "yesterday"})
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["loc"] == ["body", "start_time"]
+    no_time = client.post("/backup-jobs/", json={**LEGACY_JOB, "active_deadline_seconds": 0})
+    assert no_time.status_code == 422
+    assert no_time.json()["detail"][0]["loc"] == ["body", "active_deadline_seconds"]
+
+
+def test_a_deadline_is_recorded_with_the_job(client: TestClient, new_job) -> None:  # type: ignore[no-untyped-def]
+    assert new_job(active_deadline_seconds=3600)["active_deadline_seconds"] == 3600
+    assert new_job()["active_deadline_seconds"] is None  # no hidden default
 
 
 def test_list_filters_by_status_and_bucket(client: TestClient, new_job, bucket_name: str) -> None:

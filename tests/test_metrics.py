@@ -65,6 +65,8 @@ def test_backups_by_outcome_bytes_files_and_last_success_are_labelled_by_source(
         jobs.claim_job(session, failed.id, worker_id="w")
         jobs.finish_job(session, failed.id, worker_id="w", status=JobStatus.FAILED, error="x")
         session.add(RetentionRun(policy_name="ns/keep", actor="t", deleted=3, bytes_freed=99))
+        session.add(RetentionRun(policy_name="ns/keep", actor="t", error="DeadlineExceeded: x"))
+        session.add(RetentionRun(policy_name="ns/keep", actor="t"))  # still going
         session.commit()
         running = jobs.create_job(session, job_name="r", source_system="/busy", bucket_id=bucket.id)
         jobs.claim_job(session, running.id, worker_id="w")
@@ -92,6 +94,8 @@ def test_backups_by_outcome_bytes_files_and_last_success_are_labelled_by_source(
         value(samples, "minio_backup_retention_runs_total", policy="ns/keep", outcome="finished")
         == 0
     )
+    stopped = {"policy": "ns/keep", "outcome": "interrupted"}  # at once, not after an hour
+    assert value(samples, "minio_backup_retention_runs_total", **stopped) == 1
     assert value(samples, "minio_backup_object_store_up") == 1
     assert value(samples, "minio_backup_catalog_rows", table="backup_jobs") >= 0
     assert value(samples, "minio_backup_jobs_running", source="/busy") == 1

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import copy
 import json
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from conftest import write
-from operator_harness import JOBS, Operator, example, phase
+import pytest
+from apiserver import RunningApiServer
+from conftest import catalog_versions, frozen, write
+from operator_harness import JOBS, Operator, example, operator, phase
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog import jobs
-from backup_operator.catalog.models import BackupJob, Bucket, File
+from backup_operator.catalog.models import BackupJob, Bucket, File, RetentionRun
+from backup_operator.embedded import EmbeddedS3
 from backup_operator.engine.backup import Options, run_backup
 from backup_operator.operator.resources import FINISHED as FINISHED_PHASES
-from backup_operator.storage import ObjectStore
+from backup_operator.storage import ObjectStore, make_client
 
 
 def path_job(name: str, source: Path, bucket: str, **spec: Any) -> dict[str, Any]:
@@ -169,6 +173,7 @@ def test_a_pvc_job_runs_as_a_batch_job_whose_command_completes_it(
     workload = op.api.objects("batch/v1/jobs")[started["status"]["workload"]]
     owner = workload["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["uid"]) == ("BackupJob", started["metadata"]["uid"])
+    assert workload["spec"]["activeDeadlineSeconds"] == 21600  # Kubernetes enforces it too
     pod = workload["spec"]["template"]["spec"]
     container = pod["containers"][0]
     job_id = started["status"]["jobId"]
@@ -192,6 +197,7 @@ def test_a_pvc_job_runs_as_a_batch_job_whose_command_completes_it(
     with sessions() as session:
         recorded = session.get_one(BackupJob, job_id)
         assert recorded.source_system == "pvc://default/app-data/uploads"
+        assert recorded.active_deadline_seconds == 21600
 
     # What the pod would run, run here against the same catalog and store: the volume's
     # sub-path is a local directory standing in for /source.
@@ -244,26 +250,116 @@ def test_a_failed_batch_job_fails_the_backup_job(op: Operator, bucket_name: str)
     op.wait_for_event(name, "Failed")
 
 
-def test_an_operator_restarted_mid_job_resumes_it(
-    op: Operator, tmp_path: Path, bucket_name: str, sessions: sessionmaker[Session]
+@pytest.mark.parametrize("how", ["stopped", "killed"])
+def test_an_operator_stopped_or_killed_mid_job_resumes_it_saying_why(
+    how: str, op: Operator, tmp_path: Path, bucket_name: str, sessions: sessionmaker[Session]
 ) -> None:
     source = tmp_path / "many"
     for i in range(3000):
         write(source, f"d{i % 30}/f{i}.bin", f"{i}".encode() * 1000)
     op.apply(path_job("long", source, bucket_name))
     running = op.wait_for(JOBS, "long", lambda o: phase(o) == "Running")
-    assert op.stop() == 0  # SIGTERM: a graceful stop hands the job back
-    with sessions() as session:
-        job = session.get_one(BackupJob, running["status"]["jobId"])
-        assert job.status.value == "pending" and job.worker_id is None  # resumable at once
+    job_id = running["status"]["jobId"]
+    if how == "stopped":
+        assert op.stop() == 0  # SIGTERM: a graceful stop hands the job back
+        with sessions() as session:
+            job = session.get_one(BackupJob, job_id)
+            assert job.status.value == "pending" and job.worker_id is None  # resumable at once
+    else:
+        assert op.stop(signal.SIGKILL) == -signal.SIGKILL  # no word from the dead
+        with sessions() as session:
+            assert session.get_one(BackupJob, job_id).status.value == "running"
     op.start()
     done = op.wait_for(JOBS, "long", lambda o: phase(o) == "Completed", timeout=120)
-    assert done["status"]["files"] == 3000
+    assert done["status"]["files"] == 3000 and done["status"]["attempts"] == 2
+    why = op.wait_for_event("long", "Resumed")["message"]
+    if how == "stopped":
+        assert why.startswith("Interrupted: worker ") and why.endswith(
+            " stopped; the job is resumed"
+        )
+    else:  # found silent for the heartbeat timeout (4 s here) by the new operator
+        assert why.startswith("WorkerLost: no heartbeat for 4s from worker ")
+        assert why.endswith("; resumed as attempt 2 of 3")
     with sessions() as session:
-        job = session.get_one(BackupJob, done["status"]["jobId"])
-        assert job.attempts == 2
+        job = session.get_one(BackupJob, job_id)
+        assert job.attempts == 2 and job.error is None
         paths = session.scalars(select(File.path).where(File.job_id == job.id)).all()
     assert len(paths) == 3000
+
+
+def test_a_backup_past_its_deadline_is_stopped_and_fails_even_on_a_hung_store(
+    api: RunningApiServer,
+    tmp_path: Path,
+    db_url: str,
+    private_s3: EmbeddedS3,
+    bucket_name: str,
+    sessions: sessionmaker[Session],
+) -> None:
+    write(tmp_path / "src", "a.txt", b"a")
+    s3 = (private_s3.endpoint, private_s3.access_key, private_s3.secret_key)
+    with operator(api, tmp_path, db_url, s3) as op:
+        later = path_job("bounded", tmp_path / "src", bucket_name, startAt="2099-01-01T00:00:00Z")
+        later["spec"]["activeDeadlineSeconds"] = 2
+        op.apply(later)
+        op.wait_for(JOBS, "bounded", lambda o: phase(o) == "Pending")  # bucket made
+        with frozen(private_s3):
+            op.kubectl("patch", "bj", "bounded", "--type=merge", "-p", '{"spec":{"startAt":null}}')
+            failed = op.wait_for(JOBS, "bounded", lambda o: phase(o) == "Failed", timeout=30)
+        why = condition(failed, "Failed")
+        assert why["reason"] == "DeadlineExceeded"
+        assert why["message"] == (
+            "DeadlineExceeded: unfinished 2s after it started (activeDeadlineSeconds); stopped"
+        )
+        op.wait_for_event("bounded", "Failed")
+        with sessions() as session:
+            job = session.get_one(BackupJob, failed["status"]["jobId"])
+            assert job.status.value == "failed" and job.worker_id is None
+            elapsed = (job.completed_at - job.started_at).total_seconds()
+        assert 2 <= elapsed < 10  # failed at the deadline, not when the store came back
+
+
+def test_a_deletion_held_by_a_hung_store_is_let_go_at_its_deadline_saying_why(
+    api: RunningApiServer,
+    tmp_path: Path,
+    db_url: str,
+    private_s3: EmbeddedS3,
+    bucket_name: str,
+    sessions: sessionmaker[Session],
+) -> None:
+    write(tmp_path / "src", "a.txt", b"a")
+    write(tmp_path / "src", "b.txt", b"b")
+    s3 = (private_s3.endpoint, private_s3.access_key, private_s3.secret_key)
+    store = ObjectStore(make_client(*s3, secure=False))
+    with operator(api, tmp_path, db_url, s3) as op:
+        op.stop()
+        op.env["DELETION_DEADLINE_SECONDS"] = "3"
+        op.start()
+        op.apply(path_job("doomed", tmp_path / "src", bucket_name, deleteObjectsOnDelete=True))
+        done = op.wait_for(JOBS, "doomed", lambda o: phase(o) == "Completed")
+        with frozen(private_s3):
+            began = time.monotonic()
+            op.kubectl("delete", "bj", "doomed", "--wait=false")
+            op.wait_gone(JOBS, "doomed", timeout=30)
+            waited = time.monotonic() - began
+            why = op.wait_for_event("doomed", "DeletionIncomplete")["message"]
+        assert 3 <= waited < 15
+        assert why.startswith("gave up after 3s (DELETION_DEADLINE_SECONDS): unfinished after")
+        assert f"from bucket {bucket_name}" in why
+
+        # Nothing is lost or misrecorded: what the store still holds, the catalog does too.
+        def settled() -> bool | None:
+            with sessions() as session:
+                run = session.scalars(
+                    select(RetentionRun).where(RetentionRun.actor == "kubernetes:default/doomed")
+                ).one()
+                return bool(run.finished_at or run.error) or None
+
+        op.eventually(settled, "the abandoned deletion to stop")
+        with sessions() as session:
+            bucket_id = session.get_one(BackupJob, done["status"]["jobId"]).bucket_id
+            assert catalog_versions(session, bucket_id) == {
+                v.version_id for v in store.list_versions(bucket_name, "")
+            }
 
 
 def test_a_backup_missing_files_ends_partially_failed_and_says_which(

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from conftest import back_up, write
-from operator_harness import JOBS, POLICIES, Operator, example, phase
+from apiserver import RunningApiServer
+from conftest import back_up, frozen, write
+from operator_harness import JOBS, POLICIES, Operator, example, operator, phase
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.retention import governed_objects
-from backup_operator.storage import ObjectStore
+from backup_operator.embedded import EmbeddedS3
+from backup_operator.storage import ObjectStore, make_client
 
 
 def last_run(obj: dict) -> dict:  # type: ignore[type-arg]
@@ -136,3 +139,42 @@ def test_require_dry_run_makes_the_first_run_after_a_change_a_dry_run(
     real = op.wait_for(POLICIES, name, lambda o: last_run(o).get("dryRun") is False)
     assert last_run(real)["deleted"] == 2
     assert len(list(store.list_versions(bucket_name, "config/"))) == 1
+
+
+def test_a_retention_run_on_a_hung_store_stops_at_its_deadline_and_says_what_blocked_it(
+    api: RunningApiServer,
+    tmp_path: Path,
+    db_url: str,
+    private_s3: EmbeddedS3,
+    bucket_name: str,
+    sessions: sessionmaker[Session],
+) -> None:
+    s3 = (private_s3.endpoint, private_s3.access_key, private_s3.secret_key)
+    store = ObjectStore(make_client(*s3, secure=False))
+    with sessions() as session:
+        bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
+    for generation in range(3):
+        write(tmp_path / "src", "app.yaml", f"v{generation}".encode())
+        back_up(sessions, store, bucket.id, tmp_path / "src", prefix="config")
+    policy = copy.deepcopy(example("retentionpolicy.yaml"))
+    policy["spec"] = {"rules": {"keepLast": 1}, "scope": {"bucket": bucket_name}}
+    name = policy["metadata"]["name"]
+    with operator(api, tmp_path, db_url, s3) as op:
+        op.stop()
+        op.env["RETENTION_RUN_DEADLINE_SECONDS"] = "2"
+        op.start()
+        with frozen(private_s3):
+            op.apply(policy)
+            stopped = op.wait_for(POLICIES, name, lambda o: "error" in last_run(o))
+            event = op.wait_for_event(name, "RunFailed")
+        assert last_run(stopped) == {
+            "dryRun": False,
+            "error": "DeadlineExceeded: unfinished after 2s, "
+            f"while deleting 2 versions from bucket {bucket_name}",
+        }
+        assert event["message"].endswith("; tried again in 60s")
+        status = stopped["status"]
+        retry = datetime.fromisoformat(status["nextRunAt"]) - datetime.fromisoformat(
+            status["lastRunAt"]
+        )
+        assert retry == timedelta(minutes=1)  # not the policy's hour

@@ -203,7 +203,11 @@ def test_locked_versions_are_reported_never_attempted(
 
 
 def age_versions(session: Session, object_id: int, days_ago: list[float]) -> None:
-    """Make an object's versions (oldest first) as old as given, newest last."""
+    """Make an object's versions (oldest first) as old as given, newest last. Ages count
+    back from noon of yesterday (UTC), so that whole days land on the calendar days
+    meant whatever the time the test runs at (keep_daily counts calendar days)."""
+    noon = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    anchor = noon - timedelta(days=1)
     versions = session.scalars(
         select(ObjectVersion.id)
         .where(ObjectVersion.object_id == object_id)
@@ -213,7 +217,7 @@ def age_versions(session: Session, object_id: int, days_ago: list[float]) -> Non
         session.execute(
             update(ObjectVersion)
             .where(ObjectVersion.id == version_id)
-            .values(created_at=datetime.now(UTC) - timedelta(days=days))
+            .values(created_at=anchor - timedelta(days=days))
         )
     session.commit()
 

@@ -6,6 +6,7 @@ import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import update
@@ -183,7 +184,15 @@ def test_a_job_whose_worker_keeps_dying_fails_after_its_last_attempt_saying_why(
         )
         session.commit()
         released = jobs.release_stale_jobs(session, timeout=timedelta(seconds=60), max_attempts=3)
-        assert released == ([job_id] if attempt < 3 else [])
+        assert released.resumed == ([job_id] if attempt < 3 else [])
+        assert released.failed == ([] if attempt < 3 else [job_id])
+        if attempt < 3:
+            resumed = jobs.get_job(session, job_id)
+            session.refresh(resumed)
+            assert resumed.error == (
+                f"WorkerLost: no heartbeat for 60s from worker dead-{attempt}; "
+                f"resumed as attempt {attempt + 1} of 3"
+            )
     job = jobs.get_job(session, job_id)
     session.refresh(job)
     assert job.status is JobStatus.FAILED and job.completed_at is not None
@@ -191,3 +200,68 @@ def test_a_job_whose_worker_keeps_dying_fails_after_its_last_attempt_saying_why(
         job.error
         == "WorkerLost: no heartbeat for 60s from worker dead-3; given up after 3 attempts"
     )
+
+
+def test_a_job_past_its_deadline_is_stopped_and_fails_saying_so(
+    sessions: sessionmaker[Session], session: Session, bucket: dict
+) -> None:
+    job_id = jobs.create_job(
+        session,
+        job_name="slow",
+        source_system="/",
+        bucket_id=bucket["id"],
+        active_deadline_seconds=1,
+    ).id
+    steps: list[int] = []
+
+    def slow(session: Session, job: BackupJob, heartbeat) -> dict:  # type: ignore[no-untyped-def]
+        for step in range(100):  # 10 s of work, checked between steps
+            heartbeat()
+            steps.append(step)
+            time.sleep(0.1)
+        return {}
+
+    told = Recorded()
+    Scheduler(sessions, runner=slow, notifier=told).run_once()
+    session.expire_all()
+    job = jobs.get_job(session, job_id)
+    assert job.status is JobStatus.FAILED and job.completed_at is not None
+    [document] = told.sent  # its end is notified like any failure
+    assert document["outcome"] == "failed" and document["error"].startswith("DeadlineExceeded")
+    assert job.error == (
+        "DeadlineExceeded: unfinished 1s after it started (activeDeadlineSeconds); stopped"
+    )
+    assert 5 <= len(steps) < 30  # stopped about a second in, not at the end
+
+
+def test_a_dead_workers_job_past_its_deadline_fails_instead_of_resuming(
+    session: Session, bucket: dict
+) -> None:
+    job_id = jobs.create_job(
+        session,
+        job_name="j",
+        source_system="/",
+        bucket_id=bucket["id"],
+        active_deadline_seconds=60,
+    ).id
+    assert jobs.claim_due_job(session, worker_id="dead") is not None
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    session.execute(update(BackupJob).values(heartbeat_at=an_hour_ago, started_at=an_hour_ago))
+    session.commit()
+    released = jobs.release_stale_jobs(session, timeout=timedelta(seconds=60), max_attempts=3)
+    assert released == jobs.Released(resumed=[], failed=[job_id])
+    session.expire_all()
+    assert jobs.get_job(session, job_id).error.startswith("DeadlineExceeded: unfinished 60s")
+
+
+class Recorded:
+    """A notifier that keeps what it is given (the webhook itself: test_notify.py)."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def send(self, document: dict[str, Any]) -> None:
+        self.sent.append(document)
+
+    def close(self, timeout: float) -> None:
+        pass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
@@ -54,6 +54,7 @@ def create_job(
     external_uid: str | None = None,
     namespace: str | None = None,
     schedule: str | None = None,
+    active_deadline_seconds: int | None = None,
 ) -> BackupJob:
     """A new pending job. With `external_uid` (a Kubernetes resource's uid) creating it
     again answers the job already recorded, so that a resource is registered once."""
@@ -74,6 +75,7 @@ def create_job(
         external_uid=external_uid,
         namespace=namespace,
         schedule=schedule,
+        active_deadline_seconds=active_deadline_seconds,
     )
     session.add(job)
     session.commit()
@@ -204,7 +206,9 @@ def claim_job(session: Session, job_id: int, *, worker_id: str) -> BackupJob:
 
 
 def heartbeat(session: Session, job_id: int, *, worker_id: str) -> bool:
-    """Answers False when the job is no longer ours to run (cancelled or reclaimed)."""
+    """Answers False when the job is no longer ours to run (cancelled, reclaimed, or past
+    its deadline: then it fails here, however busy its worker is)."""
+    fail_overdue_jobs(session, job_id=job_id)
     still_ours = session.scalar(
         update(BackupJob)
         .where(
@@ -284,23 +288,61 @@ def release_job(session: Session, job_id: int, *, worker_id: str) -> bool:
             BackupJob.worker_id == worker_id,
             BackupJob.status == JobStatus.RUNNING,
         )
-        .values(status=JobStatus.PENDING, worker_id=None)
+        .values(
+            status=JobStatus.PENDING,
+            worker_id=None,
+            error=f"Interrupted: worker {worker_id} stopped; the job is resumed",
+        )
         .returning(BackupJob.id)
     )
     session.commit()
     return released is not None
 
 
+def fail_overdue_jobs(session: Session, *, job_id: int | None = None) -> list[int]:
+    """Jobs started (running, or waiting to be resumed) longer ago than their
+    activeDeadlineSeconds fail, saying so; a worker still on one stops at its next
+    heartbeat. Not committed: the caller's transaction carries it."""
+    deadline = func.make_interval(0, 0, 0, 0, 0, 0, BackupJob.active_deadline_seconds)
+    overdue = (
+        update(BackupJob)
+        .where(
+            BackupJob.status.in_([JobStatus.RUNNING, JobStatus.PENDING]),
+            BackupJob.started_at + deadline < func.now(),
+        )
+        .values(
+            status=JobStatus.FAILED,
+            worker_id=None,
+            completed_at=func.now(),
+            error=func.concat(
+                "DeadlineExceeded: unfinished ",
+                BackupJob.active_deadline_seconds,
+                "s after it started (activeDeadlineSeconds); stopped",
+            ),
+        )
+        .returning(BackupJob.id)
+    )
+    if job_id is not None:
+        overdue = overdue.where(BackupJob.id == job_id)
+    return list(session.scalars(overdue).all())
+
+
+class Released(NamedTuple):
+    resumed: list[int]
+    failed: list[int]
+
+
 def release_stale_jobs(
     session: Session, *, timeout: timedelta, max_attempts: int | None = None
-) -> list[int]:
-    """Running jobs whose worker stopped heartbeating go back to pending, to be resumed;
-    those that have already had `max_attempts` fail instead, saying why."""
+) -> Released:
+    """Jobs past their deadline fail; running jobs whose worker stopped heartbeating go
+    back to pending, to be resumed, or fail, saying why, once they had `max_attempts`."""
+    failed = fail_overdue_jobs(session)
     stale = (BackupJob.status == JobStatus.RUNNING) & (
         BackupJob.heartbeat_at < func.now() - timeout
     )
     if max_attempts is not None:
-        session.execute(
+        failed += session.scalars(
             update(BackupJob)
             .where(stale, BackupJob.attempts >= max_attempts)
             .values(
@@ -315,12 +357,26 @@ def release_stale_jobs(
                     f"; given up after {max_attempts} attempts",
                 ),
             )
-        )
+            .returning(BackupJob.id)
+        ).all()
+    of_max = "" if max_attempts is None else f" of {max_attempts}"
     ids = session.scalars(
         update(BackupJob)
         .where(stale)
-        .values(status=JobStatus.PENDING, worker_id=None)
+        .values(
+            status=JobStatus.PENDING,
+            worker_id=None,
+            error=func.concat(
+                "WorkerLost: no heartbeat for ",
+                int(timeout.total_seconds()),
+                "s from worker ",
+                BackupJob.worker_id,
+                "; resumed as attempt ",
+                BackupJob.attempts + 1,
+                of_max,
+            ),
+        )
         .returning(BackupJob.id)
     ).all()
     session.commit()
-    return list(ids)
+    return Released(list(ids), failed)

@@ -120,6 +120,10 @@ class BackupJob(Base):
         Index(None, "status", "start_time"),
         # Lists a bucket's jobs, and lets files check job and bucket with one foreign key.
         UniqueConstraint("bucket_id", "id"),
+        CheckConstraint(
+            "active_deadline_seconds IS NULL OR active_deadline_seconds > 0",
+            name="active_deadline_positive",
+        ),
     )
 
     id: Mapped[id_pk]
@@ -155,6 +159,8 @@ class BackupJob(Base):
     heartbeat_at: Mapped[datetime | None]
     worker_id: Mapped[str | None] = mapped_column(String(255))
     attempts: Mapped[int] = mapped_column(server_default=text("0"))
+    # Counted from its first start, across resumes (as a Kubernetes Job's): past it, it fails.
+    active_deadline_seconds: Mapped[int | None]
     error: Mapped[str | None] = mapped_column(Text)
     stats: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     created_at: Mapped[created_at]
@@ -405,4 +411,5 @@ class RetentionRun(Base):
     locked: Mapped[int] = mapped_column(server_default=text("0"))
     forgotten_jobs: Mapped[int] = mapped_column(server_default=text("0"))
     bytes_freed: Mapped[int] = mapped_column(server_default=text("0"))
+    error: Mapped[str | None] = mapped_column(Text)  # what stopped an unfinished run
     refused: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))

@@ -12,12 +12,15 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Select, and_, delete, func, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from ..errors import Conflict, Invalid, NotFound
+from ..deadline import Deadline, DeadlineExceeded
+from ..errors import Conflict, Invalid, NotFound, Unavailable
 from ..forget import Duration, Policy
 from ..retention import Rules, decide, verdicts
-from ..storage import Lock, ObjectStore
+from ..retry import RetriesExhausted
+from ..storage import DELETE_BATCH, Lock, ObjectStore
 from .arrays import in_ids
 from .files import versions_of_duplicates
 from .locks import lock_bucket_for_retention
@@ -577,12 +580,19 @@ class ApplyResult:
         return sum(item.version.size for item in self.deleted)
 
 
-def apply(session: Session, store: ObjectStore, policy_id: int, *, actor: str) -> ApplyResult:
+def apply(
+    session: Session,
+    store: ObjectStore,
+    policy_id: int,
+    *,
+    actor: str,
+    deadline: Deadline | None = None,
+) -> ApplyResult:
     """Delete what the plan says, in the store by version id (batched), then in the
     catalog; versions under object lock or legal hold are reported, never attempted.
     For target "jobs" the evaluation and the deletes happen under the bucket's retention
     lock, in one transaction, and the forgotten jobs are marked. The run is recorded as
-    an audit entry, finished or (if interrupted) not."""
+    an audit entry, finished or (if interrupted) not, with what stopped it."""
     policy = get_policy(session, policy_id)
     if policy.require_dry_run and (
         policy.dry_run_at is None or policy.dry_run_at < policy.changed_at
@@ -598,10 +608,18 @@ def apply(session: Session, store: ObjectStore, policy_id: int, *, actor: str) -
     if jobs_mode and policy.bucket_id is not None:
         lock_bucket_for_retention(session, policy.bucket_id)
     record_governed(session, policy)
-    return _execute(session, store, run, plan(session, policy_id), jobs_mode=jobs_mode)
+    current = plan(session, policy_id)
+    return _execute(session, store, run, current, jobs_mode=jobs_mode, deadline=deadline)
 
 
-def forget_job(session: Session, store: ObjectStore, job_id: int, *, actor: str) -> ApplyResult:
+def forget_job(
+    session: Session,
+    store: ObjectStore,
+    job_id: int,
+    *,
+    actor: str,
+    deadline: Deadline | None = None,
+) -> ApplyResult:
     """Forget one finished job and delete the versions no other job references (its
     resource was deleted with the request to take its objects along). Audited as a run
     without a policy."""
@@ -620,11 +638,43 @@ def forget_job(session: Session, store: ObjectStore, job_id: int, *, actor: str)
         current.versions.append(
             PlannedVersion(version.object_id, bucket, key, version, False, ("job deleted",))
         )
-    return _execute(session, store, run, current, jobs_mode=True)
+    return _execute(session, store, run, current, jobs_mode=True, deadline=deadline)
 
 
 def _execute(
-    session: Session, store: ObjectStore, run: RetentionRun, current: Plan, *, jobs_mode: bool
+    session: Session,
+    store: ObjectStore,
+    run: RetentionRun,
+    current: Plan,
+    *,
+    jobs_mode: bool,
+    deadline: Deadline | None,
+) -> ApplyResult:
+    """The run's deletions; if an outage or the deadline stops it, the run records why
+    (what was deleted before stays recorded as deleted: the catalog matches the store)."""
+    run_id = run.id
+    try:
+        return _delete_planned(session, store, run, current, jobs_mode, deadline or Deadline(1e9))
+    except (DeadlineExceeded, Unavailable, RetriesExhausted) as error:
+        try:
+            session.execute(
+                update(RetentionRun)
+                .where(RetentionRun.id == run_id)
+                .values(error=f"{type(error).__name__}: {error}")
+            )
+            session.commit()
+        except SQLAlchemyError:  # the database is what failed: nothing can be recorded
+            session.rollback()
+        raise
+
+
+def _delete_planned(
+    session: Session,
+    store: ObjectStore,
+    run: RetentionRun,
+    current: Plan,
+    jobs_mode: bool,
+    deadline: Deadline,
 ) -> ApplyResult:
     lock_enabled = {b.name for b in session.scalars(select(Bucket).where(Bucket.object_lock))}
     by_bucket: dict[str, list[PlannedVersion]] = defaultdict(list)
@@ -633,34 +683,35 @@ def _execute(
     deleted: list[PlannedVersion] = []
     locked: dict[str, str] = {}
     refused: dict[str, str] = {}
+    policy_id, run_id = run.policy_id, run.id
     for bucket, items in by_bucket.items():
         if bucket in lock_enabled:
             for item in items:
+                deadline.step(f"reading the lock of {item.key} in bucket {bucket}")
                 why = store.locked(bucket, item.key, item.version.version_id, current.evaluated_at)
                 if why is not None:
                     locked[item.version.version_id] = why
             items = [i for i in items if i.version.version_id not in locked]
-        deleted_here: list[PlannedVersion] = []
-        refused_here = store.delete_versions(
-            bucket, [(item.key, item.version.version_id) for item in items]
-        )
-        refused.update(refused_here)
-        for item in items:
-            if item.version.version_id in refused_here:
-                continue
-            deleted_here.append(item)
-        _mark_deleted(session, deleted_here, policy_id=run.policy_id, run_id=run.id)
-        deleted += deleted_here
-        if jobs_mode:
-            # Their content is gone: no file may link to it, and the next backup of the
-            # same content uploads it again instead of becoming a duplicate of nothing.
-            session.execute(
-                update(File)
-                .where(in_ids(File.object_version_id, [i.version.id for i in deleted]))
-                .values(object_version_id=None)
+        for start in range(0, len(items), DELETE_BATCH):
+            batch = items[start : start + DELETE_BATCH]
+            deadline.step(f"deleting {len(batch)} versions from bucket {bucket}")
+            refused_here = store.delete_versions(
+                bucket, [(item.key, item.version.version_id) for item in batch]
             )
-        else:
-            session.commit()  # per bucket, so a later outage keeps what was already done
+            refused.update(refused_here)
+            done = [item for item in batch if item.version.version_id not in refused_here]
+            _mark_deleted(session, done, policy_id=policy_id, run_id=run_id)
+            if jobs_mode:
+                # Their content is gone: no file may link to it, and the next backup of the
+                # same content uploads it again instead of becoming a duplicate of nothing.
+                session.execute(
+                    update(File)
+                    .where(in_ids(File.object_version_id, [i.version.id for i in done]))
+                    .values(object_version_id=None)
+                )
+            else:
+                session.commit()  # a later outage or deadline keeps what was done
+            deleted += done
     if jobs_mode:
         forgotten = current.jobs_to_forget
         if locked or refused:

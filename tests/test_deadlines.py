@@ -1,0 +1,91 @@
+"""Retention runs and deletions with a deadline, against a store that hangs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from backup_operator.catalog import retention
+from backup_operator.catalog.buckets import create_bucket
+from backup_operator.catalog.models import RetentionRun
+from backup_operator.deadline import Deadline, DeadlineExceeded, run_within
+from backup_operator.embedded import EmbeddedS3
+from backup_operator.storage import ObjectStore, make_client
+
+from .conftest import back_up, catalog_versions, frozen, write
+
+
+def test_a_retention_run_on_a_hung_store_stops_at_its_deadline_and_the_catalog_stays_true(
+    sessions: sessionmaker[Session], private_s3: EmbeddedS3, tmp_path: Path, bucket_name: str
+) -> None:
+    store = ObjectStore(
+        make_client(private_s3.endpoint, private_s3.access_key, private_s3.secret_key, secure=False)
+    )
+    with sessions() as session:
+        bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
+        policy = retention.create_policy(session, name="p", keep_last=1, bucket_id=bucket.id)
+        bucket_id, policy_id = bucket.id, policy.id
+    for generation in range(3):
+        write(tmp_path / "src", "app.yaml", f"v{generation}".encode())
+        back_up(sessions, store, bucket_id, tmp_path / "src")
+
+    def apply(deadline: Deadline) -> retention.ApplyResult:
+        with sessions() as session:
+            return retention.apply(session, store, policy_id, actor="t", deadline=deadline)
+
+    with frozen(private_s3):
+        began = time.monotonic()
+        with pytest.raises(DeadlineExceeded) as stopped:
+            run_within(1.5, apply)
+        waited = time.monotonic() - began
+    assert 1.5 <= waited < 5  # the caller is free at the deadline, not after the store's timeouts
+    assert str(stopped.value) == (
+        f"unfinished after 1.5s, while deleting 2 versions from bucket {bucket_name}"
+    )
+
+    # The abandoned run stops at its next step once the store answers; what it did is
+    # recorded either way: the catalog and the store agree on every version.
+    def settled() -> RetentionRun | None:
+        with sessions() as session:
+            run = session.scalars(select(RetentionRun).where(RetentionRun.policy_id == policy_id))
+            found = run.one()
+            return found if found.finished_at or found.error else None
+
+    run = None
+    for _ in range(100):
+        run = settled()
+        if run is not None:
+            break
+        time.sleep(0.1)
+    assert run is not None
+    with sessions() as session:
+        assert catalog_versions(session, bucket_id) == {
+            v.version_id for v in store.list_versions(bucket_name, "")
+        }
+
+
+def test_a_run_out_of_time_between_steps_records_why_and_deletes_nothing_more(
+    sessions: sessionmaker[Session], store: ObjectStore, tmp_path: Path, bucket_name: str
+) -> None:
+    with sessions() as session:
+        bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
+        policy = retention.create_policy(session, name="q", keep_last=1, bucket_id=bucket.id)
+        bucket_id, policy_id = bucket.id, policy.id
+    for generation in range(2):
+        write(tmp_path / "src", "app.yaml", f"v{generation}".encode())
+        back_up(sessions, store, bucket_id, tmp_path / "src")
+    with sessions() as session:
+        with pytest.raises(DeadlineExceeded):
+            retention.apply(session, store, policy_id, actor="t", deadline=Deadline(0))
+        run = session.scalars(select(RetentionRun).where(RetentionRun.policy_id == policy_id)).one()
+        assert run.finished_at is None
+        assert run.error == (
+            f"DeadlineExceeded: unfinished after 0s, before deleting 1 versions from bucket "
+            f"{bucket_name}"
+        )
+        assert len(catalog_versions(session, bucket_id)) == 2
+    assert len(list(store.list_versions(bucket_name, ""))) == 2
