@@ -83,14 +83,21 @@ def register(
                     active_deadline_seconds=spec.get("activeDeadlineSeconds"),
                 )
             new = job_status(job, status, generation, status.get("workload"), spec.get("tags"))
+            _tell_if_resumed(body, status, job)
     except InvalidSpec as error:
-        patch_status(patch, status, _invalid(error, status, generation))
+        patch_status(patch, _invalid(error, status, generation))
         kopf.warn(body, reason="InvalidSpec", message=str(error))
         raise kopf.PermanentError(str(error)) from None
     if status.get("jobId") is None:
         kopf.info(body, reason="Registered", message=f"catalog job {job.id}, {new['phase']}")
-    patch_status(patch, status, new)
+    patch_status(patch, new)
     memo.scheduler.wake()
+
+
+def _tell_if_resumed(body: Any, status: Any, job: Any) -> None:
+    """A run after the first (a worker stopped or died): a Warning saying why."""
+    if job.attempts > max(status.get("attempts") or 1, 1):
+        kopf.warn(body, reason="Resumed", message=job.error or f"attempt {job.attempts}")
 
 
 def _unfinished(status: Any, **_: Any) -> bool:
@@ -127,8 +134,7 @@ def poll(
                 if failure is not None:
                     job = jobs.set_status(session, job.id, JobStatus.FAILED, error=failure)
         new = job_status(job, status, meta.get("generation", 1), workload, spec.get("tags"))
-        if new["attempts"] > max(status.get("attempts") or 1, 1):
-            kopf.warn(body, reason="Resumed", message=job.error or f"attempt {job.attempts}")
+        _tell_if_resumed(body, status, job)
         if job.runner is Runner.KUBERNETES and job.status.finished:
             # Its pod has no webhook settings: the operator tells of its end, once.
             notify_ended(session, memo.notifier, job.id)
@@ -146,7 +152,7 @@ def poll(
         kopf.event(
             body, type="Warning" if failed else "Normal", reason=new["phase"], message=message
         )
-    patch_status(patch, status, new)
+    patch_status(patch, new)
 
 
 def _now() -> datetime:
@@ -235,7 +241,7 @@ def spec_changed(
     )
     reason = "Immutable" if rejected else "Accepted"
     verdict = condition("SpecRejected", rejected, reason, message, previous, generation)
-    patch_status(patch, status, {"observedGeneration": generation, "conditions": [verdict]})
+    patch_status(patch, {"observedGeneration": generation, "conditions": [verdict]})
     if rejected:
         kopf.warn(body, reason="SpecRejected", message=message)
     memo.scheduler.wake()

@@ -110,7 +110,7 @@ def tick(
         if status.get("observedGeneration") != generation:
             kopf.warn(body, reason="InvalidSpec", message=message)
         invalid = condition("Ready", False, "InvalidSpec", message, previous, generation)
-        patch_status(patch, status, {"observedGeneration": generation, "conditions": [invalid]})
+        patch_status(patch, {"observedGeneration": generation, "conditions": [invalid]})
         return
     spread = int(spec.get("randomOffsetSeconds", 0))
     now = datetime.now(UTC)
@@ -167,7 +167,7 @@ def tick(
             condition("Ready", True, "Scheduled", f"next at {due}", previous, generation)
         ],
     }
-    patch_status(patch, status, new)
+    patch_status(patch, new)
 
 
 @kopf.on.delete(GROUP, VERSION, BACKUP_SCHEDULES, optional=True)

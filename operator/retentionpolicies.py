@@ -69,7 +69,7 @@ def reconcile(
                 policy = retention.put_policy(session, name=catalog_name(namespace, name), **fields)
     except InvalidSpec as error:
         invalid = _ready(False, "InvalidSpec", str(error), status, generation)
-        patch_status(patch, status, {"observedGeneration": generation, "conditions": invalid})
+        patch_status(patch, {"observedGeneration": generation, "conditions": invalid})
         kopf.warn(body, reason="InvalidSpec", message=str(error))
         # A bucket appears with its first backup: try again later, not never.
         raise kopf.TemporaryError(str(error), delay=30) from None
@@ -79,9 +79,7 @@ def reconcile(
     keep_schedule = reason == "resume" and status.get("nextRunAt")
     patch.status["nextRunAt"] = status.get("nextRunAt") if keep_schedule else iso(datetime.now(UTC))
     message = "dry run only" if spec.get("dryRun") else "applied on its interval"
-    patch_status(
-        patch, status, {"conditions": _ready(True, "Reconciled", message, status, generation)}
-    )
+    patch_status(patch, {"conditions": _ready(True, "Reconciled", message, status, generation)})
 
 
 def _due(status: Any, **_: Any) -> bool:

@@ -118,20 +118,26 @@ def domain_errors(
         ) from None
 
 
-def patch_status(patch: kopf.Patch, status: Any, new: Mapping[str, Any]) -> None:
-    """Patch the keys of `new` that differ from the current status (an unchanged poll
-    writes nothing). Conditions merge by type onto the freshest body instead: a timer and
-    a change handler each own some, and a whole list from a stale body would drop the
-    other's (Kopf applies these as a JSON patch guarded by the resourceVersion)."""
-    fields = {key: value for key, value in new.items() if key != "conditions"}
-    patch.status.update({key: value for key, value in fields.items() if status.get(key) != value})
-    conditions = list(new.get("conditions") or [])
-    if conditions:
-        patch.fns.append(lambda body: _merge_conditions(body, conditions))
+def patch_status(patch: kopf.Patch, new: Mapping[str, Any]) -> None:
+    """Set these status fields (None removes one) in one JSON patch on the freshest body,
+    guarded by its resourceVersion: readers never see a phase without its conditions,
+    and conditions merge by type, so a timer and a change handler, each owning some,
+    never drop each other's (a whole list from a stale body would)."""
+    fields = dict(new)
+    conditions = list(fields.pop("conditions", None) or [])
+    patch.fns.append(lambda body: _set_status(body, fields, conditions))
 
 
-def _merge_conditions(body: kopf.RawBody, conditions: list[dict[str, Any]]) -> None:
-    current = body.setdefault("status", {}).setdefault("conditions", [])
+def _set_status(
+    body: kopf.RawBody, fields: dict[str, Any], conditions: list[dict[str, Any]]
+) -> None:
+    status = body.setdefault("status", {})
+    for key, value in fields.items():
+        if value is None:
+            status.pop(key, None)
+        else:
+            status[key] = value
+    current = status.setdefault("conditions", []) if conditions else []
     for new in conditions:
         index = next((i for i, c in enumerate(current) if c.get("type") == new["type"]), None)
         if index is None:

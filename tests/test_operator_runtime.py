@@ -87,19 +87,22 @@ def test_the_operator_serves_catalog_metrics_and_schedule_intervals(op: Operator
 
 
 def test_a_status_patch_from_a_stale_body_keeps_conditions_it_does_not_own() -> None:
-    # A timer read the status before a change handler added SpecRejected; its Ready
-    # update must not drop it (a whole-list merge patch would).
-    stale = {"phase": "Running", "conditions": [ready("False", "t0")]}
-    fresh = {"status": {**stale, "conditions": [ready("False", "t0"), rejected()]}}
+    # A timer read the status before a change handler added SpecRejected; its update
+    # must not drop it (a whole-list merge patch would), and its phase and conditions
+    # land together, in one patch.
+    fresh = {"status": {"phase": "Running", "conditions": [ready("False", "t0"), rejected()]}}
     patch = kopf.Patch(body=kopf.Body(fresh))
-    patch_status(patch, stale, {"phase": "Completed", "conditions": [ready("True", "t1")]})
+    patch_status(patch, {"phase": "Completed", "conditions": [ready("True", "t1")]})
+    assert dict(patch) == {}  # nothing merge-patched on its own
     body = copy.deepcopy(fresh)
     jsonpatch.apply_patch(body, patch.as_json_patch(), in_place=True)
-    assert body["status"]["phase"] == "Completed"
-    assert body["status"]["conditions"] == [ready("True", "t1"), rejected()]
-    # An unchanged condition keeps the time of its last transition, and nothing is written.
+    assert body["status"] == {
+        "phase": "Completed",
+        "conditions": [ready("True", "t1"), rejected()],
+    }
+    # An unchanged condition keeps the time of its last transition: nothing is written.
     again = kopf.Patch(body=kopf.Body(body))
-    patch_status(again, body["status"], {"conditions": [ready("True", "t2")]})
+    patch_status(again, {"phase": "Completed", "conditions": [ready("True", "t2")]})
     assert again.as_json_patch() == []
 
 
