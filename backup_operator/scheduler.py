@@ -22,6 +22,7 @@ from .catalog.files import job_file_stats
 from .catalog.models import BackupJob, JobStatus, Runner
 from .errors import Unavailable
 from .notify import Notifier, NoWebhook, notify_ended
+from .retry import is_transient
 
 logger = logging.getLogger(__name__)
 
@@ -138,10 +139,14 @@ class Scheduler:
             try:
                 while self.run_once() and not self._stop.is_set():
                     pass
-            except Unavailable as error:
-                logger.warning("scheduler: %s; retrying in %.0fs", error, self.interval)
-            except Exception:
-                logger.exception("scheduler: unexpected error; retrying in %.0fs", self.interval)
+            except Exception as error:
+                if not is_transient(error):
+                    logger.exception(
+                        "scheduler: unexpected error; retrying in %.0fs", self.interval
+                    )
+                else:  # an outage: one line, no traceback
+                    why = error if isinstance(error, Unavailable) else type(error).__name__
+                    logger.warning("scheduler: %s; retrying in %.0fs", why, self.interval)
             self._wake.wait(self.interval)
             self._wake.clear()
 

@@ -12,7 +12,7 @@ import kubernetes
 
 from ..catalog import buckets, jobs, retention
 from ..catalog.models import JobStatus, Runner
-from ..deadline import Deadline, DeadlineExceeded, run_within
+from ..deadline import Deadline
 from ..notify import notify_ended
 from ..settings import get_settings
 from .backupschedules import SCHEDULE_LABEL
@@ -26,7 +26,7 @@ from .resources import (
     source_of,
     start_time,
 )
-from .runtime import InvalidSpec, domain_errors, patch_status
+from .runtime import InvalidSpec, domain_errors, finalize_within, patch_status
 from .workload import backup_workload, workload_failure
 
 POLL_SECONDS = get_settings().operator_poll_seconds
@@ -266,23 +266,14 @@ def delete(
     job_id = status.get("jobId")
     if job_id is None:
         return
-    limit = memo.app.deletion_deadline_seconds
-    try:
-        with domain_errors():
-            result = run_within(
-                max(limit - runtime.total_seconds(), 1.0),
-                lambda deadline: _release(memo, spec, job_id, f"{namespace}/{name}", deadline),
-            )
-    except (kopf.TemporaryError, DeadlineExceeded) as blocked:
-        retry = getattr(blocked, "delay", None)
-        if retry is not None and runtime.total_seconds() + retry < limit:
-            raise  # an outage: Kopf tries again, within the deadline
-        kopf.warn(
-            body,
-            reason="DeletionIncomplete",
-            message=f"gave up after {limit:g}s (DELETION_DEADLINE_SECONDS): {blocked}. "
-            f"Catalog job {job_id} and the versions not deleted stay, as the catalog shows",
-        )
+    done, result = finalize_within(
+        memo,
+        runtime,
+        body,
+        lambda deadline: _release(memo, spec, job_id, f"{namespace}/{name}", deadline),
+        leaves=f"Catalog job {job_id} and the versions not deleted stay, as the catalog shows",
+    )
+    if not done:
         return
     if result is None:
         logger.info("catalog job %s kept; its objects stay in the bucket", job_id)

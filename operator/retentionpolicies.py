@@ -24,7 +24,7 @@ from .resources import (
     policy_fields,
     spec_field,
 )
-from .runtime import InvalidSpec, domain_errors, patch_status
+from .runtime import InvalidSpec, domain_errors, finalize_within, patch_status
 
 POLL_SECONDS = get_settings().operator_poll_seconds
 RETRY_BLOCKED = timedelta(minutes=1)
@@ -169,13 +169,26 @@ def _apply(memo: kopf.Memo, policy_id: int, actor: str, deadline: Deadline) -> d
 
 
 @kopf.on.delete(GROUP, VERSION, RETENTION_POLICIES)
-def delete(status: Any, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+def delete(
+    status: Any, body: Any, memo: kopf.Memo, logger: Any, runtime: timedelta, **_: Any
+) -> None:
     """The catalog's policy goes (it would go on locking new uploads); its audit of runs
     stays, under the policy's name."""
     policy_id = status.get("policyId")
     if policy_id is None:
         return
-    with domain_errors(), memo.sessions() as session:
+    finalize_within(
+        memo,
+        runtime,
+        body,
+        lambda _: _delete_policy(memo, policy_id, logger),
+        leaves=f"Catalog policy {policy_id} stays (and goes on applying to new uploads): "
+        f"delete it with DELETE /retention-policies/{policy_id}",
+    )
+
+
+def _delete_policy(memo: kopf.Memo, policy_id: int, logger: Any) -> None:
+    with memo.sessions() as session:
         try:
             retention.delete_policy(session, policy_id)
         except NotFound:

@@ -7,14 +7,17 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from datetime import timedelta
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import kopf
 import kubernetes
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..catalog.models import Runner
-from ..db import make_engine, make_sessionmaker
+from ..db import is_unavailable, make_engine, make_sessionmaker
+from ..deadline import Deadline, DeadlineExceeded, run_within
 from ..engine.runner import EngineRunner
 from ..errors import DomainError, Unavailable
 from ..metrics import PREFIX, CatalogCollector
@@ -24,6 +27,8 @@ from ..scheduler import Scheduler
 from ..settings import Settings, get_settings
 from ..storage import ObjectStore
 from .resources import GROUP
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +114,12 @@ def domain_errors(
         yield
     except (Unavailable, RetriesExhausted) as error:
         raise kopf.TemporaryError(f"{error}; retrying", delay=10) from None
+    except SQLAlchemyError as error:
+        if not is_unavailable(error):
+            raise
+        raise kopf.TemporaryError(
+            f"the database is unavailable: {type(error).__name__}; retrying", delay=10
+        ) from None
     except DomainError as error:
         where = field or (f"{spec_prefix}.{naming(error.field)}" if error.field else spec_prefix)
         raise InvalidSpec(where, error.message) from None
@@ -147,3 +158,32 @@ def _set_status(
             since = current[index].get("lastTransitionTime") or new["lastTransitionTime"]
             new = {**new, "lastTransitionTime": since}
         current[index] = new
+
+
+class Finalized(NamedTuple, Generic[T]):
+    done: bool  # False: given up at the deadline (and said so)
+    result: T | None
+
+
+def finalize_within(
+    memo: kopf.Memo, runtime: timedelta, body: Any, work: Callable[[Deadline], T], leaves: str
+) -> Finalized[T]:
+    """A finalizer's work, bounded by DELETION_DEADLINE_SECONDS from its first attempt:
+    outages are retried by Kopf until then; past it the resource is let go anyway, with
+    a DeletionIncomplete Warning saying what blocked the work and what it `leaves`."""
+    limit = memo.app.deletion_deadline_seconds
+    try:
+        with domain_errors():
+            return Finalized(True, run_within(max(limit - runtime.total_seconds(), 1.0), work))
+    except (kopf.TemporaryError, DeadlineExceeded) as blocked:
+        retry, remaining = getattr(blocked, "delay", None), limit - runtime.total_seconds()
+        if (
+            retry is not None and remaining > 0
+        ):  # an outage: tried again, the last time at the deadline
+            raise kopf.TemporaryError(str(blocked), delay=min(retry, remaining)) from None
+        kopf.warn(
+            body,
+            reason="DeletionIncomplete",
+            message=f"gave up after {limit:g}s (DELETION_DEADLINE_SECONDS): {blocked}. {leaves}",
+        )
+        return Finalized(False, None)

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import psycopg
 from apiserver import RunningApiServer
-from conftest import back_up, frozen, write
+from conftest import back_up, frozen, plain, write
 from operator_harness import JOBS, POLICIES, Operator, example, operator, phase
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.retention import governed_objects
-from backup_operator.embedded import EmbeddedS3
+from backup_operator.embedded import EmbeddedPostgres, EmbeddedS3
+from backup_operator.migrate import upgrade
 from backup_operator.storage import ObjectStore, make_client
 
 
@@ -178,3 +181,38 @@ def test_a_retention_run_on_a_hung_store_stops_at_its_deadline_and_says_what_blo
             status["lastRunAt"]
         )
         assert retry == timedelta(minutes=1)  # not the policy's hour
+
+
+def test_a_policy_deletion_held_by_a_database_outage_is_let_go_at_its_deadline_saying_why(
+    api: RunningApiServer,
+    tmp_path: Path,
+    private_pg: EmbeddedPostgres,
+    s3_endpoint: tuple[str, str, str],
+) -> None:
+    with psycopg.connect(plain(private_pg.url()), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE catalog")
+    url = private_pg.url("catalog")
+    upgrade(url)
+    policy = copy.deepcopy(example("retentionpolicy.yaml"))
+    policy["spec"] = {"rules": {"keepLast": 1}, "dryRun": True}
+    name = policy["metadata"]["name"]
+    with operator(api, tmp_path, url, s3_endpoint) as op:
+        op.stop()
+        op.env["DELETION_DEADLINE_SECONDS"] = "5"
+        op.start()
+        op.apply(policy)
+        policy_id = op.wait_for(POLICIES, name, lambda o: bool(last_run(o)))["status"]["policyId"]
+        private_pg.stop()
+        began = time.monotonic()
+        op.kubectl("delete", "rp", name, "--wait=false")
+        op.wait_gone(POLICIES, name, timeout=60)
+        waited = time.monotonic() - began
+        why = op.wait_for_event(name, "DeletionIncomplete")["message"]
+    assert 5 <= waited < 30, why  # retried through the outage until the deadline, not forever
+    assert why.startswith("gave up after 5s (DELETION_DEADLINE_SECONDS): ")
+    assert "database" in why
+    assert why.endswith(f"delete it with DELETE /retention-policies/{policy_id}")
+    private_pg.start()
+    with psycopg.connect(plain(url)) as conn:  # the catalog's policy is untouched
+        found = conn.execute("SELECT count(*) FROM retention_policies WHERE id = %s", [policy_id])
+        assert found.fetchone() == (1,)
