@@ -14,8 +14,10 @@ import kopf
 import kubernetes
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
-from ..catalog.models import Runner
+from ..catalog import jobs
+from ..catalog.models import BackupJob, JobStatus, Runner
 from ..db import is_unavailable, make_engine, make_sessionmaker
 from ..deadline import Deadline, DeadlineExceeded, run_within
 from ..engine.runner import EngineRunner
@@ -23,10 +25,10 @@ from ..errors import DomainError, Unavailable
 from ..metrics import PREFIX, CatalogCollector
 from ..notify import webhook_from
 from ..retry import RetriesExhausted
-from ..scheduler import Scheduler
+from ..scheduler import JobCancelled, JobRunner, Scheduler
 from ..settings import Settings, get_settings
 from ..storage import ObjectStore
-from .resources import GROUP
+from .resources import BACKUP_JOBS, GROUP, VERSION
 
 T = TypeVar("T")
 
@@ -58,9 +60,16 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
     memo.sessions = make_sessionmaker(engine)
     memo.notifier = webhook_from(app.webhook())
     memo.store = ObjectStore.from_settings(app)
+    try:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    api = kubernetes.client.ApiClient()
+    memo.batch = kubernetes.client.BatchV1Api(api)
+    memo.custom = kubernetes.client.CustomObjectsApi(api)
     memo.scheduler = Scheduler(
         memo.sessions,
-        runner=EngineRunner(memo.sessions, memo.store),
+        runner=ForLiveResources(EngineRunner(memo.sessions, memo.store), memo.custom),
         claims=Runner.OPERATOR,
         interval=app.operator_poll_seconds,
         heartbeat_timeout=app.job_heartbeat_timeout_seconds,
@@ -76,13 +85,37 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
         )
         registry.register(SCHEDULE_INTERVAL)
         memo.metrics_server, _ = start_http_server(app.metrics_port, registry=registry)
-    try:
-        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-    api = kubernetes.client.ApiClient()
-    memo.batch = kubernetes.client.BatchV1Api(api)
-    memo.custom = kubernetes.client.CustomObjectsApi(api)
+
+
+class ForLiveResources:
+    """Runs a claimed job only while its BackupJob exists: one let go at its deletion
+    deadline while the catalog was down leaves behind a job that nobody wants."""
+
+    def __init__(self, runner: JobRunner, custom: Any) -> None:
+        self.runner = runner
+        self.custom = custom
+
+    def __call__(
+        self, session: Session, job: BackupJob, heartbeat: Callable[[], None]
+    ) -> dict[str, Any]:
+        if job.external_uid is not None and job.namespace is not None and not self._wanted(job):
+            why = f"ResourceGone: BackupJob {job.job_name} (uid {job.external_uid}) is gone"
+            jobs.set_status(session, job.id, JobStatus.CANCELLED, error=why)
+            raise JobCancelled(why)
+        return self.runner(session, job, heartbeat)
+
+    def _wanted(self, job: BackupJob) -> bool:
+        name = job.job_name.split("/", 1)[-1]
+        try:
+            found = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, job.namespace, BACKUP_JOBS, name
+            )
+        except kubernetes.client.ApiException as error:
+            if error.status == 404:
+                return False
+            logger.warning("job %s: cannot look up its BackupJob (%s); running it", job.id, error)
+            return True
+        return bool(found["metadata"].get("uid") == job.external_uid)
 
 
 def shut_down(memo: kopf.Memo) -> None:

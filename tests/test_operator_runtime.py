@@ -1,4 +1,5 @@
-"""The operator process: peering between replicas, the liveness endpoint."""
+"""The operator process: peering between replicas, the liveness endpoint, metrics, jobs
+left without a resource, and how status is patched."""
 
 from __future__ import annotations
 
@@ -11,9 +12,14 @@ import kopf
 from apiserver import RunningApiServer
 from conftest import write
 from operator_harness import JOBS, Operator, example, operator, phase
+from sqlalchemy.orm import Session, sessionmaker
 
+from backup_operator.catalog import jobs
+from backup_operator.catalog.buckets import create_bucket
+from backup_operator.catalog.models import BackupJob, Runner
 from backup_operator.embedded import free_port
 from backup_operator.operator.runtime import patch_status
+from backup_operator.storage import ObjectStore
 
 
 def test_replicas_peer_so_that_one_acts_and_the_other_pauses(
@@ -84,6 +90,40 @@ def test_the_operator_serves_catalog_metrics_and_schedule_intervals(op: Operator
         in text
     )
     assert "minio_backup_object_store_up 1.0" in text
+
+
+def test_a_catalog_job_whose_backupjob_is_gone_is_cancelled_not_run(
+    op: Operator,
+    tmp_path: Path,
+    bucket_name: str,
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+) -> None:
+    # As left behind when a deletion gave up at its deadline with the catalog down.
+    write(tmp_path / "src", "a.txt", b"a")
+    with sessions() as session:
+        bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
+        orphan = jobs.create_job(
+            session,
+            job_name="default/gone",
+            source_system=str(tmp_path / "src"),
+            bucket_id=bucket.id,
+            runner=Runner.OPERATOR,
+            external_uid="4b1c0c4e-0000-4000-8000-000000000000",
+            namespace="default",
+        ).id
+
+    def ended() -> BackupJob | None:
+        with sessions() as session:
+            job = session.get_one(BackupJob, orphan)
+            return job if job.status.finished else None
+
+    job = op.eventually(ended, "the orphan to be dealt with")
+    assert job.status.value == "cancelled"
+    assert job.error == (
+        "ResourceGone: BackupJob default/gone (uid 4b1c0c4e-0000-4000-8000-000000000000) is gone"
+    )
+    assert list(store.list_versions(bucket_name, "")) == []  # nothing was backed up
 
 
 def test_a_status_patch_from_a_stale_body_keeps_conditions_it_does_not_own() -> None:
