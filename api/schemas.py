@@ -48,6 +48,11 @@ class JobCreate(BaseModel):
         description="past this many seconds after its first start the job is stopped and "
         "fails (DeadlineExceeded); omitted: no deadline",
     )
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="put on every object version the job uploads (S3 object tags, at most "
+        "10), and they become those objects' tags in the catalog; omitted: none",
+    )
 
 
 class JobStatusUpdate(BaseModel):
@@ -79,6 +84,7 @@ class JobOut(Out):
     worker_id: str | None
     attempts: int
     active_deadline_seconds: int | None
+    tags: dict[str, str]
     error: str | None = Field(
         description="why it failed; on a resumed job still running, why it was resumed"
     )

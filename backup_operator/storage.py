@@ -176,10 +176,21 @@ class ObjectStore:
             self.client.remove_bucket(name)
 
     def put(
-        self, bucket: str, key: str, data: Readable, length: int, *, lock: Lock | None = None
+        self,
+        bucket: str,
+        key: str,
+        data: Readable,
+        length: int,
+        *,
+        lock: Lock | None = None,
+        tags: dict[str, str] | None = None,
     ) -> tuple[str, str | None]:
-        """Upload (multipart beyond one part), under `lock` if given; answer (version id,
-        etag)."""
+        """Upload (multipart beyond one part), under `lock` and with `tags` if given;
+        answer (version id, etag)."""
+        s3_tags = None
+        if tags:
+            s3_tags = Tags.new_object_tags()
+            s3_tags.update(tags)
         retention = None
         if lock is not None and lock.mode is not None and lock.retain_until is not None:
             retention = Retention(lock.mode, lock.retain_until)
@@ -192,6 +203,7 @@ class ObjectStore:
                 part_size=part_size_for(length),
                 retention=retention,
                 legal_hold=bool(lock and lock.legal_hold),
+                tags=s3_tags,
             )
         return result.version_id or "null", result.etag
 

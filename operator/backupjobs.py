@@ -81,6 +81,7 @@ def register(
                     namespace=namespace,
                     schedule=(meta.get("labels") or {}).get(SCHEDULE_LABEL),
                     active_deadline_seconds=spec.get("activeDeadlineSeconds"),
+                    tags=spec.get("tags"),
                 )
             new = job_status(job, status, generation, status.get("workload"), spec.get("tags"))
             _tell_if_resumed(body, status, job)

@@ -19,7 +19,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog import jobs
-from backup_operator.catalog.models import BackupJob, Bucket, File, RetentionRun
+from backup_operator.catalog.models import (
+    BackupJob,
+    BackupObject,
+    Bucket,
+    File,
+    RetentionRun,
+    Tag,
+)
 from backup_operator.embedded import EmbeddedS3
 from backup_operator.engine.backup import Options, run_backup
 from backup_operator.operator.resources import FINISHED as FINISHED_PHASES
@@ -214,6 +221,16 @@ def test_a_pvc_job_runs_as_a_batch_job_whose_command_completes_it(
     assert done.returncode == 0, done.stderr
     completed = op.wait_for(JOBS, name, lambda o: phase(o) == "Completed")
     assert completed["status"]["files"] == 2 and completed["status"]["uploaded"] == 2
+    with sessions() as session:  # the spec's tags are on what it stored
+        tagged = session.execute(
+            select(BackupObject.key, Tag.key, Tag.value)
+            .join(Tag, Tag.object_id == BackupObject.id)
+            .where(BackupObject.bucket_id == recorded.bucket_id)
+        ).all()
+    assert sorted(tagged) == [
+        ("app-data/img/logo.png", "team", "platform"),
+        ("app-data/report.csv", "team", "platform"),
+    ]
 
 
 def test_a_failed_batch_job_fails_the_backup_job(op: Operator, bucket_name: str) -> None:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
 
+from backup_operator.catalog.models import Runner
+from backup_operator.engine.runner import EngineRunner
+from backup_operator.scheduler import Scheduler
 from backup_operator.storage import ObjectStore
+
+from .conftest import write
 
 
 @pytest.fixture
@@ -71,3 +79,49 @@ def test_ten_tags_at_full_length_fit(client: TestClient, stored: dict) -> None:
     response = client.put(f"/backup-objects/{stored['id']}/tags", json={"tags": tags})
     assert response.status_code == 200
     assert len(response.json()["tags"]) == 10
+
+
+def test_a_jobs_tags_go_on_every_version_it_uploads_in_s3_and_the_catalog(
+    client: TestClient,
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket: dict,
+    tmp_path: Path,
+) -> None:
+    write(tmp_path / "src", "a.txt", b"alpha")
+    write(tmp_path / "src", "copy-of-a.txt", b"alpha")  # a duplicate: not uploaded
+    write(tmp_path / "src", "b.txt", b"bravo")
+    tags = {"team": "platform", "tier": "gold"}
+    created = client.post(
+        "/backup-jobs/",
+        json={
+            "job_name": "tagged",
+            "source_system": str(tmp_path / "src"),
+            "bucket_id": bucket["id"],
+            "key_prefix": "t",
+            "tags": tags,
+        },
+    )
+    assert created.status_code == 201 and created.json()["tags"] == tags
+    Scheduler(sessions, runner=EngineRunner(sessions, store), claims=Runner.SCHEDULER).run_once()
+    assert client.get(f"/backup-jobs/{created.json()['id']}").json()["status"] == "completed"
+    found = client.get("/backup-objects/", params={"tag_key": "tier", "tag_value": "gold"})
+    objects = {o["key"]: o for o in found.json()}
+    assert set(objects) == {"t/a.txt", "t/b.txt"}
+    for key, obj in objects.items():
+        assert client.get(f"/backup-objects/{obj['id']}/tags").json() == {"tags": tags}
+        [version] = client.get(f"/backup-objects/{obj['id']}/versions").json()
+        assert store.get_tags(bucket["name"], key, version["version_id"]) == tags
+
+
+def test_a_job_with_more_tags_than_s3_allows_is_refused_naming_the_field(
+    client: TestClient, bucket: dict
+) -> None:
+    eleven = {f"k{i}": "v" for i in range(11)}
+    response = client.post(
+        "/backup-jobs/",
+        json={"job_name": "j", "source_system": "/", "bucket_id": bucket["id"], "tags": eleven},
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["tags"]
+    assert client.get("/backup-jobs/").json() == []  # nothing half-made

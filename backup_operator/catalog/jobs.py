@@ -9,6 +9,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, NotFound
+from ..storage import validate_tags
 from .buckets import get_bucket
 from .models import BackupJob, JobFailure, JobStatus, Runner, SourceType
 from .pages import Page, scalar_page
@@ -55,6 +56,7 @@ def create_job(
     namespace: str | None = None,
     schedule: str | None = None,
     active_deadline_seconds: int | None = None,
+    tags: dict[str, str] | None = None,
 ) -> BackupJob:
     """A new pending job. With `external_uid` (a Kubernetes resource's uid) creating it
     again answers the job already recorded, so that a resource is registered once."""
@@ -63,6 +65,7 @@ def create_job(
         if existing is not None:
             return existing
     get_bucket(session, bucket_id)
+    validate_tags(tags or {})
     job = BackupJob(
         job_name=job_name,
         source_system=source_system,
@@ -76,6 +79,7 @@ def create_job(
         namespace=namespace,
         schedule=schedule,
         active_deadline_seconds=active_deadline_seconds,
+        tags=dict(tags or {}),
     )
     session.add(job)
     session.commit()

@@ -163,6 +163,8 @@ class BackupJob(Base):
     active_deadline_seconds: Mapped[int | None]
     error: Mapped[str | None] = mapped_column(Text)
     stats: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    # Put on every object version the job uploads, in S3 and in the catalog's tags.
+    tags: Mapped[dict[str, str]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     created_at: Mapped[created_at]
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 

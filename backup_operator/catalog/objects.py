@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO
 
-from sqlalchemy import func, select, text, true
+from sqlalchemy import delete, func, select, text, true
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased, lazyload
 
@@ -106,8 +106,14 @@ class Upload:
     lock: Lock | None = None
 
 
-def record_versions(session: Session, bucket_id: int, uploads: list[Upload]) -> list[ObjectVersion]:
-    """Record uploaded versions in bulk and link their files (the caller commits)."""
+def record_versions(
+    session: Session,
+    bucket_id: int,
+    uploads: list[Upload],
+    tags: dict[str, str] | None = None,
+) -> list[ObjectVersion]:
+    """Record uploaded versions in bulk and link their files (the caller commits). With
+    `tags` (the job's, put on the new versions in S3), they become the objects' tags."""
     if not uploads:
         return []
     keys = sorted({u.key for u in uploads})
@@ -160,6 +166,13 @@ def record_versions(session: Session, bucket_id: int, uploads: list[Upload]) -> 
                 WHERE {condition}
             """),
             columns,
+        )
+    if tags:
+        uploaded = sorted(set(object_ids.values()))
+        session.execute(delete(Tag).where(Tag.object_id.in_(uploaded)))
+        session.execute(
+            insert(Tag),
+            [{"object_id": o, "key": k, "value": v} for o in uploaded for k, v in tags.items()],
         )
     return versions
 

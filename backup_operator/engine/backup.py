@@ -182,6 +182,7 @@ class Backup:
             self.job_stats = dict(job.stats or {})
             self.source = options.source or job.source_system
             self.prefix = job.key_prefix
+            self.tags = dict(job.tags or {})
             self.bucket_id = job.bucket_id
             bucket = session.get_one(Bucket, job.bucket_id)
             self.bucket = bucket.name
@@ -332,7 +333,9 @@ class Backup:
         try:
             with open(entry.os_path, "rb") as handle:
                 reader = HashingReader(handle)
-                version_id, etag = self.store.put(self.bucket, key, reader, row.size, lock=lock)
+                version_id, etag = self.store.put(
+                    self.bucket, key, reader, row.size, lock=lock, tags=self.tags
+                )
         except OSError as error:
             self.report.problem("unreadable", row.path, error.strerror)
             return None
@@ -348,7 +351,7 @@ class Backup:
     def _record(self, uploads: list[Upload]) -> None:
         try:
             with self.sessions() as session:
-                record_versions(session, self.bucket_id, uploads)
+                record_versions(session, self.bucket_id, uploads, self.tags)
                 session.commit()
         except BaseException:
             for upload in uploads:  # leave no untracked object behind
