@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     minio_secret_key: SecretStr = SecretStr("minioadmin")
     minio_secure: bool = False
     minio_region: str | None = None
+    # How long one request waits for an answer (tried 4 times) before the store counts
+    # as unavailable: bounds what a hung server holds up (uploads of big parts included).
+    minio_read_timeout_seconds: float = Field(120.0, gt=0)
 
     sqlalchemy_database_url: SecretStr | None = Field(
         None, description="PostgreSQL URL; `make dev` starts an embedded server when unset"

@@ -81,10 +81,12 @@ def make_client(
     secure: bool,
     region: str | None = None,
     retries: int = 3,
+    read_timeout: float = 120,
 ) -> Minio:
     http = urllib3.PoolManager(
         maxsize=32,  # one pooled connection per upload thread
-        timeout=urllib3.Timeout(connect=3, read=120),
+        # A hung server costs (retries + 1) x read_timeout before the store is "unavailable".
+        timeout=urllib3.Timeout(connect=3, read=read_timeout),
         retries=urllib3.Retry(
             total=retries,
             backoff_factor=0.2,
@@ -143,6 +145,7 @@ class ObjectStore:
                 settings.minio_secret_key.get_secret_value(),
                 secure=settings.minio_secure,
                 region=settings.minio_region,
+                read_timeout=settings.minio_read_timeout_seconds,
             )
         )
 

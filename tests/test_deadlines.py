@@ -14,6 +14,7 @@ from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.models import RetentionRun
 from backup_operator.deadline import Deadline, DeadlineExceeded, run_within
 from backup_operator.embedded import EmbeddedS3
+from backup_operator.errors import Unavailable
 from backup_operator.storage import ObjectStore, make_client
 
 from .conftest import back_up, catalog_versions, frozen, write
@@ -89,3 +90,25 @@ def test_a_run_out_of_time_between_steps_records_why_and_deletes_nothing_more(
         )
         assert len(catalog_versions(session, bucket_id)) == 2
     assert len(list(store.list_versions(bucket_name, ""))) == 2
+
+
+def test_a_hung_store_is_reported_unavailable_after_the_read_timeout_and_its_retries(
+    private_s3: EmbeddedS3,
+) -> None:
+    store = ObjectStore(
+        make_client(
+            private_s3.endpoint,
+            private_s3.access_key,
+            private_s3.secret_key,
+            secure=False,
+            read_timeout=0.5,
+        )
+    )
+    store.ping()
+    with frozen(private_s3):
+        began = time.monotonic()
+        with pytest.raises(Unavailable) as down:
+            store.ping()
+        waited = time.monotonic() - began
+    assert 2 <= waited < 10  # four tries of half a second, not four of two minutes
+    assert down.value.dependency == "object store"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,9 @@ def test_serving_without_a_database_url_says_so() -> None:
     result = run_cli("serve")
     assert result.returncode == 2
     assert "SQLALCHEMY_DATABASE_URL is not set" in result.stderr
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in readme]
+    assert missing == []
