@@ -44,6 +44,7 @@ def test_read_only_tokens_read_and_write_tokens_write(
     secured: TestClient, bucket_name: str
 ) -> None:
     assert secured.get("/buckets/", headers=bearer("ro-2")).status_code == 200
+    assert secured.get("/metrics", headers=bearer("ro-2")).status_code == 200  # Prometheus
     refused = secured.post("/buckets/", json={"name": bucket_name}, headers=bearer("ro-1"))
     assert refused.status_code == 403
     assert secured.get("/buckets/", headers=bearer("ro-1")).json() == []

@@ -252,8 +252,17 @@ def test_optional_ingress_service_monitor_and_network_policy() -> None:
     (ingress,) = by_kind(render(VALUE_SETS["ingress"]), "Ingress")
     assert ingress["spec"]["ingressClassName"] == "nginx"
     assert ingress["spec"]["tls"][0]["secretName"] == "backups-tls"
-    monitors = by_kind(render(VALUE_SETS["service-monitor"]), "ServiceMonitor")
+    monitored = render(VALUE_SETS["service-monitor"])
+    monitors = by_kind(monitored, "ServiceMonitor")
     assert [m["spec"]["endpoints"][0]["port"] for m in monitors] == ["http", "metrics"]
+    # Prometheus scrapes the API with a read-only token of its own, never the read-write.
+    credentials = monitors[0]["spec"]["endpoints"][0]["authorization"]["credentials"]
+    tokens = next(s for s in by_kind(monitored, "Secret") if "API_TOKENS" in s["stringData"])
+    assert credentials == {"name": tokens["metadata"]["name"], "key": "METRICS_TOKEN"}
+    metrics_token = tokens["stringData"]["METRICS_TOKEN"]
+    assert len(metrics_token) == 40
+    assert metrics_token in tokens["stringData"]["API_READ_ONLY_TOKENS"].split(",")
+    assert metrics_token not in tokens["stringData"]["API_TOKENS"].split(",")
     assert all(m["metadata"]["labels"]["team"] == "x" for m in monitors)
     policies = by_kind(render(VALUE_SETS["network-policy"]), "NetworkPolicy")
     assert {p["metadata"]["name"].rsplit("-", 1)[1] for p in policies} == {"api", "operator"}
