@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 
@@ -64,6 +65,25 @@ class _Server:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def start(self) -> Self:
+        # Ports are picked free, then bound by the server a moment later: another process
+        # may take one in between. Picked afresh, the next try gets others.
+        chosen = not self.port
+        for attempt in range(3):
+            try:
+                self._start_once()
+                return self
+            except RuntimeError as error:
+                if "address already in use" not in str(error).lower() or attempt == 2:
+                    raise
+                self.process = None
+                if chosen:
+                    self.port = 0
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> None:
+        raise NotImplementedError
+
     def stop(self, sig: int = signal.SIGINT, timeout: float = 15) -> None:
         if self.process is None:
             return
@@ -101,7 +121,7 @@ class EmbeddedPostgres(_Server):
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
-    def start(self) -> EmbeddedPostgres:
+    def _start_once(self) -> None:
         bin_dir = _postgres_bin()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         pgdata = self.data_dir / "pgdata"
@@ -150,7 +170,6 @@ class EmbeddedPostgres(_Server):
         )
         _wait_for_port(self.port, self.process, log, timeout=30)
         self._wait_accepting()
-        return self
 
     def _wait_accepting(self) -> None:
         import psycopg
@@ -191,7 +210,7 @@ class EmbeddedS3(_Server):
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> EmbeddedS3:
+    def _start_once(self) -> None:
         weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
@@ -246,7 +265,6 @@ class EmbeddedS3(_Server):
         )
         _wait_for_port(self.port, self.process, log, timeout=60)
         self._wait_serving()
-        return self
 
     def _wait_serving(self) -> None:
         from minio import Minio

@@ -26,7 +26,8 @@ from .resources import (
     source_of,
     start_time,
 )
-from .runtime import InvalidSpec, domain_errors, finalize_within, patch_status
+from .runtime import InvalidSpec, domain_errors, finalize_within
+from .status import patch_status
 from .workload import backup_workload, workload_failure
 
 POLL_SECONDS = get_settings().operator_poll_seconds

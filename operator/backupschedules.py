@@ -21,7 +21,8 @@ from .resources import (
     condition,
     iso,
 )
-from .runtime import SCHEDULE_INTERVAL, domain_errors, patch_status
+from .runtime import SCHEDULE_INTERVAL, domain_errors
+from .status import patch_status
 
 POLL_SECONDS = get_settings().operator_poll_seconds
 SCHEDULE_LABEL = f"{GROUP}/schedule"

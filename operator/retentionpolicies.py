@@ -24,7 +24,8 @@ from .resources import (
     policy_fields,
     spec_field,
 )
-from .runtime import InvalidSpec, domain_errors, finalize_within, patch_status
+from .runtime import InvalidSpec, domain_errors, finalize_within
+from .status import patch_status
 
 POLL_SECONDS = get_settings().operator_poll_seconds
 RETRY_BLOCKED = timedelta(minutes=1)

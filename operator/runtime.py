@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -160,37 +160,6 @@ def domain_errors(
         raise kopf.TemporaryError(
             f"Kubernetes API: {error.status} {error.reason}", delay=10
         ) from None
-
-
-def patch_status(patch: kopf.Patch, new: Mapping[str, Any]) -> None:
-    """Set these status fields (None removes one) in one JSON patch on the freshest body,
-    guarded by its resourceVersion: readers never see a phase without its conditions,
-    and conditions merge by type, so a timer and a change handler, each owning some,
-    never drop each other's (a whole list from a stale body would)."""
-    fields = dict(new)
-    conditions = list(fields.pop("conditions", None) or [])
-    patch.fns.append(lambda body: _set_status(body, fields, conditions))
-
-
-def _set_status(
-    body: kopf.RawBody, fields: dict[str, Any], conditions: list[dict[str, Any]]
-) -> None:
-    status = body.setdefault("status", {})
-    for key, value in fields.items():
-        if value is None:
-            status.pop(key, None)
-        else:
-            status[key] = value
-    current = status.setdefault("conditions", []) if conditions else []
-    for new in conditions:
-        index = next((i for i, c in enumerate(current) if c.get("type") == new["type"]), None)
-        if index is None:
-            current.append(new)
-            continue
-        if current[index].get("status") == new["status"]:  # no transition: its time stays
-            since = current[index].get("lastTransitionTime") or new["lastTransitionTime"]
-            new = {**new, "lastTransitionTime": since}
-        current[index] = new
 
 
 class Finalized(NamedTuple, Generic[T]):

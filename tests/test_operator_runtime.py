@@ -18,7 +18,7 @@ from backup_operator.catalog import jobs
 from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.models import BackupJob, Runner
 from backup_operator.embedded import free_port
-from backup_operator.operator.runtime import patch_status
+from backup_operator.operator.status import patch_status
 from backup_operator.storage import ObjectStore
 
 
