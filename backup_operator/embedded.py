@@ -264,14 +264,17 @@ class EmbeddedS3(_Server):
             start_new_session=True,
         )
         _wait_for_port(self.port, self.process, log, timeout=60)
-        self._wait_serving()
+        self._wait_serving(log)
 
-    def _wait_serving(self) -> None:
+    def _wait_serving(self, log: Path) -> None:
         from minio import Minio
 
+        assert self.process is not None
         client = Minio(self.endpoint, self.access_key, self.secret_key, secure=False)
         deadline = time.monotonic() + 60
         while True:
+            if self.process.poll() is not None:  # its S3 port was up, another one was not
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{_tail(log)}")
             try:
                 client.list_buckets()
                 return
