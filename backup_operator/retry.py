@@ -26,6 +26,15 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, exc.SQLAlchemyError) and is_unavailable(error)
 
 
+def outage(error: BaseException) -> str | None:
+    """One line saying which dependency is down, or None when `error` is no outage."""
+    if isinstance(error, Unavailable | RetriesExhausted):
+        return str(error)
+    if is_transient(error):
+        return f"the database is unavailable: {type(error).__name__}"
+    return None
+
+
 def retrying(
     operation: Callable[[], T],
     *,

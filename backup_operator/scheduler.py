@@ -22,7 +22,7 @@ from .catalog.files import job_file_stats
 from .catalog.models import BackupJob, JobStatus, Runner
 from .errors import Unavailable
 from .notify import Notifier, NoWebhook, notify_ended
-from .retry import is_transient
+from .retry import outage
 
 logger = logging.getLogger(__name__)
 
@@ -140,12 +140,12 @@ class Scheduler:
                 while self.run_once() and not self._stop.is_set():
                     pass
             except Exception as error:
-                if not is_transient(error):
+                why = outage(error)
+                if why is None:
                     logger.exception(
                         "scheduler: unexpected error; retrying in %.0fs", self.interval
                     )
                 else:  # an outage: one line, no traceback
-                    why = error if isinstance(error, Unavailable) else type(error).__name__
                     logger.warning("scheduler: %s; retrying in %.0fs", why, self.interval)
             self._wake.wait(self.interval)
             self._wake.clear()

@@ -122,10 +122,11 @@ def poll(
     """Start a PVC job's batch Job when due; mirror the catalog's progress into status."""
     workload = status.get("workload")
     with domain_errors(), memo.sessions() as session:
-        # Its worker fails it too, at its next heartbeat; this covers a worker that is gone
-        # or a pod that never started.
-        jobs.fail_overdue_jobs(session, job_id=status["jobId"])
-        session.commit()
+        if spec.get("activeDeadlineSeconds"):
+            # Its worker fails it too, at its next heartbeat; this covers a worker that is
+            # gone or a pod that never started.
+            jobs.fail_overdue_jobs(session, job_id=status["jobId"])
+            session.commit()
         job = jobs.get_job(session, status["jobId"])
         if job.runner is Runner.KUBERNETES and not job.status.finished:
             if workload is None and (job.start_time is None or job.start_time <= _now()):

@@ -18,13 +18,13 @@ from sqlalchemy.orm import Session
 
 from ..catalog import jobs
 from ..catalog.models import BackupJob, JobStatus, Runner
-from ..db import is_unavailable, make_engine, make_sessionmaker
+from ..db import make_engine, make_sessionmaker
 from ..deadline import Deadline, DeadlineExceeded, run_within
 from ..engine.runner import EngineRunner
 from ..errors import DomainError, Unavailable
 from ..metrics import PREFIX, CatalogCollector
 from ..notify import webhook_from
-from ..retry import RetriesExhausted
+from ..retry import RetriesExhausted, outage
 from ..scheduler import JobCancelled, JobRunner, Scheduler
 from ..settings import Settings, get_settings
 from ..storage import ObjectStore
@@ -145,14 +145,11 @@ def domain_errors(
     field, or `field` when the whole call is about one) for the handler to show."""
     try:
         yield
-    except (Unavailable, RetriesExhausted) as error:
-        raise kopf.TemporaryError(f"{error}; retrying", delay=10) from None
-    except SQLAlchemyError as error:
-        if not is_unavailable(error):
+    except (Unavailable, RetriesExhausted, SQLAlchemyError) as error:
+        why = outage(error)
+        if why is None:
             raise
-        raise kopf.TemporaryError(
-            f"the database is unavailable: {type(error).__name__}; retrying", delay=10
-        ) from None
+        raise kopf.TemporaryError(f"{why}; retrying", delay=10) from None
     except DomainError as error:
         where = field or (f"{spec_prefix}.{naming(error.field)}" if error.field else spec_prefix)
         raise InvalidSpec(where, error.message) from None

@@ -164,6 +164,15 @@ def job(client: TestClient, bucket: dict[str, object]) -> dict[str, object]:
     return dict(response.json())
 
 
+def migrated_catalog(server: EmbeddedPostgres) -> str:
+    """A database `catalog` on `server`, migrated: its URL."""
+    with psycopg.connect(plain(server.url()), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE catalog")
+    url = server.url("catalog")
+    upgrade(url)
+    return url
+
+
 @pytest.fixture
 def private_pg(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
     """A server of this test's own, which the test may stop."""
@@ -177,6 +186,16 @@ def private_s3(tmp_path: Path) -> Iterator[EmbeddedS3]:
     server = EmbeddedS3(tmp_path / "s3").start()
     yield server
     server.stop()
+
+
+def endpoint_of(server: EmbeddedS3) -> tuple[str, str, str]:
+    return server.endpoint, server.access_key, server.secret_key
+
+
+@pytest.fixture
+def private_store(private_s3: EmbeddedS3) -> ObjectStore:
+    """The store on this test's own S3 server (which the test may freeze or stop)."""
+    return ObjectStore(make_client(*endpoint_of(private_s3), secure=False))
 
 
 @contextmanager
@@ -271,6 +290,20 @@ def back_up(
             session, job.id, worker_id="test-worker", status=jobs.outcome(stats), stats=stats
         )
     return job.id, stats
+
+
+def versions_of_one_file(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    source: Path,
+    count: int,
+    prefix: str = "host1",
+) -> None:
+    """`count` backups of `source`, its app.yaml changed before each: as many versions."""
+    for generation in range(count):
+        write(source, "app.yaml", f"v{generation}".encode())
+        back_up(sessions, store, bucket_id, source, prefix=prefix)
 
 
 def write(root: Path, relative: str, content: bytes) -> Path:

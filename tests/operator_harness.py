@@ -122,8 +122,13 @@ def example(name: str) -> dict[str, Any]:
 
 @contextmanager
 def operator(
-    api: RunningApiServer, tmp_path: Path, database_url: str, s3: tuple[str, str, str]
+    api: RunningApiServer,
+    tmp_path: Path,
+    database_url: str,
+    s3: tuple[str, str, str],
+    **settings: str,
 ) -> Iterator[Operator]:
+    """The operator process; `settings` add to or override its environment."""
     endpoint, access, secret = s3
     env = {
         **os.environ,
@@ -138,6 +143,7 @@ def operator(
         "JOB_HEARTBEAT_TIMEOUT_SECONDS": "4",
         "METRICS_PORT": "0",  # several operators run at once: a test asks for it
         "PYTHONPATH": str(ROOT),
+        **settings,
     }
     running = Operator(api, env, tmp_path / "operator.log")
     running.start()

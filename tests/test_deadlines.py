@@ -17,22 +17,22 @@ from backup_operator.embedded import EmbeddedS3
 from backup_operator.errors import Unavailable
 from backup_operator.storage import ObjectStore, make_client
 
-from .conftest import back_up, catalog_versions, frozen, write
+from .conftest import catalog_versions, endpoint_of, frozen, versions_of_one_file
 
 
 def test_a_retention_run_on_a_hung_store_stops_at_its_deadline_and_the_catalog_stays_true(
-    sessions: sessionmaker[Session], private_s3: EmbeddedS3, tmp_path: Path, bucket_name: str
+    sessions: sessionmaker[Session],
+    private_s3: EmbeddedS3,
+    private_store: ObjectStore,
+    tmp_path: Path,
+    bucket_name: str,
 ) -> None:
-    store = ObjectStore(
-        make_client(private_s3.endpoint, private_s3.access_key, private_s3.secret_key, secure=False)
-    )
+    store = private_store
     with sessions() as session:
         bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
         policy = retention.create_policy(session, name="p", keep_last=1, bucket_id=bucket.id)
         bucket_id, policy_id = bucket.id, policy.id
-    for generation in range(3):
-        write(tmp_path / "src", "app.yaml", f"v{generation}".encode())
-        back_up(sessions, store, bucket_id, tmp_path / "src")
+    versions_of_one_file(sessions, store, bucket_id, tmp_path / "src", 3)
 
     def apply(deadline: Deadline) -> retention.ApplyResult:
         with sessions() as session:
@@ -76,9 +76,7 @@ def test_a_run_out_of_time_between_steps_records_why_and_deletes_nothing_more(
         bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
         policy = retention.create_policy(session, name="q", keep_last=1, bucket_id=bucket.id)
         bucket_id, policy_id = bucket.id, policy.id
-    for generation in range(2):
-        write(tmp_path / "src", "app.yaml", f"v{generation}".encode())
-        back_up(sessions, store, bucket_id, tmp_path / "src")
+    versions_of_one_file(sessions, store, bucket_id, tmp_path / "src", 2)
     with sessions() as session:
         with pytest.raises(DeadlineExceeded):
             retention.apply(session, store, policy_id, actor="t", deadline=Deadline(0))
@@ -95,15 +93,7 @@ def test_a_run_out_of_time_between_steps_records_why_and_deletes_nothing_more(
 def test_a_hung_store_is_reported_unavailable_after_the_read_timeout_and_its_retries(
     private_s3: EmbeddedS3,
 ) -> None:
-    store = ObjectStore(
-        make_client(
-            private_s3.endpoint,
-            private_s3.access_key,
-            private_s3.secret_key,
-            secure=False,
-            read_timeout=0.5,
-        )
-    )
+    store = ObjectStore(make_client(*endpoint_of(private_s3), secure=False, read_timeout=0.5))
     store.ping()
     with frozen(private_s3):
         began = time.monotonic()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from apiserver import RunningApiServer
-from conftest import catalog_versions, frozen, write
+from conftest import catalog_versions, endpoint_of, frozen, write
 from operator_harness import JOBS, Operator, example, operator, phase
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,7 +30,7 @@ from backup_operator.catalog.models import (
 from backup_operator.embedded import EmbeddedS3
 from backup_operator.engine.backup import Options, run_backup
 from backup_operator.operator.resources import FINISHED as FINISHED_PHASES
-from backup_operator.storage import ObjectStore, make_client
+from backup_operator.storage import ObjectStore
 
 
 def path_job(name: str, source: Path, bucket: str, **spec: Any) -> dict[str, Any]:
@@ -313,8 +313,7 @@ def test_a_backup_past_its_deadline_is_stopped_and_fails_even_on_a_hung_store(
     sessions: sessionmaker[Session],
 ) -> None:
     write(tmp_path / "src", "a.txt", b"a")
-    s3 = (private_s3.endpoint, private_s3.access_key, private_s3.secret_key)
-    with operator(api, tmp_path, db_url, s3) as op:
+    with operator(api, tmp_path, db_url, endpoint_of(private_s3)) as op:
         later = path_job("bounded", tmp_path / "src", bucket_name, startAt="2099-01-01T00:00:00Z")
         later["spec"]["activeDeadlineSeconds"] = 2
         op.apply(later)
@@ -340,17 +339,14 @@ def test_a_deletion_held_by_a_hung_store_is_let_go_at_its_deadline_saying_why(
     tmp_path: Path,
     db_url: str,
     private_s3: EmbeddedS3,
+    private_store: ObjectStore,
     bucket_name: str,
     sessions: sessionmaker[Session],
 ) -> None:
     write(tmp_path / "src", "a.txt", b"a")
     write(tmp_path / "src", "b.txt", b"b")
-    s3 = (private_s3.endpoint, private_s3.access_key, private_s3.secret_key)
-    store = ObjectStore(make_client(*s3, secure=False))
-    with operator(api, tmp_path, db_url, s3) as op:
-        op.stop()
-        op.env["DELETION_DEADLINE_SECONDS"] = "3"
-        op.start()
+    s3 = endpoint_of(private_s3)
+    with operator(api, tmp_path, db_url, s3, DELETION_DEADLINE_SECONDS="3") as op:
         op.apply(path_job("doomed", tmp_path / "src", bucket_name, deleteObjectsOnDelete=True))
         done = op.wait_for(JOBS, "doomed", lambda o: phase(o) == "Completed")
         with frozen(private_s3):
@@ -375,7 +371,7 @@ def test_a_deletion_held_by_a_hung_store_is_let_go_at_its_deadline_saying_why(
         with sessions() as session:
             bucket_id = session.get_one(BackupJob, done["status"]["jobId"]).bucket_id
             assert catalog_versions(session, bucket_id) == {
-                v.version_id for v in store.list_versions(bucket_name, "")
+                v.version_id for v in private_store.list_versions(bucket_name, "")
             }
 
 

@@ -10,15 +10,22 @@ from pathlib import Path
 
 import psycopg
 from apiserver import RunningApiServer
-from conftest import back_up, frozen, plain, write
+from conftest import (
+    back_up,
+    endpoint_of,
+    frozen,
+    migrated_catalog,
+    plain,
+    versions_of_one_file,
+    write,
+)
 from operator_harness import JOBS, POLICIES, Operator, example, operator, phase
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.retention import governed_objects
 from backup_operator.embedded import EmbeddedPostgres, EmbeddedS3
-from backup_operator.migrate import upgrade
-from backup_operator.storage import ObjectStore, make_client
+from backup_operator.storage import ObjectStore
 
 
 def last_run(obj: dict) -> dict:  # type: ignore[type-arg]
@@ -122,10 +129,7 @@ def test_require_dry_run_makes_the_first_run_after_a_change_a_dry_run(
 ) -> None:
     with sessions() as session:
         bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
-    source = tmp_path / "src"
-    for generation in range(3):
-        write(source, "app.yaml", f"v{generation}".encode())
-        back_up(sessions, store, bucket.id, source, prefix="config")
+    versions_of_one_file(sessions, store, bucket.id, tmp_path / "src", 3, prefix="config")
     policy = copy.deepcopy(example("retentionpolicy.yaml"))
     policy["spec"] = {
         "rules": {"keepLast": 1},
@@ -149,23 +153,18 @@ def test_a_retention_run_on_a_hung_store_stops_at_its_deadline_and_says_what_blo
     tmp_path: Path,
     db_url: str,
     private_s3: EmbeddedS3,
+    private_store: ObjectStore,
     bucket_name: str,
     sessions: sessionmaker[Session],
 ) -> None:
-    s3 = (private_s3.endpoint, private_s3.access_key, private_s3.secret_key)
-    store = ObjectStore(make_client(*s3, secure=False))
     with sessions() as session:
-        bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
-    for generation in range(3):
-        write(tmp_path / "src", "app.yaml", f"v{generation}".encode())
-        back_up(sessions, store, bucket.id, tmp_path / "src", prefix="config")
+        bucket = create_bucket(session, private_store, name=bucket_name, object_lock=False)
+    versions_of_one_file(sessions, private_store, bucket.id, tmp_path / "src", 3, "config")
     policy = copy.deepcopy(example("retentionpolicy.yaml"))
     policy["spec"] = {"rules": {"keepLast": 1}, "scope": {"bucket": bucket_name}}
     name = policy["metadata"]["name"]
-    with operator(api, tmp_path, db_url, s3) as op:
-        op.stop()
-        op.env["RETENTION_RUN_DEADLINE_SECONDS"] = "2"
-        op.start()
+    s3 = endpoint_of(private_s3)
+    with operator(api, tmp_path, db_url, s3, RETENTION_RUN_DEADLINE_SECONDS="2") as op:
         with frozen(private_s3):
             op.apply(policy)
             stopped = op.wait_for(POLICIES, name, lambda o: "error" in last_run(o))
@@ -189,17 +188,11 @@ def test_a_policy_deletion_held_by_a_database_outage_is_let_go_at_its_deadline_s
     private_pg: EmbeddedPostgres,
     s3_endpoint: tuple[str, str, str],
 ) -> None:
-    with psycopg.connect(plain(private_pg.url()), autocommit=True) as conn:
-        conn.execute("CREATE DATABASE catalog")
-    url = private_pg.url("catalog")
-    upgrade(url)
+    url = migrated_catalog(private_pg)
     policy = copy.deepcopy(example("retentionpolicy.yaml"))
     policy["spec"] = {"rules": {"keepLast": 1}, "dryRun": True}
     name = policy["metadata"]["name"]
-    with operator(api, tmp_path, url, s3_endpoint) as op:
-        op.stop()
-        op.env["DELETION_DEADLINE_SECONDS"] = "5"
-        op.start()
+    with operator(api, tmp_path, url, s3_endpoint, DELETION_DEADLINE_SECONDS="5") as op:
         op.apply(policy)
         policy_id = op.wait_for(POLICIES, name, lambda o: bool(last_run(o)))["status"]["policyId"]
         private_pg.stop()

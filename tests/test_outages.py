@@ -3,14 +3,12 @@ and nothing half-written."""
 
 from __future__ import annotations
 
-import psycopg
 from fastapi.testclient import TestClient
 
 from backup_operator.api.app import create_app
 from backup_operator.embedded import EmbeddedPostgres, EmbeddedS3
-from backup_operator.migrate import upgrade
 
-from .conftest import digest, make_settings, plain
+from .conftest import digest, make_settings, migrated_catalog
 
 
 def test_object_store_down(db_url: str, private_s3: EmbeddedS3, bucket_name: str) -> None:
@@ -49,10 +47,7 @@ def test_object_store_down(db_url: str, private_s3: EmbeddedS3, bucket_name: str
 
 
 def test_database_down(private_pg: EmbeddedPostgres, s3_endpoint: tuple[str, str, str]) -> None:
-    with psycopg.connect(plain(private_pg.url()), autocommit=True) as conn:
-        conn.execute("CREATE DATABASE catalog")
-    url = private_pg.url("catalog")
-    upgrade(url)
+    url = migrated_catalog(private_pg)
     with TestClient(create_app(make_settings(url, *s3_endpoint))) as client:
         assert client.get("/buckets/").status_code == 200
         private_pg.stop()

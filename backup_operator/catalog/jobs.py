@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, false, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, NotFound
@@ -212,17 +212,19 @@ def claim_job(session: Session, job_id: int, *, worker_id: str) -> BackupJob:
 def heartbeat(session: Session, job_id: int, *, worker_id: str) -> bool:
     """Answers False when the job is no longer ours to run (cancelled, reclaimed, or past
     its deadline: then it fails here, however busy its worker is)."""
-    fail_overdue_jobs(session, job_id=job_id)
     still_ours = session.scalar(
         update(BackupJob)
         .where(
             BackupJob.id == job_id,
             BackupJob.worker_id == worker_id,
             BackupJob.status == JobStatus.RUNNING,
+            func.coalesce(_overdue(), false()).is_(false()),
         )
         .values(heartbeat_at=func.now())
         .returning(BackupJob.id)
     )
+    if still_ours is None:
+        fail_overdue_jobs(session, job_id=job_id)
     session.commit()
     return still_ours is not None
 
@@ -307,28 +309,39 @@ def fail_overdue_jobs(session: Session, *, job_id: int | None = None) -> list[in
     """Jobs started (running, or waiting to be resumed) longer ago than their
     activeDeadlineSeconds fail, saying so; a worker still on one stops at its next
     heartbeat. Not committed: the caller's transaction carries it."""
-    deadline = func.make_interval(0, 0, 0, 0, 0, 0, BackupJob.active_deadline_seconds)
     overdue = (
         update(BackupJob)
-        .where(
-            BackupJob.status.in_([JobStatus.RUNNING, JobStatus.PENDING]),
-            BackupJob.started_at + deadline < func.now(),
-        )
+        .where(BackupJob.status.in_([JobStatus.RUNNING, JobStatus.PENDING]), _overdue())
         .values(
-            status=JobStatus.FAILED,
-            worker_id=None,
-            completed_at=func.now(),
-            error=func.concat(
-                "DeadlineExceeded: unfinished ",
-                BackupJob.active_deadline_seconds,
-                "s after it started (activeDeadlineSeconds); stopped",
-            ),
+            **_failing(
+                func.concat(
+                    "DeadlineExceeded: unfinished ",
+                    BackupJob.active_deadline_seconds,
+                    "s after it started (activeDeadlineSeconds); stopped",
+                )
+            )
         )
         .returning(BackupJob.id)
     )
     if job_id is not None:
         overdue = overdue.where(BackupJob.id == job_id)
     return list(session.scalars(overdue).all())
+
+
+def _overdue() -> Any:
+    """Started longer ago than its activeDeadlineSeconds (NULL without a deadline)."""
+    deadline = func.make_interval(0, 0, 0, 0, 0, 0, BackupJob.active_deadline_seconds)
+    return BackupJob.started_at + deadline < func.now()
+
+
+def _failing(error: Any) -> dict[str, Any]:
+    """The values that end a job failed, with its reason."""
+    return {
+        "status": JobStatus.FAILED,
+        "worker_id": None,
+        "completed_at": func.now(),
+        "error": error,
+    }
 
 
 class Released(NamedTuple):
@@ -345,22 +358,13 @@ def release_stale_jobs(
     stale = (BackupJob.status == JobStatus.RUNNING) & (
         BackupJob.heartbeat_at < func.now() - timeout
     )
+    silent = ("WorkerLost: no heartbeat for ", int(timeout.total_seconds()), "s from worker ")
     if max_attempts is not None:
+        given_up = f"; given up after {max_attempts} attempts"
         failed += session.scalars(
             update(BackupJob)
             .where(stale, BackupJob.attempts >= max_attempts)
-            .values(
-                status=JobStatus.FAILED,
-                worker_id=None,
-                completed_at=func.now(),
-                error=func.concat(
-                    "WorkerLost: no heartbeat for ",
-                    int(timeout.total_seconds()),
-                    "s from worker ",
-                    BackupJob.worker_id,
-                    f"; given up after {max_attempts} attempts",
-                ),
-            )
+            .values(**_failing(func.concat(*silent, BackupJob.worker_id, given_up)))
             .returning(BackupJob.id)
         ).all()
     of_max = "" if max_attempts is None else f" of {max_attempts}"
@@ -371,9 +375,7 @@ def release_stale_jobs(
             status=JobStatus.PENDING,
             worker_id=None,
             error=func.concat(
-                "WorkerLost: no heartbeat for ",
-                int(timeout.total_seconds()),
-                "s from worker ",
+                *silent,
                 BackupJob.worker_id,
                 "; resumed as attempt ",
                 BackupJob.attempts + 1,
