@@ -2,7 +2,9 @@
 
 Exit codes: 0 success; 1 the job failed, a restore left files out, or verify found
 drift it did not repair; 2 bad usage or settings; 3 PostgreSQL or the store is down;
-4 the backup ended partially failed (some files could not be stored).
+4 the backup ended partially failed (some files could not be stored); 143 a backup was
+stopped by SIGTERM and its job handed back, to be resumed (so that a batch Job, whose pod
+was evicted, counts the pod as failed and runs it again).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -23,6 +26,7 @@ from .db import make_engine, make_sessionmaker
 from .engine.backup import Options, run_backup
 from .engine.restore import restore
 from .engine.verify import verify
+from .errors import Conflict
 from .notify import notify_ended, webhook_from
 from .scheduler import Heartbeat, JobCancelled, default_worker_id
 from .settings import Settings
@@ -30,7 +34,15 @@ from .storage import ObjectStore
 
 logger = logging.getLogger("backup_operator.console")
 
-EXIT_OK, EXIT_FAILED, EXIT_PARTIAL = 0, 1, 4
+EXIT_OK, EXIT_FAILED, EXIT_PARTIAL, EXIT_TERMINATED = 0, 1, 4, 143
+
+
+class Terminated(Exception):
+    """SIGTERM arrived during a backup (a pod evicted, a node drained)."""
+
+
+def _raise_on_sigterm(*_: Any) -> None:
+    raise Terminated()
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -111,9 +123,10 @@ class Progress:
 
 def backup(ctx: Context, args: argparse.Namespace) -> int:
     worker = default_worker_id()
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
     with ctx.sessions() as session:
         if args.job is not None:
-            job = jobs.claim_job(session, args.job, worker_id=worker)
+            job = _claim_when_free(ctx, session, args.job, worker)
         else:
             if not args.source or not args.bucket:
                 raise SystemExit("backup: give SOURCE and --bucket, or --job")
@@ -144,6 +157,12 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
                     source=args.mounted_at,
                 ),
             )
+    except Terminated:
+        progress.done()
+        with ctx.sessions() as session:
+            jobs.release_job(session, job.id, worker_id=worker)
+        logger.error("job %s: stopped by SIGTERM; handed back to be resumed", job.id)
+        return EXIT_TERMINATED
     except JobCancelled as stop:
         progress.done()
         with ctx.sessions() as session:
@@ -169,6 +188,21 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
             _notify(ctx, session, job.id)
     _print({"job_id": job.id, "status": ended.value, **stats})
     return EXIT_OK if ended is JobStatus.COMPLETED else EXIT_PARTIAL
+
+
+def _claim_when_free(ctx: Context, session: Session, job_id: int, worker: str) -> Any:
+    """Claim an existing job. One still held by another worker (a pod killed a moment
+    ago, whose retry this is) is waited for: once that worker has been silent for the
+    heartbeat timeout, the operator hands the job back (counting the attempt)."""
+    patience = time.monotonic() + 2 * ctx.settings.job_heartbeat_timeout_seconds
+    while True:
+        try:
+            return jobs.claim_job(session, job_id, worker_id=worker)
+        except Conflict as held:
+            session.rollback()
+            if "running on" not in held.message or time.monotonic() > patience:
+                raise
+            time.sleep(1)
 
 
 def _notify(ctx: Context, session: Session, job_id: int) -> None:

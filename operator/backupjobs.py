@@ -134,7 +134,8 @@ def poll(
                 kopf.info(body, reason="Started", message=f"batch Job {workload} created")
             elif workload is not None:
                 failure = _workload_failure(memo, namespace, workload)
-                if failure is not None:
+                session.refresh(job)  # its pod may have finished it since it was read
+                if failure is not None and not job.status.finished:
                     job = jobs.set_status(session, job.id, JobStatus.FAILED, error=failure)
         new = job_status(job, status, meta.get("generation", 1), workload, spec.get("tags"))
         _tell_if_resumed(body, status, job)

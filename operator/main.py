@@ -27,7 +27,12 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:
 def run(settings: Settings, args: argparse.Namespace) -> None:
     namespaces = [] if args.all_namespaces else (args.namespace or settings.watch_namespaces)
     logging.getLogger("kopf.objects").setLevel(logging.INFO)
+    kopf_settings = kopf.OperatorSettings()
+    # Watching named namespaces, Kopf needs no cluster-wide list of namespaces or CRDs
+    # (the chart's Roles grant none); without this it asks, and is refused, at start.
+    kopf_settings.scanning.disabled = bool(namespaces)
     kopf.run(
+        settings=kopf_settings,
         clusterwide=not namespaces,
         namespaces=namespaces,
         standalone=args.standalone,

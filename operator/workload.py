@@ -125,9 +125,17 @@ def _from_secret(variable: str, secret: str, key: str) -> dict[str, Any]:
 
 
 def workload_failure(job: Mapping[str, Any]) -> str | None:
-    """Why a batch Job failed for good, or None while it has not."""
+    """Why a batch Job ended without its catalog job ending (failed for good, or
+    succeeded with nothing recorded), or None while it has not ended."""
     for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Failed" and cond.get("status") == "True":
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") == "Failed":
             reason = cond.get("reason") or "JobFailed"
             return f"{reason}: {cond.get('message') or 'the backup pod failed'}"
+        if cond.get("type") == "Complete":
+            return (
+                f"WorkloadEndedEarly: batch Job {job['metadata']['name']} succeeded, "
+                "but its backup did not finish in the catalog"
+            )
     return None

@@ -1,63 +1,56 @@
-"""A Kubernetes API server for tests: kmock's emulator, made to behave like the real one
-where the operator and kubectl notice. (A mock only because no real API server can run
-on these machines.)
+"""A real Kubernetes control plane for tests, as controller-runtime's envtest runs it: etcd
+and kube-apiserver on free loopback ports (secure serving with certificates made here,
+RBAC authorization, a service-account signing key, an admin identity for the tests), and
+kube-controller-manager with the controllers the project relies on (garbage collection
+of owned objects, batch Jobs, service accounts, namespaces). No kubelet or container
+runtime can run on these machines: `kubelet.py` stands in for one.
 
-What it adds to kmock's emulator: `uid`, `resourceVersion`, `generation` (bumped on spec
-changes only) and `creationTimestamp`; the status subresource (the main resource ignores
-`status`, `/status` changes nothing else); `kind`/`apiVersion` on lists, for kubectl;
-and discovery of the project's CRDs as the real server would serve them.
+The binaries are built from Go modules by `tests/k8s/build.sh` into a cache folder (see
+the README); K8S_SERVERS_DIR names a folder that already holds them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import copy
+import base64
 import datetime
-import itertools
-import threading
+import ipaddress
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-import attrs
-import jsonpatch
-import kmock
+import httpx
 import yaml
-from kmock._internal import enums, parsing, rendering
-from kmock._internal.k8s import KubernetesError
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from backup_operator.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-
-_parse_path = parsing.parse_path
-
-
-def _parse_namespaces_too(path: str) -> parsing.ParsedPath:
-    """kmock 0.8 fails on `/api/v1/namespaces` (it reads "namespaces" as the start of a
-    namespaced path); the namespaces resource itself is parsed here."""
-    parts = [p for p in path.split("?", 1)[0].split("/") if p]
-    if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 4:
-        name = parts[3] if len(parts) == 4 else None
-        return parsing.ParsedPath("", "v1", "namespaces", None, name, None)
-    return _parse_path(path)
+BUILD = ROOT / "tests" / "k8s" / "build.sh"
+# The controllers a cluster runs that this project's resources depend on.
+CONTROLLERS = "garbage-collector-controller,job-controller,serviceaccount-controller,namespace-controller,ttl-after-finished-controller"
 
 
-parsing.parse_path = _parse_namespaces_too
-
-BUILTIN = {
-    "v1/namespaces": {"kind": "Namespace", "namespaced": False},
-    "v1/events": {"kind": "Event", "namespaced": True},
-    "v1/secrets": {"kind": "Secret", "namespaced": True},
-    "v1/persistentvolumeclaims": {"kind": "PersistentVolumeClaim", "namespaced": True},
-    "batch/v1/jobs": {"kind": "Job", "namespaced": True, "subresources": {"status"}},
-    "apiextensions.k8s.io/v1/customresourcedefinitions": {
-        "kind": "CustomResourceDefinition",
-        "namespaced": False,
-    },
-    "coordination.k8s.io/v1/leases": {"kind": "Lease", "namespaced": True},
-}
-VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+def servers_dir() -> Path:
+    """The folder of the built servers: K8S_SERVERS_DIR, or built (once) by build.sh."""
+    given = os.environ.get("K8S_SERVERS_DIR")
+    if given:
+        return Path(given)
+    done = subprocess.run(["bash", str(BUILD)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"building the Kubernetes test servers failed:\n{done.stderr}")
+    os.environ["K8S_SERVERS_DIR"] = done.stdout.strip()
+    return Path(done.stdout.strip())
 
 
 def crds() -> list[dict[str, Any]]:
@@ -68,198 +61,398 @@ def crds() -> list[dict[str, Any]]:
     ]
 
 
-@attrs.define(kw_only=True)
-class ApiServer(kmock.KubernetesEmulator):
-    _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
-    _kinds: dict[Any, tuple[str, str]] = attrs.field(factory=dict, init=False)
-    _with_status: set[Any] = attrs.field(factory=set, init=False)
-
-    def declare(self, key: str, kind: str, *, namespaced: bool, **info: Any) -> None:
-        self.resources[key] = {"kind": kind, "namespaced": namespaced, "verbs": VERBS, **info}
-        resource = kmock.resource(key)
-        group_version = f"{resource.group}/{resource.version}".lstrip("/")
-        self._kinds[resource] = (kind, group_version)
-        if "status" in info.get("subresources", ()):
-            self._with_status.add(resource)
-
-    def declare_all(self) -> None:
-        for key, info in BUILTIN.items():
-            self.declare(key, **info)
-        for crd in crds():
-            names, group = crd["spec"]["names"], crd["spec"]["group"]
-            for version in crd["spec"]["versions"]:
-                self.declare(
-                    f"{group}/{version['name']}/{names['plural']}",
-                    names["kind"],
-                    namespaced=crd["spec"]["scope"] == "Namespaced",
-                    singular=names["singular"],
-                    shortnames=set(names.get("shortNames", ())),
-                    categories=set(names.get("categories", ())),
-                    subresources=set(version.get("subresources", {})),
-                )
-
-    async def _handle(self, request: rendering.Request) -> Any:
-        # kmock keeps every request for assertions and matches each new one by scanning
-        # them all: quadratic over a long run. Only the recent ones (those in flight) can
-        # still be matching.
-        del self._requests[:-32]
-        if request.resource is not None and request.action in (
-            enums.action.CREATE,
-            enums.action.UPDATE,
-        ):
-            # In place: the filters of kmock's reactions know the request by identity.
-            object.__setattr__(request, "data", self._stamped(request))
-        try:
-            return await super()._handle(request)
-        except jsonpatch.JsonPatchException as error:
-            # A JSON patch whose "test" failed (the object changed meanwhile): the real
-            # server answers 422, and clients such as Kopf re-read and try again.
-            raise KubernetesError(status=422, reason="Invalid", message=str(error)) from None
-
-    def _stamped(self, request: rendering.Request) -> Any:
-        data = copy.deepcopy(request.data) if isinstance(request.data, dict) else request.data
-        if not isinstance(data, dict):
-            return data
-        meta = data.setdefault("metadata", {})
-        has_status = request.resource in self._with_status
-        if request.action == enums.action.CREATE:
-            if not meta.get("name") and meta.get("generateName"):
-                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
-            meta.update(
-                uid=str(uuid.uuid4()),
-                generation=1,
-                creationTimestamp=_now(),
-                namespace=request.namespace or meta.get("namespace"),
-            )
-            if meta["namespace"] is None:
-                del meta["namespace"]
-            if has_status:
-                data.pop("status", None)
-        else:
-            for immutable in ("uid", "generation", "creationTimestamp", "deletionTimestamp"):
-                meta.pop(immutable, None)
-            current = self._current(request)
-            if request.subresource == "status":
-                data = {"metadata": meta, "status": data.get("status")}
-            else:
-                if has_status:
-                    data.pop("status", None)
-                if current is not None and "spec" in data:
-                    merged = kmock.Object(current)
-                    merged.patch({"spec": data["spec"]})
-                    if merged.get("spec") != current.get("spec"):
-                        meta["generation"] = current["metadata"].get("generation", 1) + 1
-        meta["resourceVersion"] = str(next(self._versions))
-        return data
-
-    def _current(self, request: rendering.Request) -> dict[str, Any] | None:
-        key = (request.resource, request.namespace, request.name)
-        if key not in self.objects or self.objects[key].deleted:
-            return None
-        return copy.deepcopy(self.objects[key].raw)
-
-    async def _serve_version(self, request: rendering.Request) -> Any:
-        listing = await super()._serve_version(request)
-        for entry in listing["resources"]:
-            if "/" in entry["name"]:  # subresources have no short names or categories
-                entry.update(shortNames=[], categories=[], singularName="", verbs=["get", "patch"])
-        return listing
-
-    async def _serve_list(self, request: rendering.Request) -> Any:
-        listing = await super()._serve_list(request)
-        kind, group_version = self._kinds.get(request.resource, ("", "v1"))
-        listing["metadata"]["resourceVersion"] = str(next(self._versions))
-        return {"kind": f"{kind}List", "apiVersion": group_version, **listing}
+def url_of(key: str, namespace: str | None = None, name: str | None = None) -> str:
+    """The API path of a resource named as `group/version/plural` (`v1/plural` for the
+    core group), optionally namespaced and of one object."""
+    parts = key.split("/")
+    base = f"/api/{parts[0]}" if len(parts) == 2 else f"/apis/{parts[0]}/{parts[1]}"
+    path = base + (f"/namespaces/{namespace}" if namespace else "") + f"/{parts[-1]}"
+    return path + (f"/{name}" if name else "")
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+class _Pki:
+    """A CA, the server's certificate, client certificates and the service-account key."""
 
-
-class RunningApiServer:
-    """The emulator on a loopback port, served from a thread of its own."""
-
-    def __init__(self, server: ApiServer, url: str, loop: asyncio.AbstractEventLoop) -> None:
-        self.server = server
-        self.url = url
-        self.loop = loop
-
-    def kubeconfig(self, path: Path) -> Path:
-        path.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-                    "users": [{"name": "tester", "user": {"token": "not-checked"}}],
-                    "contexts": [
-                        {
-                            "name": "emulator",
-                            "context": {
-                                "cluster": "emulator",
-                                "user": "tester",
-                                "namespace": "default",
-                            },
-                        }
-                    ],
-                    "current-context": "emulator",
-                }
-            )
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.ca_key = _key()
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-ca")])
+        self.ca = (
+            _builder(name, name, self.ca_key)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self.ca_key, hashes.SHA256())
         )
+        self.ca_file = self._write("ca.crt", _pem(self.ca))
+        server_key = _key()
+        server = (
+            _builder(_subject("kube-apiserver"), self.ca.subject, server_key)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [
+                        x509.DNSName("localhost"),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    ]
+                ),
+                critical=False,
+            )
+            .sign(self.ca_key, hashes.SHA256())
+        )
+        self.server_cert = self._write("server.crt", _pem(server))
+        self.server_key = self._write("server.key", _key_pem(server_key))
+        sa_key = _key()
+        self.sa_key = self._write("sa.key", _key_pem(sa_key))
+        self.sa_pub = self._write(
+            "sa.pub",
+            sa_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+        )
+
+    def client(self, user: str, *groups: str) -> tuple[Path, Path]:
+        key = _key()
+        subject = x509.Name(
+            [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
+            + [x509.NameAttribute(NameOID.COMMON_NAME, user)]
+        )
+        cert = _builder(subject, self.ca.subject, key).sign(self.ca_key, hashes.SHA256())
+        return self._write(f"{user}.crt", _pem(cert)), self._write(f"{user}.key", _key_pem(key))
+
+    def context(self, cert: Path, key: Path) -> ssl.SSLContext:
+        """TLS for a client of the API server with this client certificate."""
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.load_cert_chain(str(cert), str(key))
+        return context
+
+    def _write(self, name: str, data: bytes) -> Path:
+        path = self.folder / name
+        path.write_bytes(data)
+        path.chmod(0o600)
         return path
 
-    def objects(self, key: str, namespace: str | None = "default") -> dict[str, dict[str, Any]]:
-        """The live objects of a resource, by name (a snapshot)."""
 
-        async def snapshot() -> dict[str, dict[str, Any]]:
-            resource = kmock.resource(key)
-            return {
-                name: copy.deepcopy(obj.raw)
-                for (res, ns, name), obj in self.server.objects.items()
-                if res == resource and ns == namespace and not obj.deleted
-            }
+def _key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
-        return asyncio.run_coroutine_threadsafe(snapshot(), self.loop).result(10)
 
-    def phases(self, key: str, namespace: str | None = "default") -> dict[str, str | None]:
+def _subject(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, key: rsa.RSAPrivateKey) -> Any:
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+    )
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+class Cluster:
+    """The running control plane: an admin client, kubeconfigs and identities."""
+
+    def __init__(self, folder: Path, url: str, pki: _Pki, binaries: Path) -> None:
+        self.folder = folder
+        self.url = url
+        self.pki = pki
+        self.binaries = binaries
+        self.kubectl_binary = str(binaries / "kubectl")
+        cert, key = pki.client("test-admin", "system:masters")
+        self.admin_cert = (str(cert), str(key))
+        self.admin = httpx.Client(base_url=url, verify=pki.context(cert, key), timeout=30)
+        self.admin_kubeconfig = self.kubeconfig(folder / "admin.kubeconfig")
+
+    # -- identities ---------------------------------------------------------------
+    def kubeconfig(
+        self, path: Path, *, token: str | None = None, namespace: str = "default"
+    ) -> Path:
+        """A kubeconfig for the admin (client certificate), or for a bearer token."""
+        user: dict[str, str] = (
+            {"token": token}
+            if token
+            else {"client-certificate": self.admin_cert[0], "client-key": self.admin_cert[1]}
+        )
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "test",
+                    "cluster": {"server": self.url, "certificate-authority": str(self.pki.ca_file)},
+                }
+            ],
+            "users": [{"name": "user", "user": user}],
+            "contexts": [
+                {
+                    "name": "test",
+                    "context": {"cluster": "test", "user": "user", "namespace": namespace},
+                }
+            ],
+            "current-context": "test",
+        }
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+    def token_for(self, namespace: str, service_account: str, seconds: int = 3600) -> str:
+        """A TokenRequest token of a ServiceAccount, as a pod of it would be given."""
+        response = self.admin.post(
+            url_of("v1/serviceaccounts", namespace, service_account) + "/token",
+            json={
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": seconds},
+            },
+        )
+        response.raise_for_status()
+        return str(response.json()["status"]["token"])
+
+    # -- objects, as the admin sees them -------------------------------------------
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self.admin.request(method, path, **kwargs)
+
+    def create(self, key: str, manifest: dict[str, Any], namespace: str | None = None) -> Any:
+        response = self.admin.post(url_of(key, namespace), json=manifest)
+        if response.status_code >= 400:
+            raise AssertionError(f"creating {key}: {response.status_code} {response.text}")
+        return response.json()
+
+    def get(self, key: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        response = self.admin.get(url_of(key, namespace, name))
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        found: dict[str, Any] = response.json()
+        return found
+
+    def objects(self, key: str, namespace: str | None = None) -> dict[str, dict[str, Any]]:
+        """The live objects of a resource, by name."""
+        response = self.admin.get(url_of(key, namespace))
+        if response.status_code == 404:  # a resource not (yet) served
+            return {}
+        response.raise_for_status()
+        return {o["metadata"]["name"]: o for o in response.json()["items"]}
+
+    def phases(self, key: str, namespace: str | None = None) -> dict[str, str | None]:
         """`status.phase` of each live object of a resource: a cheap poll for benchmarks."""
+        return {
+            n: (o.get("status") or {}).get("phase") for n, o in self.objects(key, namespace).items()
+        }
 
-        async def snapshot() -> dict[str, str | None]:
-            resource = kmock.resource(key)
-            return {
-                name: (obj.raw.get("status") or {}).get("phase")
-                for (res, ns, name), obj in self.server.objects.items()
-                if res == resource and ns == namespace and not obj.deleted
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of an API server metric's samples matching `labels` (from /metrics)."""
+        total = 0.0
+        for line in self.admin.get("/metrics").text.splitlines():
+            if not line.startswith(name + "{"):
+                continue
+            head, value = line.rsplit(" ", 1)
+            if all(f'{k}="{v}"' in head for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    def kubectl(
+        self, *args: str, kubeconfig: Path | None = None, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.kubectl_binary, f"--kubeconfig={kubeconfig or self.admin_kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def apply_crds(self) -> None:
+        done = self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+        if done.returncode != 0:
+            raise AssertionError(f"kubectl apply -f crds/: {done.stderr}")
+        for crd in crds():
+            self.wait_established(crd["metadata"]["name"])
+
+    def wait_established(self, name: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            crd = self.get("apiextensions.k8s.io/v1/customresourcedefinitions", name) or {}
+            conditions = {
+                c["type"]: c["status"] for c in crd.get("status", {}).get("conditions", [])
             }
+            if conditions.get("Established") == "True":
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"CRD {name} not established")
 
-        return asyncio.run_coroutine_threadsafe(snapshot(), self.loop).result(10)
+    # -- namespaces --------------------------------------------------------------
+    def new_namespace(self, prefix: str = "t") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        self.create("v1/namespaces", {"metadata": {"name": name}})
+        # The serviceaccount controller makes `default`, which pods need.
+        deadline = time.monotonic() + 30
+        while self.get("v1/serviceaccounts", "default", name) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no default ServiceAccount in {name}")
+            time.sleep(0.05)
+        return name
+
+    def drop_namespace(self, name: str) -> None:
+        """Delete a test's namespace; finalizers of this project's resources are removed
+        first (their operator is gone), so the namespace controller can empty it."""
+        for crd in crds():
+            spec = crd["spec"]
+            if spec["scope"] != "Namespaced":
+                continue
+            key = f"{spec['group']}/{spec['versions'][0]['name']}/{spec['names']['plural']}"
+            for obj_name, obj in self.objects(key, name).items():
+                if obj["metadata"].get("finalizers"):
+                    self.admin.patch(
+                        url_of(key, name, obj_name),
+                        json={"metadata": {"finalizers": None}},
+                        headers={"Content-Type": "application/merge-patch+json"},
+                    )
+        self.admin.delete(url_of("v1/namespaces", None, name))
+
+
+def _wait_ready(
+    url: str, check: Any, process: subprocess.Popen[bytes], log: Path, what: str
+) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited ({process.returncode}):\n{log.read_text()[-3000:]}")
+        with suppress(httpx.HTTPError):
+            if check(url):
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not become ready:\n{log.read_text()[-3000:]}")
+
+
+def _start(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        command, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
 
 
 @contextmanager
-def api_server() -> Iterator[RunningApiServer]:
-    ready: dict[str, Any] = {}
-    started = threading.Event()
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-
-    async def serve() -> None:
-        async with ApiServer() as server, kmock.Server(server) as http:
-            server.declare_all()
-            server.objects["v1/namespaces", None, "default"] = {
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {"name": "default", "uid": str(uuid.uuid4()), "resourceVersion": "1"},
-            }
-            ready["running"] = RunningApiServer(server, str(http.url).rstrip("/"), loop)
-            started.set()
-            await stop.wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    if not started.wait(20):
-        raise RuntimeError("the API server emulator did not start")
+def control_plane(folder: Path) -> Iterator[Cluster]:
+    binaries = servers_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    pki = _Pki(folder)
+    processes: list[subprocess.Popen[bytes]] = []
     try:
-        yield ready["running"]
+        etcd_port, peer_port = free_port(), free_port()
+        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        etcd_log = folder / "etcd.log"
+        processes.append(
+            _start(
+                [
+                    str(binaries / "etcd"),
+                    f"--data-dir={folder / 'etcd'}",
+                    f"--listen-client-urls={etcd_url}",
+                    f"--advertise-client-urls={etcd_url}",
+                    f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+                    f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+                    f"--initial-cluster=default=http://127.0.0.1:{peer_port}",
+                    "--unsafe-no-fsync",  # a test's data: speed over durability
+                    "--log-level=warn",
+                ],
+                etcd_log,
+            )
+        )
+        _wait_ready(
+            etcd_url,
+            lambda u: httpx.get(f"{u}/health", timeout=2).json().get("health") == "true",
+            processes[-1],
+            etcd_log,
+            "etcd",
+        )
+        port = free_port()
+        url = f"https://127.0.0.1:{port}"
+        apiserver_log = folder / "kube-apiserver.log"
+        processes.append(
+            _start(
+                [
+                    str(binaries / "kube-apiserver"),
+                    f"--etcd-servers={etcd_url}",
+                    f"--cert-dir={folder / 'certs'}",
+                    f"--tls-cert-file={pki.server_cert}",
+                    f"--tls-private-key-file={pki.server_key}",
+                    f"--client-ca-file={pki.ca_file}",
+                    "--bind-address=127.0.0.1",
+                    "--advertise-address=127.0.0.1",
+                    f"--secure-port={port}",
+                    "--service-cluster-ip-range=10.0.0.0/24",
+                    "--allow-privileged=true",
+                    "--authorization-mode=RBAC",
+                    f"--service-account-issuer={url}",
+                    f"--service-account-key-file={pki.sa_pub}",
+                    f"--service-account-signing-key-file={pki.sa_key}",
+                    "--endpoint-reconciler-type=none",
+                    "--profiling=false",
+                    "--v=1",
+                ],
+                apiserver_log,
+            )
+        )
+        ready_check = pki.context(*pki.client("ready-check", "system:masters"))
+        _wait_ready(
+            url,
+            lambda u: httpx.get(f"{u}/readyz", verify=ready_check, timeout=2).text == "ok",
+            processes[-1],
+            apiserver_log,
+            "kube-apiserver",
+        )
+        cluster = Cluster(folder, url, pki, binaries)
+        manager_log = folder / "kube-controller-manager.log"
+        processes.append(
+            _start(
+                [
+                    str(binaries / "kube-controller-manager"),
+                    f"--kubeconfig={cluster.admin_kubeconfig}",
+                    f"--authentication-kubeconfig={cluster.admin_kubeconfig}",
+                    f"--authorization-kubeconfig={cluster.admin_kubeconfig}",
+                    f"--controllers={CONTROLLERS}",
+                    "--leader-elect=false",
+                    f"--root-ca-file={pki.ca_file}",
+                    f"--service-account-private-key-file={pki.sa_key}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={free_port()}",
+                    f"--cert-dir={folder / 'kcm-certs'}",
+                    "--v=1",
+                ],
+                manager_log,
+            )
+        )
+        cluster.apply_crds()
+        yield cluster
     finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(20)
+        for process in reversed(processes):
+            _stop(process)
+        shutil.rmtree(folder / "etcd", ignore_errors=True)
+
+
+def secret_data(values: dict[str, str]) -> dict[str, str]:
+    return {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}

@@ -314,18 +314,39 @@ def write(root: Path, relative: str, content: bytes) -> Path:
     return path
 
 
-@pytest.fixture
-def api():  # type: ignore[no-untyped-def]
-    """The Kubernetes API server emulator (tests/apiserver.py), on a loopback port."""
-    from apiserver import api_server
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A real Kubernetes control plane (tests/apiserver.py), once per test session."""
+    from apiserver import control_plane
 
-    with api_server() as running:
+    with control_plane(tmp_path_factory.mktemp("k8s")) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def kubelet(cluster, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The stand-in kubelet (tests/kubelet.py) that runs the cluster's pods locally."""
+    from kubelet import Kubelet
+
+    running = Kubelet(cluster, tmp_path_factory.mktemp("kubelet")).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def api(cluster, kubelet, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A namespace of this test's own on the real API server."""
+    from operator_harness import KubeNamespace
+
+    name = cluster.new_namespace()
+    yield KubeNamespace(cluster, kubelet, name, tmp_path)
+    cluster.drop_namespace(name)
 
 
 @pytest.fixture
 def op(api, tmp_path: Path, db_url: str, s3_endpoint: tuple[str, str, str]):  # type: ignore[no-untyped-def]
-    """The real operator process, watching `api`, on this test's catalog and S3."""
+    """The real operator process, watching the test's namespace, on this test's catalog
+    and S3."""
     from operator_harness import operator
 
     with operator(api, tmp_path, db_url, s3_endpoint) as running:

@@ -1,5 +1,12 @@
 """The real Kopf operator (`backup-operator operator`, a process of its own) against the
-API server emulator, with real PostgreSQL and S3; kubectl as the user's client."""
+real kube-apiserver (tests/apiserver.py), with real PostgreSQL and S3; kubectl, of the
+server's own release, as the user's client.
+
+The operator runs as the chart's ServiceAccount: the chart's RBAC is rendered by Helm's
+engine and applied, and the operator is given a TokenRequest token of that account, so
+every call it makes is authorized as it would be in a cluster. A test fails when the
+operator's log shows a request the server refused as forbidden.
+"""
 
 from __future__ import annotations
 
@@ -13,20 +20,109 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import helm_python as helm
 import yaml
-from apiserver import ROOT, RunningApiServer
+from apiserver import ROOT, Cluster, secret_data
+from kubelet import Kubelet
 
 JOBS = "minio-backup.dev/v1alpha1/backupjobs"
 POLICIES = "minio-backup.dev/v1alpha1/retentionpolicies"
 SCHEDULES = "minio-backup.dev/v1alpha1/backupschedules"
+CHART = ROOT / "charts" / "minio-backup-operator"
+# The chart's required values; only its RBAC (and, in the Helm test, the rest) is used.
+CHART_VALUES = {
+    "database": {"url": "postgresql://unused@127.0.0.1:1/unused"},
+    "objectStore": {"endpoint": "127.0.0.1:1", "accessKey": "unused", "secretKey": "unused"},
+}
+RBAC_KINDS = {
+    "ServiceAccount": "v1/serviceaccounts",
+    "Role": "rbac.authorization.k8s.io/v1/roles",
+    "RoleBinding": "rbac.authorization.k8s.io/v1/rolebindings",
+    "ClusterRole": "rbac.authorization.k8s.io/v1/clusterroles",
+    "ClusterRoleBinding": "rbac.authorization.k8s.io/v1/clusterrolebindings",
+}
+
+
+class KubeNamespace:
+    """The cluster as one test sees it: its own namespace, the admin's view of it, and
+    the identities the chart would give the operator there."""
+
+    def __init__(self, cluster: Cluster, kubelet: Kubelet, name: str, folder: Path) -> None:
+        self.cluster = cluster
+        self.kubelet = kubelet
+        self.name = name
+        self.folder = folder
+
+    def objects(self, key: str, namespace: str | None = None) -> dict[str, dict[str, Any]]:
+        return self.cluster.objects(key, namespace or self.name)
+
+    def phases(self, key: str) -> dict[str, str | None]:
+        return self.cluster.phases(key, self.name)
+
+    def get(self, key: str, name: str) -> dict[str, Any] | None:
+        return self.cluster.get(key, name, self.name)
+
+    def user_kubeconfig(self) -> Path:
+        """The user's: an administrator whose kubectl works in this namespace."""
+        return self.cluster.kubeconfig(self.folder / "user.kubeconfig", namespace=self.name)
+
+    def operator_kubeconfig(self, *, cluster_wide: bool = False, release: str = "backups") -> Path:
+        """The chart's ServiceAccount and RBAC (namespaced: a Role in this namespace; or
+        cluster-wide), applied; a kubeconfig with a token of that account."""
+        values = {**CHART_VALUES, "watch": {"clusterWide": cluster_wide}}
+        for doc in render_chart(values, release, self.name):
+            if doc["kind"] in RBAC_KINDS:
+                key = RBAC_KINDS[doc["kind"]]
+                scoped = None if doc["kind"].startswith("Cluster") else self.name
+                if doc["kind"].startswith("Cluster"):
+                    # Unique per test: cluster-wide objects outlive the namespace.
+                    doc["metadata"]["name"] = f"{doc['metadata']['name']}-{self.name}"
+                    if doc["kind"] == "ClusterRoleBinding":
+                        doc["roleRef"]["name"] = doc["metadata"]["name"]
+                existing = self.cluster.get(key, doc["metadata"]["name"], scoped)
+                if existing is None:
+                    self.cluster.create(key, doc, scoped)
+        account = f"{release}-minio-backup-operator"
+        token = self.cluster.token_for(self.name, account)
+        suffix = "cluster" if cluster_wide else "namespaced"
+        return self.cluster.kubeconfig(
+            self.folder / f"operator-{suffix}.kubeconfig", token=token, namespace=self.name
+        )
+
+    def secret(self, name: str, values: dict[str, str]) -> None:
+        self.cluster.create(
+            "v1/secrets", {"metadata": {"name": name}, "data": secret_data(values)}, self.name
+        )
+
+
+def render_chart(values: dict[str, Any], release: str, namespace: str) -> list[dict[str, Any]]:
+    chart = helm.Chart.load(str(CHART))
+    rendered = chart.render(values, name=release, namespace=namespace, is_install=True)
+    return [
+        doc
+        for path, text in sorted(rendered.items())
+        if not path.endswith("NOTES.txt")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+
+
+def forbidden_requests(log: str) -> list[str]:
+    """Lines of an operator log telling of a request the API server refused (403)."""
+    return [line for line in log.splitlines() if "403" in line and "orbidden" in line]
 
 
 class Operator:
-    def __init__(self, api: RunningApiServer, env: dict[str, str], log: Path) -> None:
+    def __init__(self, api: KubeNamespace, env: dict[str, str], log: Path) -> None:
         self.api = api
         self.env = env
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
+        self.user_kubeconfig = api.user_kubeconfig()
+
+    @property
+    def namespace(self) -> str:
+        return self.api.name
 
     def start(self, *options: str) -> None:
         self.process = subprocess.Popen(
@@ -48,23 +144,16 @@ class Operator:
         return self.log.read_text(errors="replace")
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
-        done = subprocess.run(
-            ["kubectl", *args],
-            env=self.env,
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = self.api.cluster.kubectl(*args, kubeconfig=self.user_kubeconfig, input=input)
         if check and done.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr}")
         return done.stdout + done.stderr
 
     def apply(self, manifest: dict[str, Any]) -> None:
-        self.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump(manifest))
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
 
     def get(self, key: str, name: str) -> dict[str, Any] | None:
-        return self.api.objects(key).get(name)
+        return self.api.get(key, name)
 
     def eventually(self, check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
         """Poll `check` until it answers something truthy, and answer that; fail saying
@@ -122,23 +211,26 @@ def example(name: str) -> dict[str, Any]:
 
 @contextmanager
 def operator(
-    api: RunningApiServer,
+    api: KubeNamespace,
     tmp_path: Path,
     database_url: str,
     s3: tuple[str, str, str],
+    *,
+    cluster_wide: bool = False,
     **settings: str,
 ) -> Iterator[Operator]:
-    """The operator process; `settings` add to or override its environment."""
+    """The operator process, as the chart's ServiceAccount, watching the test's namespace
+    (or, cluster-wide, all of them); `settings` add to or override its environment."""
     endpoint, access, secret = s3
     env = {
         **os.environ,
-        "KUBECONFIG": str(api.kubeconfig(tmp_path / "kubeconfig")),
+        "KUBECONFIG": str(api.operator_kubeconfig(cluster_wide=cluster_wide)),
         "SQLALCHEMY_DATABASE_URL": database_url,
         "MINIO_ENDPOINT": endpoint,
         "MINIO_ACCESS_KEY": access,
         "MINIO_SECRET_KEY": secret,
         "MINIO_SECURE": "false",
-        "WATCH_NAMESPACES": "default",
+        "WATCH_NAMESPACES": "" if cluster_wide else api.name,
         "OPERATOR_POLL_SECONDS": "0.3",
         "JOB_HEARTBEAT_TIMEOUT_SECONDS": "4",
         "METRICS_PORT": "0",  # several operators run at once: a test asks for it
@@ -146,9 +238,11 @@ def operator(
         **settings,
     }
     running = Operator(api, env, tmp_path / "operator.log")
-    running.start()
+    running.start(*(["--standalone", "--all-namespaces"] if cluster_wide else []))
     try:
         yield running
     finally:
         if running.process is not None:
             running.stop()
+    refused = forbidden_requests(running.logs())
+    assert not refused, "the operator was refused by RBAC:\n" + "\n".join(refused[:10])

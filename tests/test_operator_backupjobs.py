@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 import copy
-import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from apiserver import RunningApiServer
 from conftest import catalog_versions, endpoint_of, frozen, write
-from operator_harness import JOBS, Operator, example, operator, phase
+from operator_harness import JOBS, KubeNamespace, Operator, example, operator, phase
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog import jobs
 from backup_operator.catalog.models import (
     BackupJob,
-    BackupObject,
     Bucket,
     File,
     RetentionRun,
-    Tag,
 )
 from backup_operator.embedded import EmbeddedS3
 from backup_operator.engine.backup import Options, run_backup
@@ -71,7 +65,7 @@ def test_a_backup_job_goes_pending_running_completed_and_lands_in_catalog_and_bu
     with sessions() as session:
         job = session.get_one(BackupJob, status["jobId"])
         assert job.external_uid == done["metadata"]["uid"]
-        assert job.job_name == "default/nightly" and job.source_system == str(source)
+        assert job.job_name == f"{op.namespace}/nightly" and job.source_system == str(source)
         paths = set(session.scalars(select(File.path).where(File.job_id == job.id)))
     assert paths == {"a.txt", "sub/b.txt", "sub/copy-of-a.txt"}
     keys = {v.key for v in store.list_versions(bucket_name, "k/")}
@@ -108,7 +102,9 @@ def test_a_broken_source_ends_failed_with_a_reason(
 
 
 def test_a_bad_bucket_name_fails_naming_the_field(op: Operator, tmp_path: Path) -> None:
-    op.apply(path_job("bad-bucket", tmp_path, "Not_A_Bucket"))
+    # The API server refuses what the CRD's pattern excludes (test_crds); this name passes
+    # the pattern but not S3's rules, which the operator checks.
+    op.apply(path_job("bad-bucket", tmp_path, "my..bucket"))
     failed = op.wait_for(JOBS, "bad-bucket", lambda o: phase(o) == "Failed")
     why = condition(failed, "Failed")
     assert why["reason"] == "InvalidSpec" and why["message"].startswith("spec.bucket")
@@ -163,110 +159,6 @@ def test_delete_keeps_the_catalog_records_unless_asked(
     assert keys == {"k/kept.txt"}
 
 
-def test_a_pvc_job_runs_as_a_batch_job_whose_command_completes_it(
-    op: Operator,
-    tmp_path: Path,
-    bucket_name: str,
-    db_url: str,
-    sessions: sessionmaker[Session],
-) -> None:
-    manifest = example("backupjob-pvc.yaml")
-    manifest["spec"]["bucket"] = bucket_name
-    op.apply(manifest)
-    name = manifest["metadata"]["name"]
-    started = op.wait_for(JOBS, name, lambda o: bool(o.get("status", {}).get("workload")))
-    assert phase(started) == "Pending"
-    assert started["status"]["tags"] == {"team": "platform"}
-    workload = op.api.objects("batch/v1/jobs")[started["status"]["workload"]]
-    owner = workload["metadata"]["ownerReferences"][0]
-    assert (owner["kind"], owner["uid"]) == ("BackupJob", started["metadata"]["uid"])
-    assert workload["spec"]["activeDeadlineSeconds"] == 21600  # Kubernetes enforces it too
-    pod = workload["spec"]["template"]["spec"]
-    container = pod["containers"][0]
-    job_id = started["status"]["jobId"]
-    assert container["args"] == ["backup", "--job", str(job_id), "--source", "/source"]
-    assert container["volumeMounts"][0] == {
-        "name": "source",
-        "mountPath": "/source",
-        "readOnly": True,
-        "subPath": "uploads",
-    }
-    assert pod["volumes"][0]["persistentVolumeClaim"] == {"claimName": "app-data", "readOnly": True}
-    env = {e["name"]: e for e in container["env"]}
-    assert env["MINIO_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
-        "name": "minio-credentials",
-        "key": "accessKey",
-    }
-    assert "value" not in env["SQLALCHEMY_DATABASE_URL"]  # from a Secret, never inline
-    assert container["resources"] == manifest["spec"]["resources"]
-    assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    with sessions() as session:
-        recorded = session.get_one(BackupJob, job_id)
-        assert recorded.source_system == "pvc://default/app-data/uploads"
-        assert recorded.active_deadline_seconds == 21600
-
-    # What the pod would run, run here against the same catalog and store: the volume's
-    # sub-path is a local directory standing in for /source.
-    volume = tmp_path / "volume"
-    write(volume, "report.csv", b"a,b\n1,2\n")
-    write(volume, "img/logo.png", b"\x89PNG")
-    done = subprocess.run(
-        [sys.executable, "-m", "backup_operator", *container["args"][:3], "--source", str(volume)],
-        env={**op.env, "SQLALCHEMY_DATABASE_URL": db_url},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    completed = op.wait_for(JOBS, name, lambda o: phase(o) == "Completed")
-    assert completed["status"]["files"] == 2 and completed["status"]["uploaded"] == 2
-    with sessions() as session:  # the spec's tags are on what it stored
-        tagged = session.execute(
-            select(BackupObject.key, Tag.key, Tag.value)
-            .join(Tag, Tag.object_id == BackupObject.id)
-            .where(BackupObject.bucket_id == recorded.bucket_id)
-        ).all()
-    assert sorted(tagged) == [
-        ("app-data/img/logo.png", "team", "platform"),
-        ("app-data/report.csv", "team", "platform"),
-    ]
-
-
-def test_a_failed_batch_job_fails_the_backup_job(op: Operator, bucket_name: str) -> None:
-    manifest = example("backupjob-pvc.yaml")
-    manifest["spec"]["bucket"] = bucket_name
-    op.apply(manifest)
-    name = manifest["metadata"]["name"]
-    started = op.wait_for(JOBS, name, lambda o: bool(o.get("status", {}).get("workload")))
-    failure = {
-        "status": {
-            "failed": 3,
-            "conditions": [
-                {
-                    "type": "Failed",
-                    "status": "True",
-                    "reason": "BackoffLimitExceeded",
-                    "message": "Job has reached the specified backoff limit",
-                }
-            ],
-        }
-    }
-    op.kubectl(
-        "patch",
-        "jobs.batch",
-        started["status"]["workload"],
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps(failure),
-    )
-    failed = op.wait_for(JOBS, name, lambda o: phase(o) == "Failed")
-    why = condition(failed, "Failed")
-    assert why["reason"] == "BackoffLimitExceeded" and "backoff limit" in why["message"]
-    op.wait_for_event(name, "Failed")
-
-
 @pytest.mark.parametrize("how", ["stopped", "killed"])
 def test_an_operator_stopped_or_killed_mid_job_resumes_it_saying_why(
     how: str, op: Operator, tmp_path: Path, bucket_name: str, sessions: sessionmaker[Session]
@@ -305,7 +197,7 @@ def test_an_operator_stopped_or_killed_mid_job_resumes_it_saying_why(
 
 
 def test_a_backup_past_its_deadline_is_stopped_and_fails_even_on_a_hung_store(
-    api: RunningApiServer,
+    api: KubeNamespace,
     tmp_path: Path,
     db_url: str,
     private_s3: EmbeddedS3,
@@ -335,7 +227,7 @@ def test_a_backup_past_its_deadline_is_stopped_and_fails_even_on_a_hung_store(
 
 
 def test_a_deletion_held_by_a_hung_store_is_let_go_at_its_deadline_saying_why(
-    api: RunningApiServer,
+    api: KubeNamespace,
     tmp_path: Path,
     db_url: str,
     private_s3: EmbeddedS3,
@@ -363,7 +255,9 @@ def test_a_deletion_held_by_a_hung_store_is_let_go_at_its_deadline_saying_why(
         def settled() -> bool | None:
             with sessions() as session:
                 run = session.scalars(
-                    select(RetentionRun).where(RetentionRun.actor == "kubernetes:default/doomed")
+                    select(RetentionRun).where(
+                        RetentionRun.actor == f"kubernetes:{op.namespace}/doomed"
+                    )
                 ).one()
                 return bool(run.finished_at or run.error) or None
 
@@ -383,13 +277,14 @@ def test_a_backup_missing_files_ends_partially_failed_and_says_which(
     store: ObjectStore,
 ) -> None:
     manifest = example("backupjob-pvc.yaml")
-    manifest["spec"]["bucket"] = bucket_name
+    manifest["spec"].update(bucket=bucket_name, startAt="2099-01-01T00:00:00Z")
     op.apply(manifest)
     name = manifest["metadata"]["name"]
-    started = op.wait_for(JOBS, name, lambda o: bool(o.get("status", {}).get("workload")))
+    started = op.wait_for(JOBS, name, lambda o: phase(o) == "Pending")
     job_id = started["status"]["jobId"]
-    # What the pod does, in this process, with a file vanishing between listing and
-    # reading (as root, nothing else makes a file unreadable here).
+    # What a pod does, in this process (so no pod is started: the job is not due), with
+    # a file vanishing between listing and reading (as root, nothing else makes a file
+    # unreadable here).
     volume = tmp_path / "volume"
     for i in range(10):
         write(volume, f"f{i}", str(i).encode())

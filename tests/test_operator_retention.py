@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg
-from apiserver import RunningApiServer
 from conftest import (
     back_up,
     endpoint_of,
@@ -19,7 +18,7 @@ from conftest import (
     versions_of_one_file,
     write,
 )
-from operator_harness import JOBS, POLICIES, Operator, example, operator, phase
+from operator_harness import JOBS, POLICIES, KubeNamespace, Operator, example, operator, phase
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog.buckets import create_bucket
@@ -149,7 +148,7 @@ def test_require_dry_run_makes_the_first_run_after_a_change_a_dry_run(
 
 
 def test_a_retention_run_on_a_hung_store_stops_at_its_deadline_and_says_what_blocked_it(
-    api: RunningApiServer,
+    api: KubeNamespace,
     tmp_path: Path,
     db_url: str,
     private_s3: EmbeddedS3,
@@ -183,7 +182,7 @@ def test_a_retention_run_on_a_hung_store_stops_at_its_deadline_and_says_what_blo
 
 
 def test_a_policy_deletion_held_by_a_database_outage_is_let_go_at_its_deadline_saying_why(
-    api: RunningApiServer,
+    api: KubeNamespace,
     tmp_path: Path,
     private_pg: EmbeddedPostgres,
     s3_endpoint: tuple[str, str, str],

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import jsonpatch
 import kopf
-from apiserver import RunningApiServer
 from conftest import write
-from operator_harness import JOBS, Operator, example, operator, phase
+from operator_harness import JOBS, KubeNamespace, Operator, example, operator, phase
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog import jobs
@@ -23,7 +22,7 @@ from backup_operator.storage import ObjectStore
 
 
 def test_replicas_peer_so_that_one_acts_and_the_other_pauses(
-    api: RunningApiServer,
+    api: KubeNamespace,
     tmp_path: Path,
     db_url: str,
     s3_endpoint: tuple[str, str, str],

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds the real Kubernetes test servers (etcd, kube-apiserver, kube-controller-manager,
+# and a kubectl of the same release) from the Go modules pinned in servers/ and etcd/,
+# into a cache folder keyed by their versions, and prints that folder. A folder already
+# holding all four binaries is reused. Go only builds these test servers; the project
+# itself is Python.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+k8s="$(sed -n 's/^\s*\(require \)\?k8s.io\/kubernetes \(v[0-9.]*\).*$/\2/p' "$here/servers/go.mod")"
+etcd="$(sed -n 's/^\s*\(require \)\?go.etcd.io\/etcd\/server\/v3 \(v[0-9.]*\).*$/\2/p' "$here/etcd/go.mod")"
+cache="${K8S_SERVERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/minio-backup-operator}"
+dir="$cache/k8s-$k8s-etcd-$etcd"
+binaries=(etcd kube-apiserver kube-controller-manager kubectl)
+missing=0
+for binary in "${binaries[@]}"; do [[ -x "$dir/$binary" ]] || missing=1; done
+if (( missing )); then
+  command -v go >/dev/null || { echo "build.sh: Go is needed to build the test servers" >&2; exit 1; }
+  started=$SECONDS
+  mkdir -p "$dir.partial"
+  echo "build.sh: building kube-apiserver, kube-controller-manager, kubectl $k8s and etcd $etcd into $dir (the first time takes a while)" >&2
+  flags=(-trimpath -ldflags=-s\ -w)
+  (cd "$here/servers" && go build "${flags[@]}" -o "$dir.partial/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl)
+  (cd "$here/etcd" && go build "${flags[@]}" -o "$dir.partial/etcd" go.etcd.io/etcd/server/v3)
+  rm -rf "$dir" && mv "$dir.partial" "$dir"
+  echo "build.sh: built in $((SECONDS - started)) s ($(du -sh "$dir" | cut -f1))" >&2
+fi
+echo "$dir"

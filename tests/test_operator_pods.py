@@ -1,0 +1,217 @@
+"""PVC backups for real: the operator creates a batch Job, the Job controller of the real
+kube-controller-manager makes its pods, the test kubelet (tests/kubelet.py) runs them as
+this project's `backup --job` command with the env the pod names (Secrets resolved) and
+the claim mapped to a local folder, and the Job controller decides Complete or Failed."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import write
+from operator_harness import JOBS, KubeNamespace, Operator, example, phase
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from backup_operator.catalog.models import BackupJob, BackupObject, File, Tag
+from backup_operator.operator.workload import workload_failure
+
+BATCH_JOBS = "batch/v1/jobs"
+
+
+def prepare(api: KubeNamespace, db_url: str, s3: tuple[str, str, str], volume: Path) -> None:
+    """What a namespace holds before a PVC backup: the claim (backed by `volume`), and
+    the Secrets its pod reads: the catalog's URL and the store's credentials."""
+    api.cluster.create(
+        "v1/persistentvolumeclaims",
+        {
+            "metadata": {"name": "app-data"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+        api.name,
+    )
+    api.kubelet.provide_claim(api.name, "app-data", volume)
+    api.secret("minio-backup-operator-database", {"SQLALCHEMY_DATABASE_URL": db_url})
+    api.secret("minio-credentials", {"accessKey": s3[1], "secretKey": s3[2]})
+
+
+def pvc_job(bucket: str, **spec: Any) -> dict[str, Any]:
+    manifest = example("backupjob-pvc.yaml")
+    manifest["spec"].update(bucket=bucket, **spec)
+    return manifest
+
+
+def pods_of(api: KubeNamespace, workload: str) -> dict[str, dict[str, Any]]:
+    return {
+        n: p
+        for n, p in api.objects("v1/pods").items()
+        if p["metadata"].get("labels", {}).get("job-name") == workload
+    }
+
+
+def finished_workload(op: Operator, name: str) -> dict[str, Any]:
+    """The batch Job, once the Job controller has counted its pod's success."""
+
+    def counted() -> dict[str, Any] | None:
+        found = op.api.get(BATCH_JOBS, name)
+        return found if found and found.get("status", {}).get("succeeded") else None
+
+    found: dict[str, Any] = op.eventually(counted, f"batch Job {name} did not succeed")
+    return found
+
+
+def test_a_pvc_job_runs_as_a_batch_job_whose_pod_completes_it(
+    op: Operator,
+    tmp_path: Path,
+    bucket_name: str,
+    db_url: str,
+    s3_endpoint: tuple[str, str, str],
+    sessions: sessionmaker[Session],
+) -> None:
+    volume = tmp_path / "volume"
+    write(volume, "uploads/report.csv", b"a,b\n1,2\n")
+    write(volume, "uploads/img/logo.png", b"\x89PNG")
+    write(volume, "elsewhere.txt", b"not under the sub-path")
+    prepare(op.api, db_url, s3_endpoint, volume)
+    manifest = pvc_job(bucket_name)
+    op.apply(manifest)
+    name = manifest["metadata"]["name"]
+    done = op.wait_for(JOBS, name, lambda o: phase(o) in {"Completed", "Failed"}, timeout=90)
+    assert phase(done) == "Completed", done["status"]
+    assert done["status"]["files"] == 2 and done["status"]["uploaded"] == 2
+    assert done["status"]["tags"] == {"team": "platform"}
+
+    workload = finished_workload(op, done["status"]["workload"])
+    owner = workload["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"]) == ("BackupJob", done["metadata"]["uid"])
+    assert workload["spec"]["activeDeadlineSeconds"] == 21600  # Kubernetes enforces it too
+    assert workload["status"]["succeeded"] == 1  # the Job controller's own verdict
+    (pod,) = pods_of(op.api, workload["metadata"]["name"]).values()
+    assert pod["status"]["phase"] == "Succeeded"
+    container = pod["spec"]["containers"][0]
+    job_id = done["status"]["jobId"]
+    assert container["args"] == ["backup", "--job", str(job_id), "--source", "/source"]
+    assert container["volumeMounts"][0] == {
+        "name": "source",
+        "mountPath": "/source",
+        "readOnly": True,
+        "subPath": "uploads",
+    }
+    assert pod["spec"]["volumes"][0]["persistentVolumeClaim"] == {
+        "claimName": "app-data",
+        "readOnly": True,
+    }
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MINIO_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "minio-credentials",
+        "key": "accessKey",
+    }
+    assert "value" not in env["SQLALCHEMY_DATABASE_URL"]  # from a Secret, never inline
+    assert container["resources"] == manifest["spec"]["resources"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    with sessions() as session:
+        recorded = session.get_one(BackupJob, job_id)
+        assert recorded.source_system == f"pvc://{op.namespace}/app-data/uploads"
+        assert recorded.active_deadline_seconds == 21600
+        assert set(session.scalars(select(File.path).where(File.job_id == job_id))) == {
+            "report.csv",
+            "img/logo.png",
+        }
+        tagged = session.execute(
+            select(BackupObject.key, Tag.key, Tag.value)
+            .join(Tag, Tag.object_id == BackupObject.id)
+            .where(BackupObject.bucket_id == recorded.bucket_id)
+        ).all()
+    assert sorted(tagged) == [
+        ("app-data/img/logo.png", "team", "platform"),
+        ("app-data/report.csv", "team", "platform"),
+    ]
+
+    # Deleting the BackupJob deletes its batch Job and pods: the garbage collector
+    # follows the ownerReferences.
+    op.kubectl("delete", "bj", name, "--wait=false")
+    op.wait_gone(JOBS, name)
+    op.eventually(lambda: not op.api.objects(BATCH_JOBS), "the batch Job was not collected")
+    op.eventually(lambda: not pods_of(op.api, workload["metadata"]["name"]), "pods stayed")
+
+
+def test_a_batch_job_that_fails_for_good_fails_the_backup_job(
+    op: Operator,
+    tmp_path: Path,
+    bucket_name: str,
+    db_url: str,
+    s3_endpoint: tuple[str, str, str],
+) -> None:
+    prepare(op.api, "not-a-database-url", s3_endpoint, tmp_path / "volume")
+    manifest = pvc_job(bucket_name)
+    op.apply(manifest)
+    name = manifest["metadata"]["name"]
+    failed = op.wait_for(JOBS, name, lambda o: phase(o) in {"Completed", "Failed"}, timeout=120)
+    assert phase(failed) == "Failed"
+    why = next(c for c in failed["status"]["conditions"] if c["type"] == "Failed")
+    # The Job controller's own reason, after the chart's default of 2 retries.
+    assert why["reason"] == "BackoffLimitExceeded", why
+    assert "backoff limit" in why["message"]
+    workload = op.api.objects(BATCH_JOBS)[failed["status"]["workload"]]
+    assert workload["status"]["failed"] == 3
+    op.wait_for_event(name, "Failed")
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["evicted", "killed"])
+def test_a_backup_pod_stopped_mid_backup_is_retried_and_the_job_completes(
+    how: signal.Signals,
+    op: Operator,
+    tmp_path: Path,
+    bucket_name: str,
+    db_url: str,
+    s3_endpoint: tuple[str, str, str],
+    sessions: sessionmaker[Session],
+) -> None:
+    volume = tmp_path / "volume"
+    for i in range(3000):
+        write(volume, f"uploads/d{i % 30}/f{i}.bin", f"{i}".encode() * 1000)
+    prepare(op.api, db_url, s3_endpoint, volume)
+    manifest = pvc_job(bucket_name)
+    op.apply(manifest)
+    name = manifest["metadata"]["name"]
+    running = op.wait_for(JOBS, name, lambda o: phase(o) == "Running", timeout=60)
+    (process,) = op.eventually(
+        lambda: list(op.api.kubelet.running(op.namespace).values()), "no pod"
+    )
+    os.killpg(process.pid, how)
+    done = op.wait_for(JOBS, name, lambda o: phase(o) in {"Completed", "Failed"}, timeout=180)
+    assert phase(done) == "Completed", done["status"]
+    assert done["status"]["files"] == 3000 and done["status"]["attempts"] == 2
+    workload = finished_workload(op, running["status"]["workload"])
+    # The stopped pod failed (SIGTERM: exit 143, not 0), so the Job controller ran another.
+    assert (workload["status"].get("failed"), workload["status"].get("succeeded")) == (1, 1)
+    pods = pods_of(op.api, workload["metadata"]["name"]).values()
+    codes = sorted(
+        p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] for p in pods
+    )
+    assert codes == [0, 128 + how]
+    with sessions() as session:
+        job = session.get_one(BackupJob, done["status"]["jobId"])
+        assert job.attempts == 2
+        assert len(session.scalars(select(File.path).where(File.job_id == job.id)).all()) == 3000
+
+
+def test_a_batch_job_that_succeeded_without_finishing_the_backup_says_so() -> None:
+    # What the Job controller reports for a Job whose pod exited 0 (as evicted pods did
+    # before they exited 143): the BackupJob fails with this reason instead of waiting.
+    job = {
+        "metadata": {"name": "backup-x-1"},
+        "status": {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1},
+    }
+    assert workload_failure(job) == (
+        "WorkloadEndedEarly: batch Job backup-x-1 succeeded, "
+        "but its backup did not finish in the catalog"
+    )
+    assert workload_failure({"metadata": {"name": "x"}, "status": {"active": 1}}) is None
