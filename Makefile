@@ -39,8 +39,9 @@ lint: $(VENV)/.test
 typecheck: $(VENV)/.test
 	$(VENV)/bin/mypy backup_operator
 
+# The real Kubernetes test servers, built from Go modules the first time (tests/k8s/).
 pytest: $(VENV)/.test
-	$(PY) -m pytest $(PYTEST_ARGS)
+	K8S_SERVERS_DIR="$$(bash tests/k8s/build.sh)" $(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
@@ -51,7 +52,7 @@ bench: $(VENV)/.test
 	$(PY) bench/catalog_bench.py $(CATALOG_BENCH_ARGS)
 	$(PY) bench/engine_bench.py $(ENGINE_BENCH_ARGS)
 	$(PY) bench/retention_bench.py $(RETENTION_BENCH_ARGS)
-	$(PY) bench/operator_bench.py $(OPERATOR_BENCH_ARGS)
+	K8S_SERVERS_DIR="$$(bash tests/k8s/build.sh)" $(PY) bench/operator_bench.py $(OPERATOR_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .dev-data .pytest_cache .mypy_cache .ruff_cache

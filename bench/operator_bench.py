@@ -1,6 +1,6 @@
-"""Operator benchmark, in the API server emulator the tests use (kmock's, see
-tests/apiserver.py), with real PostgreSQL and S3 and the real operator process at its
-default settings:
+"""Operator benchmark, on the real kube-apiserver the tests use (tests/apiserver.py,
+built by tests/k8s/build.sh), with real PostgreSQL and S3 and the real operator process
+at its default settings:
 
 - latency: BackupJobs of an empty source created one after the other, each timed from
   its creation to status Completed (median, p90);
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import kubernetes  # noqa: E402
-from apiserver import RunningApiServer, api_server  # noqa: E402
+from apiserver import Cluster, control_plane  # noqa: E402
 from servers import bench_servers  # noqa: E402
 
 JOBS = "minio-backup.dev/v1alpha1/backupjobs"
@@ -36,13 +36,14 @@ def job(name: str, source: Path) -> dict[str, Any]:
     return {
         "apiVersion": "minio-backup.dev/v1alpha1",
         "kind": "BackupJob",
-        "metadata": {"name": name, "namespace": "default"},
+        "metadata": {"name": name},
         "spec": {"source": {"path": str(source)}, "bucket": "bench-operator"},
     }
 
 
-def completed(api: RunningApiServer) -> set[str]:
-    return {name for name, phase in api.phases(JOBS).items() if phase == "Completed"}
+def completed(cluster: Cluster, namespace: str) -> set[str]:
+    phases = cluster.phases(JOBS, namespace)
+    return {name for name, phase in phases.items() if phase == "Completed"}
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -60,8 +61,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="operator-bench-"))
     empty = work / "empty"
     empty.mkdir()
-    with bench_servers("operator") as (url, s3, _), api_server() as api:
-        kubeconfig = api.kubeconfig(work / "kubeconfig")
+    with bench_servers("operator") as (url, s3, _), control_plane(work / "k8s") as cluster:
+        namespace = cluster.new_namespace("bench")
+        kubeconfig = cluster.kubeconfig(work / "kubeconfig", namespace=namespace)
         env = {
             **os.environ,
             "KUBECONFIG": str(kubeconfig),
@@ -69,7 +71,7 @@ def main() -> None:
             "MINIO_ENDPOINT": s3.endpoint,
             "MINIO_ACCESS_KEY": s3.access_key,
             "MINIO_SECRET_KEY": s3.secret_key,
-            "WATCH_NAMESPACES": "default",
+            "WATCH_NAMESPACES": namespace,
             "LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(ROOT),
         }
@@ -86,12 +88,12 @@ def main() -> None:
 
             def create(name: str) -> None:
                 custom.create_namespaced_custom_object(
-                    "minio-backup.dev", "v1alpha1", "default", "backupjobs", job(name, empty)
+                    "minio-backup.dev", "v1alpha1", namespace, "backupjobs", job(name, empty)
                 )
 
             def wait(names: set[str], timeout: float, every: float = 0.02) -> None:
                 deadline = time.monotonic() + timeout
-                while not names <= completed(api):
+                while not names <= completed(cluster, namespace):
                     if time.monotonic() > deadline or operator.poll() is not None:
                         raise RuntimeError(f"not all Completed; see {work / 'operator.log'}")
                     time.sleep(every)

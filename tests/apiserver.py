@@ -211,7 +211,8 @@ class Cluster:
 
     def token_for(self, namespace: str, service_account: str, seconds: int = 3600) -> str:
         """A TokenRequest token of a ServiceAccount, as a pod of it would be given."""
-        response = self.admin.post(
+        response = self.request(
+            "POST",
             url_of("v1/serviceaccounts", namespace, service_account) + "/token",
             json={
                 "apiVersion": "authentication.k8s.io/v1",
@@ -224,16 +225,23 @@ class Cluster:
 
     # -- objects, as the admin sees them -------------------------------------------
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return self.admin.request(method, path, **kwargs)
+        """One call as the admin; a 429 (the server shedding load) is retried as client-go
+        does, after the Retry-After it names."""
+        for _ in range(20):
+            response = self.admin.request(method, path, **kwargs)
+            if response.status_code != 429:
+                return response
+            time.sleep(min(float(response.headers.get("Retry-After") or 1), 2))
+        return response
 
     def create(self, key: str, manifest: dict[str, Any], namespace: str | None = None) -> Any:
-        response = self.admin.post(url_of(key, namespace), json=manifest)
+        response = self.request("POST", url_of(key, namespace), json=manifest)
         if response.status_code >= 400:
             raise AssertionError(f"creating {key}: {response.status_code} {response.text}")
         return response.json()
 
     def get(self, key: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
-        response = self.admin.get(url_of(key, namespace, name))
+        response = self.request("GET", url_of(key, namespace, name))
         if response.status_code == 404:
             return None
         response.raise_for_status()
@@ -242,7 +250,7 @@ class Cluster:
 
     def objects(self, key: str, namespace: str | None = None) -> dict[str, dict[str, Any]]:
         """The live objects of a resource, by name."""
-        response = self.admin.get(url_of(key, namespace))
+        response = self.request("GET", url_of(key, namespace))
         if response.status_code == 404:  # a resource not (yet) served
             return {}
         response.raise_for_status()
@@ -257,7 +265,7 @@ class Cluster:
     def metric(self, name: str, **labels: str) -> float:
         """The sum of an API server metric's samples matching `labels` (from /metrics)."""
         total = 0.0
-        for line in self.admin.get("/metrics").text.splitlines():
+        for line in self.request("GET", "/metrics").text.splitlines():
             if not line.startswith(name + "{"):
                 continue
             head, value = line.rsplit(" ", 1)
@@ -318,12 +326,13 @@ class Cluster:
             key = f"{spec['group']}/{spec['versions'][0]['name']}/{spec['names']['plural']}"
             for obj_name, obj in self.objects(key, name).items():
                 if obj["metadata"].get("finalizers"):
-                    self.admin.patch(
+                    self.request(
+                        "PATCH",
                         url_of(key, name, obj_name),
                         json={"metadata": {"finalizers": None}},
                         headers={"Content-Type": "application/merge-patch+json"},
                     )
-        self.admin.delete(url_of("v1/namespaces", None, name))
+        self.request("DELETE", url_of("v1/namespaces", None, name))
 
 
 def _wait_ready(
@@ -412,6 +421,10 @@ def control_plane(folder: Path) -> Iterator[Cluster]:
                     f"--service-account-signing-key-file={pki.sa_key}",
                     "--endpoint-reconciler-type=none",
                     "--profiling=false",
+                    # One machine's tests, not a shared cluster: no load shedding.
+                    "--enable-priority-and-fairness=false",
+                    "--max-requests-inflight=2000",
+                    "--max-mutating-requests-inflight=1000",
                     "--v=1",
                 ],
                 apiserver_log,
@@ -436,6 +449,7 @@ def control_plane(folder: Path) -> Iterator[Cluster]:
                     f"--authorization-kubeconfig={cluster.admin_kubeconfig}",
                     f"--controllers={CONTROLLERS}",
                     "--leader-elect=false",
+                    "--authentication-skip-lookup",
                     f"--root-ca-file={pki.ca_file}",
                     f"--service-account-private-key-file={pki.sa_key}",
                     "--bind-address=127.0.0.1",

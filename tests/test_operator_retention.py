@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg
+import pytest
 from conftest import (
     back_up,
     endpoint_of,
@@ -78,17 +79,22 @@ def test_a_retention_policy_dry_runs_then_deletes_exactly_the_old_versions(
     op.wait_for_event(name, "Applied")
 
 
-def test_a_policy_naming_an_unknown_rule_is_not_ready_and_says_which(
+def test_a_policy_the_operator_cannot_act_on_is_not_ready_and_says_which_field(
     op: Operator, bucket_name: str
 ) -> None:
     policy = copy.deepcopy(example("retentionpolicy.yaml"))
     policy["spec"] = {"rules": {"keepLast": 0, "keepForever": 1}}
+    # A rule the CRD does not know: the API server itself refuses it, naming it.
+    with pytest.raises(AssertionError, match=r'unknown field "spec\.rules\.keepForever"'):
+        op.apply(policy)
+    # One it cannot check (a time zone that does not exist): the operator says which.
+    policy["spec"] = {"rules": {"keepDaily": 7, "timezone": "Mars/Olympus_Mons"}}
     op.apply(policy)
     name = policy["metadata"]["name"]
     bad = op.wait_for(POLICIES, name, lambda o: bool((o.get("status") or {}).get("conditions")))
     ready = bad["status"]["conditions"][0]
-    assert ready["status"] == "False" and ready["reason"] == "InvalidSpec"
-    assert ready["message"].startswith("spec.rules.keepForever")
+    assert ready["status"] == "False" and ready["reason"] == "InvalidSpec", ready
+    assert ready["message"].startswith("spec.rules.timezone"), ready
 
 
 def test_a_backup_job_naming_a_policy_puts_what_it_stored_under_it(

@@ -80,12 +80,12 @@ def test_the_operator_serves_catalog_metrics_and_schedule_intervals(op: Operator
 
     def scraped() -> str | None:
         text = fetch(f"http://127.0.0.1:{port}/metrics")
-        interval = 'minio_backup_schedule_interval_seconds{namespace="default"'
+        interval = f'minio_backup_schedule_interval_seconds{{namespace="{op.namespace}"'
         return text if text and interval in text else None
 
     text = op.eventually(scraped, "no schedule interval in the operator's metrics")
     assert (
-        'minio_backup_schedule_interval_seconds{namespace="default",schedule="app-data-nightly"} 86400.0'
+        f'minio_backup_schedule_interval_seconds{{namespace="{op.namespace}",schedule="app-data-nightly"}} 86400.0'
         in text
     )
     assert "minio_backup_object_store_up 1.0" in text
@@ -104,12 +104,12 @@ def test_a_catalog_job_whose_backupjob_is_gone_is_cancelled_not_run(
         bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
         orphan = jobs.create_job(
             session,
-            job_name="default/gone",
+            job_name=f"{op.namespace}/gone",
             source_system=str(tmp_path / "src"),
             bucket_id=bucket.id,
             runner=Runner.OPERATOR,
             external_uid="4b1c0c4e-0000-4000-8000-000000000000",
-            namespace="default",
+            namespace=op.namespace,
         ).id
 
     def ended() -> BackupJob | None:
@@ -120,7 +120,7 @@ def test_a_catalog_job_whose_backupjob_is_gone_is_cancelled_not_run(
     job = op.eventually(ended, "the orphan to be dealt with")
     assert job.status.value == "cancelled"
     assert job.error == (
-        "ResourceGone: BackupJob default/gone (uid 4b1c0c4e-0000-4000-8000-000000000000) is gone"
+        f"ResourceGone: BackupJob {op.namespace}/gone (uid 4b1c0c4e-0000-4000-8000-000000000000) is gone"
     )
     assert list(store.list_versions(bucket_name, "")) == []  # nothing was backed up
 

@@ -9,7 +9,9 @@ here="$(cd "$(dirname "$0")" && pwd)"
 k8s="$(sed -n 's/^\s*\(require \)\?k8s.io\/kubernetes \(v[0-9.]*\).*$/\2/p' "$here/servers/go.mod")"
 etcd="$(sed -n 's/^\s*\(require \)\?go.etcd.io\/etcd\/server\/v3 \(v[0-9.]*\).*$/\2/p' "$here/etcd/go.mod")"
 cache="${K8S_SERVERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/minio-backup-operator}"
-dir="$cache/k8s-$k8s-etcd-$etcd"
+# Keyed by the versions and by this recipe: a change to either builds anew.
+recipe="$(cat "$0" "$here"/servers/go.* "$here"/etcd/go.* | sha256sum | cut -c1-8)"
+dir="$cache/k8s-$k8s-etcd-$etcd-$recipe"
 binaries=(etcd kube-apiserver kube-controller-manager kubectl)
 missing=0
 for binary in "${binaries[@]}"; do [[ -x "$dir/$binary" ]] || missing=1; done
@@ -18,10 +20,17 @@ if (( missing )); then
   started=$SECONDS
   mkdir -p "$dir.partial"
   echo "build.sh: building kube-apiserver, kube-controller-manager, kubectl $k8s and etcd $etcd into $dir (the first time takes a while)" >&2
-  flags=(-trimpath -ldflags=-s\ -w)
-  (cd "$here/servers" && go build "${flags[@]}" -o "$dir.partial/" \
+  # The version the servers report (Helm checks a chart's kubeVersion against it), set
+  # as Kubernetes' own release build sets it.
+  minor="$(echo "$k8s" | cut -d. -f2)"
+  version=""
+  for package in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    version+=" -X $package.gitVersion=$k8s -X $package.gitMajor=1 -X $package.gitMinor=$minor"
+    version+=" -X $package.gitTreeState=clean -X $package.buildDate=1970-01-01T00:00:00Z"
+  done
+  (cd "$here/servers" && go build -trimpath -ldflags="-s -w$version" -o "$dir.partial/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl)
-  (cd "$here/etcd" && go build "${flags[@]}" -o "$dir.partial/etcd" go.etcd.io/etcd/server/v3)
+  (cd "$here/etcd" && go build -trimpath -ldflags="-s -w" -o "$dir.partial/etcd" go.etcd.io/etcd/server/v3)
   rm -rf "$dir" && mv "$dir.partial" "$dir"
   echo "build.sh: built in $((SECONDS - started)) s ($(du -sh "$dir" | cut -f1))" >&2
 fi

@@ -1,0 +1,123 @@
+"""The chart's RBAC on the real API server: what the operator's ServiceAccount may and may
+not do (namespaced and cluster-wide), the operator working with exactly that (the harness
+fails any test whose operator log shows a 403), and its status patches under real
+optimistic concurrency."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import write
+from operator_harness import JOBS, KubeNamespace, Operator, example, operator, phase
+
+ACCOUNT = "backups-minio-backup-operator"
+
+
+def can_i(api: KubeNamespace, verb: str, resource: str, namespace: str | None = None) -> bool:
+    who = f"system:serviceaccount:{api.name}:{ACCOUNT}"
+    scope = ["--all-namespaces"] if namespace == "*" else ["-n", namespace or api.name]
+    done = api.cluster.kubectl("auth", "can-i", verb, resource, f"--as={who}", *scope)
+    return done.stdout.strip() == "yes"
+
+
+@pytest.mark.parametrize("cluster_wide", [False, True], ids=["namespaced", "cluster-wide"])
+def test_the_operator_account_gets_exactly_what_the_chart_grants(
+    api: KubeNamespace, cluster_wide: bool
+) -> None:
+    api.operator_kubeconfig(cluster_wide=cluster_wide)
+    other = "*" if cluster_wide else "kube-system"
+    for verb, resource in [
+        ("watch", "backupjobs.minio-backup.dev"),
+        ("patch", "backupjobs.minio-backup.dev/status"),
+        ("create", "backupjobs.minio-backup.dev"),
+        ("list", "retentionpolicies.minio-backup.dev"),
+        ("create", "jobs.batch"),
+        ("get", "jobs.batch"),
+        ("create", "events"),
+    ]:
+        assert can_i(api, verb, resource), (verb, resource)
+        assert can_i(api, verb, resource, other) is cluster_wide, (verb, resource, other)
+    for verb, resource in [
+        ("get", "secrets"),
+        ("list", "secrets"),
+        ("get", "configmaps"),
+        ("create", "pods"),
+        ("delete", "jobs.batch"),
+        ("update", "backupjobs.minio-backup.dev"),
+        ("create", "roles.rbac.authorization.k8s.io"),
+        ("*", "*"),
+    ]:
+        assert not can_i(api, verb, resource), (verb, resource)
+        assert not can_i(api, verb, resource, other), (verb, resource, other)
+    # Only cluster-wide does Kopf follow namespaces and CRDs (and it is granted that).
+    assert can_i(api, "list", "namespaces", other) is cluster_wide
+    assert can_i(api, "watch", "customresourcedefinitions.apiextensions.k8s.io") is cluster_wide
+
+
+def test_a_cluster_wide_operator_backs_up_with_its_cluster_role_alone(
+    api: KubeNamespace,
+    tmp_path: Path,
+    db_url: str,
+    s3_endpoint: tuple[str, str, str],
+    bucket_name: str,
+) -> None:
+    write(tmp_path / "src", "a.txt", b"a")
+    job = example("backupjob-path.yaml")
+    job["spec"] = {"source": {"path": str(tmp_path / "src")}, "bucket": bucket_name}
+    with operator(api, tmp_path, db_url, s3_endpoint, cluster_wide=True) as op:
+        op.apply(job)
+        done = op.wait_for(JOBS, job["metadata"]["name"], lambda o: phase(o) == "Completed")
+        assert done["status"]["files"] == 1
+        op.wait_for_event(job["metadata"]["name"], "Completed")
+
+
+def test_status_patches_that_lose_a_race_are_reapplied_and_keep_every_condition(
+    op: Operator, tmp_path: Path, bucket_name: str
+) -> None:
+    # Another writer changes the resource all the time while the operator updates its
+    # status: the server refuses the operator's resourceVersion-guarded JSON patches
+    # (422, a failed `test` op: the body changed), and Kopf re-applies them to the
+    # fresher body. Nothing may be lost: neither the other writer's changes, nor the
+    # condition the change handler adds while the poll timer writes progress.
+    source = tmp_path / "src"
+    for i in range(2000):
+        write(source, f"d{i % 20}/f{i}.bin", f"{i}".encode() * 500)
+    name = "raced"
+    job = example("backupjob-path.yaml")
+    job["metadata"]["name"] = name
+    job["spec"] = {"source": {"path": str(source)}, "bucket": bucket_name}
+    refused = {"verb": "PATCH", "resource": "backupjobs", "subresource": "status", "code": "422"}
+    before = op.api.cluster.metric("apiserver_request_total", **refused)
+    op.apply(job)
+    stop = threading.Event()
+    writes = []
+
+    def race() -> None:
+        while not stop.is_set():
+            writes.append(len(writes))
+            op.kubectl("annotate", "bj", name, f"test/write={len(writes)}", "--overwrite")
+
+    racer = threading.Thread(target=race)
+    op.wait_for(JOBS, name, lambda o: phase(o) == "Running")
+    racer.start()
+    try:
+        op.kubectl(
+            "patch", "bj", name, "--type=merge", "-p", json.dumps({"spec": {"rehash": True}})
+        )
+        done = op.wait_for(JOBS, name, lambda o: phase(o) == "Completed", timeout=120)
+    finally:
+        stop.set()
+        racer.join()
+    conditions = {c["type"]: c for c in done["status"]["conditions"]}
+    assert conditions["SpecRejected"]["status"] == "True"
+    assert "spec.rehash" in conditions["SpecRejected"]["message"]
+    assert (conditions["Ready"]["status"], conditions["Failed"]["status"]) == ("True", "False")
+    assert done["status"]["files"] == 2000
+    final = op.wait_for(JOBS, name, lambda o: True)
+    assert final["metadata"]["annotations"]["test/write"] == str(len(writes))
+    assert op.api.cluster.metric("apiserver_request_total", **refused) > before, (
+        f"no status patch lost a race in {len(writes)} concurrent writes"
+    )
