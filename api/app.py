@@ -18,7 +18,7 @@ from ..notify import webhook_from
 from ..scheduler import JobRunner, Scheduler
 from ..settings import Settings, get_settings
 from ..storage import ObjectStore
-from . import errors
+from . import access_log, errors
 from .auth import BearerAuth
 from .routes import buckets, files, health, jobs, objects, retention
 
@@ -80,12 +80,16 @@ def create_app(
     runner: JobRunner | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
+    access_log.install()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url(), pool_size=settings.db_pool_size)
         app.state.sessions = make_sessionmaker(engine)
         app.state.store = ObjectStore.from_settings(settings)
+        app.state.probe_store = ObjectStore.from_settings(
+            settings, probe_timeout=health.READY_TIMEOUT_SECONDS
+        )
         app.state.metrics = CollectorRegistry(auto_describe=False)
         app.state.metrics.register(
             CatalogCollector(

@@ -37,7 +37,11 @@ class BearerAuth:
         if scope["type"] != "http" or not self.enabled or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        given = [v for k, v in scope["headers"] if k == b"authorization"]
+        if len(given) > 1:  # which one counts would differ between proxies and us
+            await _deny(send, 400, "more than one Authorization header", "bad_request")
+            return
+        header = (given[0] if given else b"").decode("latin-1")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             await _deny(send, 401, "missing bearer token", "unauthorized")

@@ -97,19 +97,23 @@ class _Server:
         self.process = None
 
 
-def _stop_leftover_postmaster(pgdata: Path) -> None:
-    """A server left by a killed `make dev` still holds the data directory: stop it."""
+def _stop_leftover(pid_file: Path, data_dir: Path, sig: int) -> None:
+    """A server left by a killed `make dev` still holds its data directory (and port):
+    stop it. `pid_file` names its process (first word); it is ours only if its command
+    line names `data_dir`."""
     try:
-        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+        pid = int(pid_file.read_text().split()[0])
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError, IndexError):
         return
-    if str(pgdata).encode() not in cmdline:
+    if str(data_dir).encode() not in cmdline:
         return
-    os.kill(pid, signal.SIGINT)  # fast shutdown
+    os.kill(pid, sig)
     deadline = time.monotonic() + 15
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    if Path(f"/proc/{pid}").exists():
+        os.kill(pid, signal.SIGKILL)
 
 
 @dataclass
@@ -126,7 +130,7 @@ class EmbeddedPostgres(_Server):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         pgdata = self.data_dir / "pgdata"
         user = self._system_user()
-        _stop_leftover_postmaster(pgdata)
+        _stop_leftover(pgdata / "postmaster.pid", pgdata, signal.SIGINT)  # fast shutdown
         if not (pgdata / "PG_VERSION").exists():
             subprocess.run(
                 [
@@ -255,6 +259,8 @@ class EmbeddedS3(_Server):
             os.environ, AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key
         )
         log = self.data_dir / "weed.log"
+        pid_file = self.data_dir / "weed.pid"
+        _stop_leftover(pid_file, self.data_dir, signal.SIGTERM)
         self.process = subprocess.Popen(
             args,
             env=env,
@@ -263,6 +269,7 @@ class EmbeddedS3(_Server):
             cwd=self.data_dir,
             start_new_session=True,
         )
+        pid_file.write_text(f"{self.process.pid}\n")
         _wait_for_port(self.port, self.process, log, timeout=60)
         self._wait_serving(log)
 

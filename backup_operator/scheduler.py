@@ -164,6 +164,10 @@ class Scheduler:
             job = jobs.claim_due_job(session, worker_id=self.worker_id, runner=self.claims)
             if job is None:
                 return False
+            # End the transaction that read the job: left open for the whole backup, it
+            # held a lock that made migrations (and all queued behind them) wait, and its
+            # start was what now() gave the job's completed_at.
+            session.commit()
             logger.info("job %s (%s) started by %s", job.id, job.job_name, self.worker_id)
             self._run(session, job)
             return True

@@ -86,7 +86,7 @@ def make_client(
     http = urllib3.PoolManager(
         maxsize=32,  # one pooled connection per upload thread
         # A hung server costs (retries + 1) x read_timeout before the store is "unavailable".
-        timeout=urllib3.Timeout(connect=3, read=read_timeout),
+        timeout=urllib3.Timeout(connect=min(3, read_timeout), read=read_timeout),
         retries=urllib3.Retry(
             total=retries,
             backoff_factor=0.2,
@@ -137,7 +137,11 @@ class ObjectStore:
         self.client = client
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ObjectStore:
+    def from_settings(
+        cls, settings: Settings, *, probe_timeout: float | None = None
+    ) -> ObjectStore:
+        """The store as settings name it; with `probe_timeout`, a client for health
+        checks that gives up after that many seconds, without retries."""
         return cls(
             make_client(
                 settings.minio_endpoint,
@@ -145,7 +149,8 @@ class ObjectStore:
                 settings.minio_secret_key.get_secret_value(),
                 secure=settings.minio_secure,
                 region=settings.minio_region,
-                read_timeout=settings.minio_read_timeout_seconds,
+                retries=3 if probe_timeout is None else 0,
+                read_timeout=probe_timeout or settings.minio_read_timeout_seconds,
             )
         )
 

@@ -55,3 +55,56 @@ def test_read_only_tokens_read_and_write_tokens_write(
 def test_without_tokens_the_api_binds_to_loopback_only() -> None:
     assert Settings(api_host="0.0.0.0").bind_host == LOOPBACK
     assert Settings(api_host="0.0.0.0", api_tokens="t").bind_host == "0.0.0.0"
+
+
+def test_two_authorization_headers_are_refused(secured: TestClient) -> None:
+    response = secured.get(
+        "/buckets/",
+        headers=[("Authorization", "Bearer ro-1"), ("Authorization", "Bearer rw-token")],
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"][0] == {
+        "loc": ["header", "authorization"],
+        "msg": "more than one Authorization header",
+        "type": "bad_request",
+    }
+
+
+def test_a_token_in_a_query_string_never_reaches_the_access_log(settings: Settings) -> None:
+    import logging
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from backup_operator.embedded import free_port
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="info")
+    )
+    thread = threading.Thread(target=server.run)
+    thread.start()
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    keep = Keep()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        logging.getLogger("uvicorn.access").addHandler(keep)
+        query = "limit=5&access_token=s3cr3t-value&api_key=k3y-value"
+        httpx.get(f"http://127.0.0.1:{port}/buckets/?{query}", timeout=10)
+    finally:
+        server.should_exit = True
+        thread.join(20)
+        logging.getLogger("uvicorn.access").removeHandler(keep)
+    (line,) = [line for line in lines if "/buckets/" in line]
+    assert "s3cr3t-value" not in line and "k3y-value" not in line
+    assert "/buckets/?limit=5&access_token=***&api_key=***" in line

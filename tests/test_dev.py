@@ -117,3 +117,25 @@ def test_dev_serves_the_original_calls_and_stops_cleanly(tmp_path: Path) -> None
     finally:
         interrupt(process, log)
     assert servers_using(data) == []
+
+
+def test_dev_stopped_by_sigterm_or_killed_leaves_no_server_behind(tmp_path: Path) -> None:
+    data, port, s3_port = tmp_path / "dev-data", free_port(), free_port()
+    log = tmp_path / "dev.log"
+    base = f"http://127.0.0.1:{port}"
+    process = start_dev(data, port, s3_port, log)
+    wait_until_serving(process, base, log)
+    process.send_signal(signal.SIGTERM)  # what a supervisor or container runtime sends
+    process.wait(timeout=60)
+    assert servers_using(data) == [], log.read_text()[-3000:]
+
+    process = start_dev(data, port, s3_port, log)
+    wait_until_serving(process, base, log)
+    process.kill()  # kill -9: nothing of it runs its clean-up
+    process.wait(timeout=10)
+    process = start_dev(data, port, s3_port, log)  # takes over what the dead one left
+    try:
+        wait_until_serving(process, base, log)
+    finally:
+        interrupt(process, log)
+    assert servers_using(data) == [], log.read_text()[-3000:]

@@ -64,3 +64,29 @@ def test_database_down(private_pg: EmbeddedPostgres, s3_endpoint: tuple[str, str
         private_pg.start()
         assert client.get("/buckets/").status_code == 200
         assert client.get("/readyz").status_code == 200
+
+
+def test_readiness_answers_within_two_seconds_on_a_hung_store(
+    db_url: str, private_s3: EmbeddedS3
+) -> None:
+    import time
+
+    from .conftest import endpoint_of, frozen
+
+    # The uploads' timeout is long (a slow store is not a dead one); readiness is not.
+    settings = make_settings(db_url, *endpoint_of(private_s3), minio_read_timeout_seconds=60)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").status_code == 200
+        with frozen(private_s3):
+            began = time.monotonic()
+            ready = client.get("/readyz")
+            waited = time.monotonic() - began
+            assert client.get("/healthz").status_code == 200
+            assert client.get("/buckets/").status_code == 200  # catalog-only: unaffected
+        assert ready.status_code == 503 and waited < 2, waited
+        assert ready.json()["checks"] == {
+            "database": "ok",
+            "object_store": ready.json()["checks"]["object_store"],
+        }
+        assert ready.json()["checks"]["object_store"].startswith("unavailable")
+        assert client.get("/readyz").status_code == 200

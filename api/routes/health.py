@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -29,7 +30,9 @@ def _check_database(request: Request) -> str:
 
 def _check_store(request: Request) -> str:
     try:
-        request.app.state.store.ping()
+        # A client of its own, with a short timeout: a hung store makes the answer
+        # "unavailable" within READY_TIMEOUT_SECONDS, not after the uploads' timeout.
+        request.app.state.probe_store.ping()
         return "ok"
     except Unavailable as error:
         return f"unavailable: {error.detail}"
@@ -37,13 +40,25 @@ def _check_store(request: Request) -> str:
         return f"error: {type(error).__name__}"
 
 
+READY_TIMEOUT_SECONDS = 1.5
+
+
+async def _bounded(check: Any, request: Request) -> str:
+    try:
+        return str(
+            await asyncio.wait_for(run_in_threadpool(check, request), READY_TIMEOUT_SECONDS + 0.3)
+        )
+    except TimeoutError:
+        return f"unavailable: no answer within {READY_TIMEOUT_SECONDS}s"
+
+
 @router.get("/readyz")
 async def readyz(request: Request, response: Response) -> dict[str, Any]:
     """Readiness: PostgreSQL and the object store both answer."""
-    checks = {
-        "database": await run_in_threadpool(_check_database, request),
-        "object_store": await run_in_threadpool(_check_store, request),
-    }
+    database, store = await asyncio.gather(
+        _bounded(_check_database, request), _bounded(_check_store, request)
+    )
+    checks = {"database": database, "object_store": store}
     ready = all(value == "ok" for value in checks.values())
     if not ready:
         response.status_code = 503

@@ -1,0 +1,64 @@
+"""A running backup holds no transaction open in the catalog: a schema change (what a
+migration does) completes while it runs, and the job's times are those of its run."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+from conftest import plain, write
+from sqlalchemy.orm import Session, sessionmaker
+
+from backup_operator.catalog import jobs
+from backup_operator.catalog.buckets import create_bucket
+from backup_operator.engine.runner import EngineRunner
+from backup_operator.scheduler import Scheduler
+from backup_operator.storage import ObjectStore
+
+
+def test_a_schema_change_completes_while_a_backup_runs(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    db_url: str,
+    bucket_name: str,
+    tmp_path: Path,
+) -> None:
+    for i in range(3000):
+        write(tmp_path / "src", f"d{i % 30}/f{i}", f"{i}".encode() * 200)
+    with sessions() as session:
+        bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
+        job_id = jobs.create_job(
+            session, job_name="big", source_system=str(tmp_path / "src"), bucket_id=bucket.id
+        ).id
+    scheduler = Scheduler(sessions, runner=EngineRunner(sessions, store))
+    runner = threading.Thread(target=scheduler.run_once)
+    runner.start()
+    try:
+        with psycopg.connect(plain(db_url), autocommit=True) as conn:
+            deadline = time.monotonic() + 30
+            while (
+                conn.execute("SELECT count(*) FROM files WHERE job_id = %s", (job_id,)).fetchone()[
+                    0
+                ]
+                == 0
+            ):
+                assert time.monotonic() < deadline, "the backup did not start"
+                time.sleep(0.05)
+            idle = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state = 'idle in transaction'"
+            ).fetchone()[0]
+            conn.execute("SET lock_timeout = '5s'")
+            conn.execute("ALTER TABLE backup_jobs ADD COLUMN during_backup integer")
+            assert runner.is_alive(), "the backup ended before the schema change: make it longer"
+    finally:
+        runner.join(120)
+    assert idle == 0
+    with sessions() as session:
+        job = jobs.get_job(session, job_id)
+        assert job.status.value == "completed"
+        assert job.started_at is not None and job.completed_at is not None
+        took = (job.completed_at - job.started_at).total_seconds()
+    assert took > 0.5, f"completed_at is the claim's time, not the end's ({took:.3f}s)"
