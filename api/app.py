@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -19,8 +20,9 @@ from ..scheduler import JobRunner, Scheduler
 from ..settings import Settings, get_settings
 from ..storage import ObjectStore
 from . import access_log, errors
-from .auth import BearerAuth
+from .auth import OPEN_PATHS, BearerAuth
 from .routes import buckets, files, health, jobs, objects, retention
+from .schemas import ErrorBody
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,44 @@ class Metrics:
             HTTP_LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
 
 
+ERROR_DESCRIPTIONS = {
+    400: "bad request (for example two Authorization headers)",
+    401: "no bearer token, or an unknown one",
+    403: "a read-only token on an operation that changes something",
+    404: "not found",
+    409: "conflicts with the current state",
+    422: "invalid input: each item names the field (`loc`) and the reason (`msg`)",
+    503: "PostgreSQL or the object store is unavailable; retry after Retry-After seconds",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text} for code, text in ERROR_DESCRIPTIONS.items()
+}
+
+
+def _openapi_with_bearer(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, declaring the bearer tokens every operation but the health
+    checks needs."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "API_TOKENS or API_READ_ONLY_TOKENS",
+            }
+        }
+        schema["security"] = [{"bearer": []}]
+        for path in OPEN_PATHS:
+            for operation in schema["paths"].get(path, {}).values():
+                operation["security"] = []
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -124,12 +164,15 @@ def create_app(
         "versions, tags and retention.",
         lifespan=lifespan,
         redirect_slashes=False,
+        responses=ERROR_RESPONSES,
     )
+    app.openapi = lambda: _openapi_with_bearer(app)  # type: ignore[method-assign]
     app.state.settings = settings
     errors.install(app)
     for module in (health, buckets, jobs, files, objects, retention):
         app.include_router(module.router)
     app.include_router(retention.runs_router)
+    app.add_middleware(errors.RejectNul)
     app.add_middleware(Metrics)
     app.add_middleware(BearerAuth, settings=settings)
     app.add_middleware(TrailingSlash)

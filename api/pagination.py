@@ -16,7 +16,7 @@ class PageParams:
         self,
         limit: int = Query(100, ge=1, le=MAX_LIMIT, description="page size"),
         after: int | None = Query(
-            None, ge=0, description="cursor: the X-Next-After of the previous page"
+            None, ge=0, le=2**63 - 1, description="cursor: the X-Next-After of the previous page"
         ),
     ) -> None:
         self.limit = limit

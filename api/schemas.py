@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+from annotated_types import Interval
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from ..catalog.models import FileChange, JobStatus, LockMode, RetentionTarget, SourceType
 
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
+INT64_MAX = 2**63 - 1
+# Numbers within what the catalog's bigint columns hold (a larger one is a 422, not a
+# database error): ids from 1, sizes and counts from 0.
+Id = Annotated[int, Interval(ge=1, le=INT64_MAX)]
+Size = Annotated[int, Interval(ge=0, le=INT64_MAX)]
 
 
 class Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-class BucketCreate(BaseModel):
+class In(BaseModel):
+    """A request body: a field it does not know is an error, never silently dropped (a
+    misspelt `start_time` would otherwise run a job at once)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class BucketCreate(In):
     name: str = Field(examples=["nightly-backups"], description="S3 bucket name")
     object_lock: bool = Field(False, description="create the bucket with S3 Object Lock enabled")
 
@@ -28,10 +41,10 @@ class BucketOut(Out):
     created_at: datetime
 
 
-class JobCreate(BaseModel):
+class JobCreate(In):
     job_name: str = Field(min_length=1, max_length=255)
     source_system: str = Field(min_length=1, description="what is backed up (a path or a name)")
-    bucket_id: int
+    bucket_id: Id
     start_time: datetime | None = Field(
         None, description="not before this time; naive times are UTC; omitted: now"
     )
@@ -55,7 +68,7 @@ class JobCreate(BaseModel):
     )
 
 
-class JobStatusUpdate(BaseModel):
+class JobStatusUpdate(In):
     status: JobStatus
     error: str | None = None
 
@@ -93,19 +106,19 @@ class JobOut(Out):
     updated_at: datetime
 
 
-class FileFields(BaseModel):
+class FileFields(In):
     path: str = Field(min_length=1, description="path relative to the job's source")
-    size: int = Field(ge=0)
+    size: Size
     sha256: str = Field(pattern=SHA256_PATTERN)
     mtime: datetime | None = None
 
 
 class FileRegister(FileFields):
-    job_id: int
+    job_id: Id
 
 
-class FileBatch(BaseModel):
-    job_id: int
+class FileBatch(In):
+    job_id: Id
     files: list[FileFields] = Field(min_length=1, max_length=50_000)
 
 
@@ -191,7 +204,7 @@ class StoredVersionOut(BaseModel):
     last_modified: datetime | None
 
 
-class TagSet(BaseModel):
+class TagSet(In):
     tags: dict[str, str] = Field(description="at most 10; keys up to 128, values up to 256 chars")
 
 
@@ -204,7 +217,7 @@ RULES_DESCRIPTION = (
 )
 
 
-class PolicyCreate(BaseModel):
+class PolicyCreate(In):
     name: str = Field(min_length=1, max_length=253)
     description: str = ""
     keep_last: int | None = Field(None, description="keep the newest N versions of each object")
@@ -223,7 +236,7 @@ class PolicyCreate(BaseModel):
         description="versions: the version history of each attached object; jobs: the "
         "completed jobs of one source (bucket_id and source_system), snapshot-style",
     )
-    bucket_id: int | None = Field(
+    bucket_id: Id | None = Field(
         None, description="target jobs: the source's bucket; target versions: scope by bucket"
     )
     source_system: str | None = Field(None, description="target jobs: the source")
@@ -250,7 +263,7 @@ class PolicyCreate(BaseModel):
     )
 
 
-class PolicyUpdate(BaseModel):
+class PolicyUpdate(In):
     name: str | None = Field(None, min_length=1, max_length=253)
     description: str | None = None
     keep_last: int | None = None
@@ -259,7 +272,7 @@ class PolicyUpdate(BaseModel):
     min_versions: int | None = None
     max_age: str | None = None
     target: RetentionTarget | None = None
-    bucket_id: int | None = None
+    bucket_id: Id | None = None
     source_system: str | None = None
     key_prefix: str | None = None
     match_tags: dict[str, str] | None = None
@@ -295,8 +308,8 @@ class PolicyOut(Out):
     updated_at: datetime
 
 
-class ObjectIds(BaseModel):
-    object_ids: list[int] = Field(min_length=1, max_length=10_000)
+class ObjectIds(In):
+    object_ids: list[Id] = Field(min_length=1, max_length=10_000)
 
 
 class Count(BaseModel):
@@ -361,7 +374,7 @@ class RunOut(Out):
     refused: dict[str, Any]
 
 
-class RestoreRequest(BaseModel):
+class RestoreRequest(In):
     target: str = Field(description="directory on the API's host to restore into")
     path: str | None = Field(None, description="only this file")
     prefix: str | None = Field(None, description="only files under this path prefix")

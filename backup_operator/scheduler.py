@@ -189,7 +189,8 @@ class Scheduler:
             logger.info("%s; the job is pending again and will be resumed", stop)
             return
         except JobCancelled as stop:
-            session.rollback()  # expires `job`: what follows reads it afresh
+            session.rollback()
+            session.expire(job)  # what follows reads what stopped it afresh
             logger.info("%s (%s); stopped", stop, job.error or job.status.value)
             if job.status is JobStatus.FAILED:  # past its deadline (cancels are not told)
                 notify_ended(session, self.notifier, job.id)

@@ -10,7 +10,7 @@ from ...catalog.models import Bucket
 from ...storage import ObjectStore
 from ..deps import get_session, get_store
 from ..pagination import PageParams, paginate
-from ..schemas import BucketCreate, BucketOut
+from ..schemas import BucketCreate, BucketOut, Id
 
 router = APIRouter(prefix="/buckets", tags=["buckets"])
 
@@ -38,13 +38,13 @@ def list_buckets(
 
 
 @router.get("/{bucket_id}", response_model=BucketOut)
-def get_bucket(bucket_id: int, session: Session = Depends(get_session)) -> Bucket:
+def get_bucket(bucket_id: Id, session: Session = Depends(get_session)) -> Bucket:
     return buckets.get_bucket(session, bucket_id)
 
 
 @router.delete("/{bucket_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_bucket(
-    bucket_id: int,
+    bucket_id: Id,
     force: bool = Query(False, description="also delete its jobs, objects and every version"),
     session: Session = Depends(get_session),
     store: ObjectStore = Depends(get_store),

@@ -24,6 +24,7 @@ from ..schemas import (
     FileOut,
     FileRegister,
     FileRegistered,
+    Id,
     VersionOut,
 )
 
@@ -66,8 +67,8 @@ def register_batch(body: FileBatch, session: Session = Depends(get_session)) -> 
 def list_files(
     request: Request,
     response: Response,
-    job_id: int | None = None,
-    bucket_id: int | None = None,
+    job_id: Id | None = None,
+    bucket_id: Id | None = None,
     path_prefix: str | None = Query(None, description="files whose path starts with this"),
     sha256: str | None = Query(None, pattern=SHA256_PATTERN),
     duplicate: bool | None = None,
@@ -91,7 +92,7 @@ def list_files(
 def duplicate_report(
     request: Request,
     response: Response,
-    bucket_id: int | None = None,
+    bucket_id: Id | None = None,
     page: PageParams = Depends(),
     session: Session = Depends(get_session),
 ) -> Sequence[DuplicateGroup]:
@@ -102,19 +103,19 @@ def duplicate_report(
 
 @router.get("/duplicates/summary", response_model=DuplicateSummary)
 def duplicate_summary(
-    bucket_id: int | None = None, session: Session = Depends(get_session)
+    bucket_id: Id | None = None, session: Session = Depends(get_session)
 ) -> dict[str, int]:
     return files.duplicate_summary(session, bucket_id=bucket_id)
 
 
 @router.get("/{file_id}", response_model=FileOut)
-def get_file(file_id: int, session: Session = Depends(get_session)) -> File:
+def get_file(file_id: Id, session: Session = Depends(get_session)) -> File:
     return files.get_file(session, file_id)
 
 
 @router.put("/{file_id}/content", response_model=VersionOut, status_code=status.HTTP_201_CREATED)
 async def upload_content(
-    file_id: int,
+    file_id: Id,
     request: Request,
     session: Session = Depends(get_session),
     store: ObjectStore = Depends(get_store),

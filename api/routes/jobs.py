@@ -13,7 +13,7 @@ from ...errors import Invalid
 from ...storage import ObjectStore
 from ..deps import get_session, get_store
 from ..pagination import PageParams, paginate
-from ..schemas import FailureOut, JobCreate, JobOut, JobStatusUpdate, RestoreOut, RestoreRequest
+from ..schemas import FailureOut, Id, JobCreate, JobOut, JobStatusUpdate, RestoreOut, RestoreRequest
 
 router = APIRouter(prefix="/backup-jobs", tags=["backup-jobs"])
 
@@ -29,7 +29,7 @@ def list_jobs(
     request: Request,
     response: Response,
     status_filter: JobStatus | None = Query(None, alias="status"),
-    bucket_id: int | None = None,
+    bucket_id: Id | None = None,
     page: PageParams = Depends(),
     session: Session = Depends(get_session),
 ) -> Sequence[BackupJob]:
@@ -40,13 +40,13 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: int, session: Session = Depends(get_session)) -> BackupJob:
+def get_job(job_id: Id, session: Session = Depends(get_session)) -> BackupJob:
     return jobs.get_job(session, job_id)
 
 
 @router.get("/{job_id}/failures", response_model=list[FailureOut])
 def list_failures(
-    job_id: int,
+    job_id: Id,
     request: Request,
     response: Response,
     page: PageParams = Depends(),
@@ -60,20 +60,20 @@ def list_failures(
 @router.patch("/{job_id}", response_model=JobOut)
 @router.put("/{job_id}/status", response_model=JobOut)
 def update_status(
-    job_id: int, body: JobStatusUpdate, session: Session = Depends(get_session)
+    job_id: Id, body: JobStatusUpdate, session: Session = Depends(get_session)
 ) -> BackupJob:
     """Move the job along its lifecycle; finished jobs do not change."""
     return jobs.set_status(session, job_id, body.status, error=body.error)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
-def cancel_job(job_id: int, session: Session = Depends(get_session)) -> BackupJob:
+def cancel_job(job_id: Id, session: Session = Depends(get_session)) -> BackupJob:
     return jobs.cancel_job(session, job_id)
 
 
 @router.post("/{job_id}/restore", response_model=RestoreOut)
 def restore_job(
-    job_id: int,
+    job_id: Id,
     body: RestoreRequest,
     session: Session = Depends(get_session),
     store: ObjectStore = Depends(get_store),

@@ -11,7 +11,7 @@ from ...catalog.models import BackupObject, ObjectVersion
 from ...storage import ObjectStore, StoredVersion
 from ..deps import get_session, get_store
 from ..pagination import PageParams, paginate
-from ..schemas import LatestOut, ObjectOut, StoredVersionOut, TagSet, VersionOut
+from ..schemas import Id, LatestOut, ObjectOut, StoredVersionOut, TagSet, VersionOut
 
 router = APIRouter(prefix="/backup-objects", tags=["backup-objects"])
 
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/backup-objects", tags=["backup-objects"])
 def list_objects(
     request: Request,
     response: Response,
-    bucket_id: int | None = None,
+    bucket_id: Id | None = None,
     key_prefix: str | None = None,
     tag_key: str | None = Query(None, description="objects carrying this tag"),
     tag_value: str | None = Query(None, description="...with this value (needs tag_key)"),
@@ -43,7 +43,7 @@ def list_objects(
 def latest_versions(
     request: Request,
     response: Response,
-    bucket_id: int | None = None,
+    bucket_id: Id | None = None,
     page: PageParams = Depends(),
     session: Session = Depends(get_session),
 ) -> Sequence[dict[str, Any]]:
@@ -60,7 +60,7 @@ def latest_versions(
 
 
 @router.get("/{object_id}", response_model=ObjectOut)
-def get_object(object_id: int, session: Session = Depends(get_session)) -> BackupObject:
+def get_object(object_id: Id, session: Session = Depends(get_session)) -> BackupObject:
     return objects.get_object(session, object_id)
 
 
@@ -68,7 +68,7 @@ def get_object(object_id: int, session: Session = Depends(get_session)) -> Backu
 def list_versions(
     request: Request,
     response: Response,
-    object_id: int,
+    object_id: Id,
     include_deleted: bool = False,
     page: PageParams = Depends(),
     session: Session = Depends(get_session),
@@ -82,7 +82,7 @@ def list_versions(
 
 @router.get("/{object_id}/store-versions", response_model=list[StoredVersionOut])
 def list_store_versions(
-    object_id: int, session: Session = Depends(get_session), store: ObjectStore = Depends(get_store)
+    object_id: Id, session: Session = Depends(get_session), store: ObjectStore = Depends(get_store)
 ) -> list[StoredVersion]:
     """The versions the object store itself holds for this object's key, newest first."""
     obj = objects.get_object(session, object_id)
@@ -92,14 +92,14 @@ def list_store_versions(
 
 @router.get("/{object_id}/versions/{version_id}", response_model=VersionOut)
 def get_version(
-    object_id: int, version_id: str, session: Session = Depends(get_session)
+    object_id: Id, version_id: str, session: Session = Depends(get_session)
 ) -> ObjectVersion:
     return objects.get_version(session, object_id, version_id)
 
 
 @router.delete("/{object_id}/versions/{version_id}", response_model=VersionOut)
 def delete_version(
-    object_id: int,
+    object_id: Id,
     version_id: str,
     session: Session = Depends(get_session),
     store: ObjectStore = Depends(get_store),
@@ -111,13 +111,13 @@ def delete_version(
 
 
 @router.get("/{object_id}/tags", response_model=TagSet)
-def get_tags(object_id: int, session: Session = Depends(get_session)) -> dict[str, Any]:
+def get_tags(object_id: Id, session: Session = Depends(get_session)) -> dict[str, Any]:
     return {"tags": tags.list_tags(session, object_id)}
 
 
 @router.put("/{object_id}/tags", response_model=TagSet)
 def replace_tags(
-    object_id: int,
+    object_id: Id,
     body: TagSet,
     session: Session = Depends(get_session),
     store: ObjectStore = Depends(get_store),
@@ -128,7 +128,7 @@ def replace_tags(
 
 @router.patch("/{object_id}/tags", response_model=TagSet)
 def merge_tags(
-    object_id: int,
+    object_id: Id,
     body: TagSet,
     session: Session = Depends(get_session),
     store: ObjectStore = Depends(get_store),
@@ -139,7 +139,7 @@ def merge_tags(
 
 @router.delete("/{object_id}/tags/{key}", response_model=TagSet)
 def delete_tag(
-    object_id: int,
+    object_id: Id,
     key: str,
     session: Session = Depends(get_session),
     store: ObjectStore = Depends(get_store),

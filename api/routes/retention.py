@@ -15,6 +15,7 @@ from ..pagination import PageParams, paginate
 from ..schemas import (
     ApplyOut,
     Count,
+    Id,
     ObjectIds,
     ObjectOut,
     PlannedVersionOut,
@@ -48,37 +49,37 @@ def list_policies(
 
 
 @router.get("/{policy_id}", response_model=PolicyOut)
-def get_policy(policy_id: int, session: Session = Depends(get_session)) -> RetentionPolicy:
+def get_policy(policy_id: Id, session: Session = Depends(get_session)) -> RetentionPolicy:
     return retention.get_policy(session, policy_id)
 
 
 @router.patch("/{policy_id}", response_model=PolicyOut)
 def update_policy(
-    policy_id: int, body: PolicyUpdate, session: Session = Depends(get_session)
+    policy_id: Id, body: PolicyUpdate, session: Session = Depends(get_session)
 ) -> RetentionPolicy:
     """Change the given fields; send null to remove a rule."""
     return retention.update_policy(session, policy_id, **body.model_dump(exclude_unset=True))
 
 
 @router.delete("/{policy_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_policy(policy_id: int, session: Session = Depends(get_session)) -> None:
+def delete_policy(policy_id: Id, session: Session = Depends(get_session)) -> None:
     retention.delete_policy(session, policy_id)
 
 
 @router.post("/{policy_id}/attach", response_model=Count)
-def attach(policy_id: int, body: ObjectIds, session: Session = Depends(get_session)) -> Count:
+def attach(policy_id: Id, body: ObjectIds, session: Session = Depends(get_session)) -> Count:
     """Let this policy govern these objects."""
     return Count(count=retention.attach(session, policy_id, body.object_ids))
 
 
 @router.post("/{policy_id}/detach", response_model=Count)
-def detach(policy_id: int, body: ObjectIds, session: Session = Depends(get_session)) -> Count:
+def detach(policy_id: Id, body: ObjectIds, session: Session = Depends(get_session)) -> Count:
     return Count(count=retention.detach(session, policy_id, body.object_ids))
 
 
 @router.get("/{policy_id}/objects", response_model=list[ObjectOut])
 def governed_objects(
-    policy_id: int,
+    policy_id: Id,
     request: Request,
     response: Response,
     page: PageParams = Depends(),
@@ -103,7 +104,7 @@ def _planned(items: list[retention.PlannedVersion]) -> list[PlannedVersionOut]:
 
 
 @router.post("/{policy_id}/dry-run", response_model=PlanOut)
-def dry_run(policy_id: int, session: Session = Depends(get_session)) -> dict[str, Any]:
+def dry_run(policy_id: Id, session: Session = Depends(get_session)) -> dict[str, Any]:
     """What applying the policy now would delete and keep, and why. Changes nothing."""
     plan = retention.dry_run(session, policy_id)
     delete = plan.to_delete
@@ -128,7 +129,7 @@ def dry_run(policy_id: int, session: Session = Depends(get_session)) -> dict[str
 
 @router.post("/{policy_id}/apply", response_model=ApplyOut)
 def apply(
-    policy_id: int,
+    policy_id: Id,
     request: Request,
     session: Session = Depends(get_session),
     store: ObjectStore = Depends(get_store),
@@ -151,7 +152,7 @@ def apply(
 
 @router.get("/{policy_id}/runs", response_model=list[RunOut])
 def policy_runs(
-    policy_id: int,
+    policy_id: Id,
     request: Request,
     response: Response,
     page: PageParams = Depends(),
@@ -170,7 +171,7 @@ runs_router = APIRouter(prefix="/retention-runs", tags=["retention-policies"])
 def list_runs(
     request: Request,
     response: Response,
-    policy_id: int | None = None,
+    policy_id: Id | None = None,
     page: PageParams = Depends(),
     session: Session = Depends(get_session),
 ) -> Sequence[RetentionRun]:
@@ -180,13 +181,13 @@ def list_runs(
 
 
 @runs_router.get("/{run_id}", response_model=RunOut)
-def get_run(run_id: int, session: Session = Depends(get_session)) -> RetentionRun:
+def get_run(run_id: Id, session: Session = Depends(get_session)) -> RetentionRun:
     return retention.get_run(session, run_id)
 
 
 @runs_router.get("/{run_id}/deleted", response_model=list[VersionOut])
 def run_deletions(
-    run_id: int,
+    run_id: Id,
     request: Request,
     response: Response,
     page: PageParams = Depends(),
