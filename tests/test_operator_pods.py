@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from conftest import write
 from operator_harness import JOBS, KubeNamespace, Operator, example, phase
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog.models import BackupJob, BackupObject, File, Tag
@@ -182,9 +182,15 @@ def test_a_backup_pod_stopped_mid_backup_is_retried_and_the_job_completes(
     op.apply(manifest)
     name = manifest["metadata"]["name"]
     running = op.wait_for(JOBS, name, lambda o: phase(o) == "Running", timeout=60)
-    (process,) = op.eventually(
-        lambda: list(op.api.kubelet.running(op.namespace).values()), "no pod"
-    )
+    job_id = running["status"]["jobId"]
+
+    def under_way() -> bool:  # some files recorded, most still to do
+        with sessions() as session:
+            done = session.scalar(select(func.count()).where(File.job_id == job_id)) or 0
+        return 0 < done < 3000
+
+    op.eventually(under_way, "the backup did not get under way", timeout=60)
+    (process,) = op.api.kubelet.running(op.namespace).values()
     os.killpg(process.pid, how)
     done = op.wait_for(JOBS, name, lambda o: phase(o) in {"Completed", "Failed"}, timeout=180)
     assert phase(done) == "Completed", done["status"]
