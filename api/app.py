@@ -141,7 +141,10 @@ def create_app(
         if settings.scheduler_enabled:
             scheduler = Scheduler(
                 app.state.sessions,
-                runner=runner or EngineRunner(app.state.sessions, app.state.store),
+                runner=runner
+                or EngineRunner(
+                    app.state.sessions, app.state.store, source_roots=settings.source_roots
+                ),
                 interval=settings.scheduler_interval_seconds,
                 heartbeat_timeout=settings.job_heartbeat_timeout_seconds,
                 notifier=notifier,

@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from annotated_types import Interval
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..catalog.models import FileChange, JobStatus, LockMode, RetentionTarget, SourceType
 
@@ -43,7 +44,10 @@ class BucketOut(Out):
 
 class JobCreate(In):
     job_name: str = Field(min_length=1, max_length=255)
-    source_system: str = Field(min_length=1, description="what is backed up (a path or a name)")
+    source_system: str = Field(
+        min_length=1,
+        description="absolute path of what is backed up (directory jobs: under SOURCE_ROOTS)",
+    )
     bucket_id: Id
     start_time: datetime | None = Field(
         None, description="not before this time; naive times are UTC; omitted: now"
@@ -281,6 +285,17 @@ class PolicyUpdate(In):
     legal_hold: bool | None = None
     keep_min_successful: int | None = None
     require_dry_run: bool | None = None
+
+    @model_validator(mode="after")
+    def _no_null_for_what_must_have_a_value(self) -> PolicyUpdate:
+        # Omitted: unchanged; null: cleared, which only fields without a value of their
+        # own in a new policy (PolicyCreate's default None) can be.
+        for name in sorted(self.model_fields_set):
+            if getattr(self, name) is None and PolicyCreate.model_fields[name].default is not None:
+                raise PydanticCustomError(
+                    "null_not_allowed", f"{name} cannot be null; omit it to keep it"
+                )
+        return self
 
 
 class PolicyOut(Out):

@@ -102,6 +102,10 @@ def _ensure_database(url: str, name: str) -> None:
 
 
 def dev(settings: Settings) -> None:
+    if not settings.source_roots:
+        # A developer's own machine: the API may back up any directory of it (restores
+        # through the API still need RESTORE_ROOTS).
+        settings = settings.model_copy(update={"source_roots": [Path("/")]})
     with embedded_services(settings) as ready:
         migrate(ready)
         serve(ready)

@@ -7,6 +7,7 @@ can move over unchanged (`MINIO_*`, `SQLALCHEMY_DATABASE_URL`).
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -69,6 +70,11 @@ class Settings(BaseSettings):
     # Seconds a client is told to wait after a 503 (a dependency is down).
     retry_after_seconds: int = Field(5, ge=1)
 
+    # The only directories (comma separated, absolute) that the API's and the operator's
+    # backups may read and the API's restores may write; none: such requests are refused.
+    source_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    restore_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+
     # The operator (`backup-operator operator`). Namespaces: comma separated; empty, the
     # whole cluster.
     watch_namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -91,8 +97,21 @@ class Settings(BaseSettings):
     dev_s3_port: int = Field(9000, ge=1, le=65535)
 
     _split_api_tokens = field_validator(
-        "api_tokens", "api_read_only_tokens", "watch_namespaces", mode="before"
+        "api_tokens",
+        "api_read_only_tokens",
+        "watch_namespaces",
+        "source_roots",
+        "restore_roots",
+        mode="before",
     )(_split_tokens)
+
+    @field_validator("source_roots", "restore_roots")
+    @classmethod
+    def _roots_are_absolute(cls, roots: list[Path]) -> list[Path]:
+        for root in roots:
+            if not root.is_absolute():
+                raise ValueError(f"{root} is not an absolute path")
+        return roots
 
     @field_validator("minio_endpoint")
     @classmethod

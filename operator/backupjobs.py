@@ -10,6 +10,7 @@ from typing import Any
 import kopf
 import kubernetes
 
+from .. import paths
 from ..catalog import buckets, jobs, retention
 from ..catalog.models import JobStatus, Runner
 from ..deadline import Deadline
@@ -66,6 +67,14 @@ def register(
     try:
         with memo.sessions() as session:
             source = source_of(spec, namespace)
+            if source.path:
+                with domain_errors(field="spec.source.path"):
+                    paths.confined(
+                        source.path,
+                        memo.app.source_roots,
+                        field="spec.source.path",
+                        setting="SOURCE_ROOTS",
+                    )
             with domain_errors(field="spec.bucket"):
                 bucket = buckets.bucket_named(session, memo.store, spec["bucket"], create=True)
             with domain_errors():

@@ -69,7 +69,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
     memo.custom = kubernetes.client.CustomObjectsApi(api)
     memo.scheduler = Scheduler(
         memo.sessions,
-        runner=ForLiveResources(EngineRunner(memo.sessions, memo.store), memo.custom),
+        runner=ForLiveResources(
+            EngineRunner(memo.sessions, memo.store, source_roots=app.source_roots), memo.custom
+        ),
         claims=Runner.OPERATOR,
         interval=app.operator_poll_seconds,
         heartbeat_timeout=app.job_heartbeat_timeout_seconds,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -126,6 +127,9 @@ def make_settings(
         "minio_secure": False,
         "scheduler_enabled": False,
         "retry_after_seconds": 7,
+        # Tests back up and restore their own temporary directories.
+        "source_roots": [Path("/")],
+        "restore_roots": [Path(tempfile.gettempdir())],
         **extra,
     }
     return Settings(**values)  # type: ignore[arg-type]

@@ -235,6 +235,7 @@ def operator(
         "JOB_HEARTBEAT_TIMEOUT_SECONDS": "4",
         "METRICS_PORT": "0",  # several operators run at once: a test asks for it
         "PYTHONPATH": str(ROOT),
+        "SOURCE_ROOTS": str(tmp_path.parent),  # the test's own directories
         **settings,
     }
     running = Operator(api, env, tmp_path / "operator.log")

@@ -395,3 +395,33 @@ def test_every_alert_and_dashboard_query_names_only_metrics_the_code_exports() -
         assert used <= exported_names(), (query, used - exported_names())
         used_by_board |= used
     assert len(used_by_board) >= 10  # the dashboard shows most of what is exported
+
+
+def test_source_and_restore_roots_are_the_pods_mounts_and_none_by_default() -> None:
+    default = render(REQUIRED)
+    for deployment in by_kind(default, "Deployment"):
+        env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+        assert env["SOURCE_ROOTS"]["value"] == ""  # refused until configured
+    restores = {"name": "restores", "persistentVolumeClaim": {"claimName": "restores"}}
+    docs = render(
+        {
+            **REQUIRED,
+            "api": {
+                "restoreRoots": ["/restores"],
+                "sourceRoots": ["/data/a", "/data/b"],
+                "volumes": [restores],
+                "volumeMounts": [{"name": "restores", "mountPath": "/restores"}],
+            },
+        }
+    )
+    (api,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-api")]
+    pod = api["spec"]["template"]["spec"]
+    env = env_of(pod["containers"][0])
+    assert (env["RESTORE_ROOTS"]["value"], env["SOURCE_ROOTS"]["value"]) == (
+        "/restores",
+        "/data/a,/data/b",
+    )
+    assert restores in pod["volumes"]
+    assert {"name": "restores", "mountPath": "/restores"} in pod["containers"][0]["volumeMounts"]
+    with pytest.raises(helm.HelmValuesError):
+        render({**REQUIRED, "api": {"restoreRoots": ["relative"]}})

@@ -315,3 +315,13 @@ def test_a_backup_missing_files_ends_partially_failed_and_says_which(
     assert (failed["status"], failed["reason"]) == ("True", "PartiallyFailed")
     assert "1 file could not be backed up" in failed["message"]
     op.wait_for_event(name, "PartiallyFailed")
+
+
+def test_a_path_source_outside_the_source_roots_fails_naming_the_field(op: Operator) -> None:
+    # SOURCE_ROOTS is the test's own directory; the operator's token is never a source.
+    for name, path in [("etc", "/etc"), ("token", "/var/run/secrets/kubernetes.io")]:
+        op.apply(path_job(name, Path(path), "some-bucket"))
+        failed = op.wait_for(JOBS, name, lambda o: phase(o) == "Failed")
+        why = condition(failed, "Failed")
+        assert why["reason"] == "InvalidSpec" and why["message"].startswith("spec.source.path")
+        assert failed["status"].get("jobId") is None  # nothing was recorded

@@ -6,8 +6,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from sqlalchemy.orm import Session
 
+from ... import paths
 from ...catalog import jobs
-from ...catalog.models import BackupJob, JobFailure, JobStatus
+from ...catalog.models import BackupJob, JobFailure, JobStatus, SourceType
 from ...engine.restore import restore
 from ...errors import Invalid
 from ...storage import ObjectStore
@@ -19,8 +20,15 @@ router = APIRouter(prefix="/backup-jobs", tags=["backup-jobs"])
 
 
 @router.post("", response_model=JobOut, status_code=status.HTTP_201_CREATED)
-def create_job(body: JobCreate, session: Session = Depends(get_session)) -> BackupJob:
-    """A pending job; the scheduler starts it once `start_time` has passed."""
+def create_job(
+    body: JobCreate, request: Request, session: Session = Depends(get_session)
+) -> BackupJob:
+    """A pending job; the scheduler starts it once `start_time` has passed. A directory
+    job's source must lie under SOURCE_ROOTS."""
+    paths.absolute(body.source_system, field="source_system")
+    if body.source_type is SourceType.DIRECTORY:
+        roots = request.app.state.settings.source_roots
+        paths.confined(body.source_system, roots, field="source_system", setting="SOURCE_ROOTS")
     return jobs.create_job(session, **body.model_dump())
 
 
@@ -75,6 +83,7 @@ def cancel_job(job_id: Id, session: Session = Depends(get_session)) -> BackupJob
 def restore_job(
     job_id: Id,
     body: RestoreRequest,
+    request: Request,
     session: Session = Depends(get_session),
     store: ObjectStore = Depends(get_store),
 ) -> dict[str, Any]:
@@ -82,11 +91,13 @@ def restore_job(
     checksum; existing files are left alone unless `overwrite`."""
     if body.path and body.prefix:
         raise Invalid("give path or prefix, not both", field="prefix")
+    roots = request.app.state.settings.restore_roots
+    target = paths.confined(body.target, roots, field="target", setting="RESTORE_ROOTS")
     result = restore(
         session,
         store,
         job_id,
-        body.target,
+        str(target),
         prefix=body.prefix,
         path=body.path,
         overwrite=body.overwrite,

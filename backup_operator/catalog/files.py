@@ -43,6 +43,7 @@ class FileIn:
     inode: int | None = None
     raw_path: bytes | None = None
     change: FileChange = FileChange.NEW
+    mode: int | None = None
 
 
 def _validated(files: Sequence[FileIn]) -> list[FileIn]:
@@ -73,16 +74,16 @@ def _validated(files: Sequence[FileIn]) -> list[FileIn]:
 _BATCH_ROWS = """
     FROM unnest(%(paths)b::text[], %(sizes)s::bigint[], %(shas)b::text[],
                 %(mtimes)s::timestamptz[], %(mtime_ns)s::bigint[], %(inodes)s::bigint[],
-                %(raw_paths)s::bytea[], %(changes)b::text[])
-         AS t(path, size, sha256, mtime, mtime_ns, inode, raw_path, change)
+                %(raw_paths)s::bytea[], %(changes)b::text[], %(modes)s::integer[])
+         AS t(path, size, sha256, mtime, mtime_ns, inode, raw_path, change, mode)
 """
 
 # Canonical candidates: the first file of each content not yet in the bucket.
 _INSERT_CANONICAL = f"""
     INSERT INTO files (job_id, bucket_id, path, size, sha256, mtime, mtime_ns, inode, raw_path,
-                       change, is_duplicate)
+                       change, mode, is_duplicate)
     SELECT %(job_id)s, %(bucket_id)s, t.path, t.size, t.sha256, t.mtime, t.mtime_ns, t.inode,
-           t.raw_path, t.change, false
+           t.raw_path, t.change, t.mode, false
     {_BATCH_ROWS}
     ON CONFLICT DO NOTHING
     RETURNING files.*
@@ -91,9 +92,9 @@ _INSERT_CANONICAL = f"""
 # The rest become duplicates of whichever canonical file now holds their content.
 _INSERT_DUPLICATES = f"""
     INSERT INTO files (job_id, bucket_id, path, size, sha256, mtime, mtime_ns, inode, raw_path,
-                       change, is_duplicate, canonical_file_id, object_version_id)
+                       change, mode, is_duplicate, canonical_file_id, object_version_id)
     SELECT %(job_id)s, %(bucket_id)s, t.path, t.size, t.sha256, t.mtime, t.mtime_ns, t.inode,
-           t.raw_path, t.change, true, c.id, c.object_version_id
+           t.raw_path, t.change, t.mode, true, c.id, c.object_version_id
     {_BATCH_ROWS}
     JOIN files c ON c.bucket_id = %(bucket_id)s AND c.sha256 = t.sha256 AND NOT c.is_duplicate
                 AND c.size = t.size
@@ -112,6 +113,7 @@ def _columns(files: Sequence[FileIn]) -> dict[str, Any]:
         "inodes": [f.inode for f in files],
         "raw_paths": [f.raw_path for f in files],
         "changes": [f.change.value for f in files],
+        "modes": [f.mode for f in files],
     }
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     ForeignKeyConstraint,
     Index,
+    Integer,
     MetaData,
     String,
     Text,
@@ -236,6 +237,8 @@ class File(Base):
     # Exact stat data, compared to skip unchanged files (as restic does with its parent).
     mtime_ns: Mapped[int | None]
     inode: Mapped[int | None]
+    # Permission bits (st_mode & 0o7777) when backed up, given back on restore.
+    mode: Mapped[int | None] = mapped_column(Integer)
     # The name's bytes when they are not valid UTF-8 (`path` then holds an escaped form).
     raw_path: Mapped[bytes | None]
     change: Mapped[FileChange] = mapped_column(

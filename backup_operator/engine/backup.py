@@ -310,6 +310,7 @@ class Backup:
             inode=hashed.inode if hashed else entry.inode,
             raw_path=entry.raw_path,
             change=change,
+            mode=entry.mode,
         )
 
     def _hash(self, entry: Entry) -> Hashed | None:
@@ -369,10 +370,10 @@ class Backup:
             session.execute(
                 text("""
                     INSERT INTO files (job_id, bucket_id, path, size, sha256, mtime, mtime_ns,
-                                       inode, raw_path, change, is_duplicate, canonical_file_id,
-                                       object_version_id)
+                                       inode, raw_path, change, mode, is_duplicate,
+                                       canonical_file_id, object_version_id)
                     SELECT :job_id, p.bucket_id, p.path, p.size, p.sha256, p.mtime, p.mtime_ns,
-                           p.inode, p.raw_path, 'deleted', true,
+                           p.inode, p.raw_path, 'deleted', p.mode, true,
                            coalesce(p.canonical_file_id, p.id), p.object_version_id
                     FROM files p
                     WHERE p.job_id = :parent_id AND p.change <> 'deleted'

@@ -37,6 +37,7 @@ class Item:
     size: int
     sha256: str
     mtime_ns: int | None
+    mode: int | None
     bucket: str | None
     key: str | None
     version_id: str | None
@@ -76,6 +77,7 @@ def _items(session: Session, job_id: int, prefix: str | None, path: str | None) 
             File.size,
             File.sha256,
             File.mtime_ns,
+            File.mode,
             Bucket.name,
             BackupObject.key,
             ObjectVersion.version_id,
@@ -122,6 +124,8 @@ def _restore_one(store: ObjectStore, item: Item, destination: Path, overwrite: b
                 size += len(chunk)
         if digest.hexdigest() != item.sha256 or size != item.size:
             raise ValueError(f"checksum mismatch: stored content has sha256 {digest.hexdigest()}")
+        if item.mode is not None:  # else mkstemp's 0600 stays: never wider than known
+            os.chmod(temporary, item.mode)
         if item.mtime_ns is not None:
             os.utime(temporary, ns=(item.mtime_ns, item.mtime_ns))
         os.replace(temporary, destination)
@@ -129,6 +133,21 @@ def _restore_one(store: ObjectStore, item: Item, destination: Path, overwrite: b
         Path(temporary).unlink(missing_ok=True)
         raise
     return size
+
+
+def _target_directory(root: Path) -> Path:
+    """The restore's target, made if missing; one that cannot hold files is refused."""
+    if root.exists() and not root.is_dir():
+        raise Invalid(f"{root} exists and is not a directory", field="target")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".restore-probe-"):
+            pass
+    except OSError as error:
+        raise Invalid(
+            f"cannot write into {root}: {error.strerror or type(error).__name__}", field="target"
+        ) from None
+    return root
 
 
 def restore(
@@ -153,8 +172,7 @@ def restore(
         raise Conflict(
             f"job {job_id} is {job.status.value}; only completed jobs are restored", field="job_id"
         )
-    root = Path(target).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    root = _target_directory(Path(target).resolve())
     result = RestoreResult()
     started = time.monotonic()
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from .. import paths
 from ..catalog.models import BackupJob, SourceType
 from ..scheduler import complete_registered_files
 from ..storage import ObjectStore
@@ -15,15 +17,28 @@ from .backup import Options, run_backup
 
 class EngineRunner:
     def __init__(
-        self, sessions: sessionmaker[Session], store: ObjectStore, options: Options | None = None
+        self,
+        sessions: sessionmaker[Session],
+        store: ObjectStore,
+        options: Options | None = None,
+        *,
+        source_roots: Sequence[Path] | None = None,
     ) -> None:
+        """`source_roots`: the only directories a job may read (SOURCE_ROOTS), checked
+        again when it runs (the setting may have changed since it was created); None:
+        unconfined."""
         self.sessions = sessions
         self.store = store
         self.options = options or Options()
+        self.source_roots = source_roots
 
     def __call__(
         self, session: Session, job: BackupJob, heartbeat: Callable[[], None]
     ) -> dict[str, Any]:
         if job.source_type is SourceType.REGISTERED:
             return complete_registered_files(session, job, heartbeat)
+        if self.source_roots is not None:
+            paths.confined(
+                job.source_system, self.source_roots, field="source_system", setting="SOURCE_ROOTS"
+            )
         return run_backup(self.sessions, self.store, job.id, heartbeat, self.options)

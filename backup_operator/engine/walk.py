@@ -31,6 +31,7 @@ class Entry:
     size: int = 0
     mtime_ns: int = 0
     inode: int = 0
+    mode: int | None = None  # permission bits
     error: str | None = None
 
 
@@ -83,7 +84,14 @@ def walk(root: str | os.PathLike[str]) -> Iterator[Entry]:
                 subdirectories.append(relative)
             elif stat.S_ISREG(info.st_mode):
                 yield Entry(
-                    Kind.FILE, path, child.path, raw, info.st_size, info.st_mtime_ns, info.st_ino
+                    Kind.FILE,
+                    path,
+                    child.path,
+                    raw,
+                    info.st_size,
+                    info.st_mtime_ns,
+                    info.st_ino,
+                    stat.S_IMODE(info.st_mode),
                 )
             else:
                 yield Entry(Kind.SPECIAL, path, child.path, raw)
