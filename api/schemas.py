@@ -17,6 +17,7 @@ INT64_MAX = 2**63 - 1
 # database error): ids from 1, sizes and counts from 0.
 Id = Annotated[int, Interval(ge=1, le=INT64_MAX)]
 Size = Annotated[int, Interval(ge=0, le=INT64_MAX)]
+Int64 = Annotated[int, Interval(ge=-INT64_MAX - 1, le=INT64_MAX)]
 
 
 class Out(BaseModel):
@@ -62,6 +63,7 @@ class JobCreate(In):
     active_deadline_seconds: int | None = Field(
         None,
         ge=1,
+        le=2**31 - 1,  # 68 years: beyond, the database's interval arithmetic overflows
         description="past this many seconds after its first start the job is stopped and "
         "fails (DeadlineExceeded); omitted: no deadline",
     )
@@ -224,10 +226,10 @@ RULES_DESCRIPTION = (
 class PolicyCreate(In):
     name: str = Field(min_length=1, max_length=253)
     description: str = ""
-    keep_last: int | None = Field(None, description="keep the newest N versions of each object")
-    max_age_days: int | None = Field(None, description="keep versions younger than D days")
+    keep_last: Int64 | None = Field(None, description="keep the newest N versions of each object")
+    max_age_days: Int64 | None = Field(None, description="keep versions younger than D days")
     rules: dict[str, Any] = Field(default_factory=dict, description=RULES_DESCRIPTION)
-    min_versions: int | None = Field(
+    min_versions: Int64 | None = Field(
         None, description="never fewer than N versions of an object, whatever the rules say"
     )
     max_age: str | None = Field(
@@ -253,9 +255,9 @@ class PolicyCreate(In):
         description="store new versions under S3 Object Lock in this mode (lock-enabled "
         "buckets), for lock_days",
     )
-    lock_days: int | None = Field(None, description="days of object lock for new versions")
+    lock_days: Int64 | None = Field(None, description="days of object lock for new versions")
     legal_hold: bool = Field(False, description="store new versions under legal hold")
-    keep_min_successful: int | None = Field(
+    keep_min_successful: Int64 | None = Field(
         None,
         description="target jobs: the newest N successful (completed, not partially failed) "
         "jobs of the source are kept whatever the rules say; default none",
@@ -270,10 +272,10 @@ class PolicyCreate(In):
 class PolicyUpdate(In):
     name: str | None = Field(None, min_length=1, max_length=253)
     description: str | None = None
-    keep_last: int | None = None
-    max_age_days: int | None = None
+    keep_last: Int64 | None = None
+    max_age_days: Int64 | None = None
     rules: dict[str, Any] | None = Field(None, description=RULES_DESCRIPTION)
-    min_versions: int | None = None
+    min_versions: Int64 | None = None
     max_age: str | None = None
     target: RetentionTarget | None = None
     bucket_id: Id | None = None
@@ -281,9 +283,9 @@ class PolicyUpdate(In):
     key_prefix: str | None = None
     match_tags: dict[str, str] | None = None
     lock_mode: LockMode | None = None
-    lock_days: int | None = None
+    lock_days: Int64 | None = None
     legal_hold: bool | None = None
-    keep_min_successful: int | None = None
+    keep_min_successful: Int64 | None = None
     require_dry_run: bool | None = None
 
     @model_validator(mode="after")

@@ -80,10 +80,36 @@ def embedded_services(settings: Settings) -> Iterator[Settings]:
             overrides["minio_endpoint"] = s3.endpoint
             overrides["minio_secure"] = False
             logger.info("embedded S3 (SeaweedFS) on %s, data in %s", s3.endpoint, s3.data_dir)
-        yield settings.model_copy(update=overrides)
+        ready = settings.model_copy(update=overrides)
+        env_file = _write_console_env(ready, data)
+        logger.info(
+            "console commands in another terminal: . %s && .venv/bin/backup-operator --help",
+            env_file,
+        )
+        yield ready
     finally:
         for server in reversed(started):
             server.stop()
+        (data / "env").unlink(missing_ok=True)
+
+
+def _write_console_env(settings: Settings, data: Path) -> Path:
+    """The exports that point the console at what `make dev` serves, readable only by
+    this user (they hold the embedded servers' credentials)."""
+    import shlex
+
+    values = {
+        "SQLALCHEMY_DATABASE_URL": settings.database_url(),
+        "MINIO_ENDPOINT": settings.minio_endpoint,
+        "MINIO_ACCESS_KEY": settings.minio_access_key.get_secret_value(),
+        "MINIO_SECRET_KEY": settings.minio_secret_key.get_secret_value(),
+        "MINIO_SECURE": "true" if settings.minio_secure else "false",
+    }
+    path = data / "env"
+    data.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items()))
+    return path
 
 
 def _port_free(port: int) -> bool:
@@ -147,8 +173,10 @@ def _exit_on_sigterm() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from .errors import DomainError, Unavailable
-    from .retry import RetriesExhausted
+    from .retry import RetriesExhausted, outage
 
     args = parser().parse_args(argv)
     _exit_on_sigterm()
@@ -179,8 +207,23 @@ def main(argv: list[str] | None = None) -> int:
     except (Unavailable, RetriesExhausted) as error:
         print(f"backup-operator: {error}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    except SQLAlchemyError as error:
+        why = outage(error)
+        if why is None:
+            raise
+        print(f"backup-operator: {why} ({_first_line(error)})", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more to say, and no traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         return 130
+
+
+def _first_line(error: BaseException) -> str:
+    cause = error.__cause__ or error
+    return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
 
 
 if __name__ == "__main__":

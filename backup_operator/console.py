@@ -10,11 +10,14 @@ was evicted, counts the pod as failed and runs it again).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import signal
+import stat
 import sys
+import threading
 import time
 from typing import Any
 
@@ -99,26 +102,76 @@ def _print(value: dict[str, Any]) -> None:
 
 
 class Progress:
-    """A status line on a terminal; plain log lines otherwise."""
+    """On a terminal, a live line (rich's) refreshed every half second: files and bytes
+    done, rate, and an ETA once a scan of the source, run beside the backup as restic
+    does, has counted what is to do. Otherwise plain log lines, one per batch."""
 
-    def __init__(self) -> None:
+    def __init__(self, source: str | None = None) -> None:
         self.tty = sys.stderr.isatty()
         self.started = time.monotonic()
+        self.display: Any = None
+        if not self.tty:
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+        from rich.progress import (
+            Progress as Live,
+        )
+
+        self.display = Live(
+            TextColumn("{task.fields[files]} files{task.fields[of]}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            refresh_per_second=2,
+            transient=False,
+        )
+        self.task = self.display.add_task("backup", total=None, files=0, of=" (counting…)")
+        self.display.start()
+        if source:
+            threading.Thread(target=self._scan, args=(source,), daemon=True).start()
+
+    def _scan(self, source: str) -> None:
+        """Count the files and bytes of the source; then the display can tell an ETA."""
+        files = size = 0
+        for folder, _, names in os.walk(source):
+            for name in names:
+                with contextlib.suppress(OSError):
+                    info = os.lstat(os.path.join(folder, name))
+                    if stat.S_ISREG(info.st_mode):
+                        files += 1
+                        size += info.st_size
+        self.display.update(self.task, total=size, of=f" of {files}")
 
     def __call__(self, counters: dict[str, Any]) -> None:
+        if self.display is not None:
+            self.display.update(
+                self.task, completed=counters["bytes_read"], files=counters["files"]
+            )
+            return
         seconds = time.monotonic() - self.started
-        line = (
-            f"{counters['files']} files, {counters['bytes_read'] / 1e6:.1f} MB read, "
-            f"{counters['bytes_uploaded'] / 1e6:.1f} MB uploaded, {seconds:.0f}s"
+        logger.info(
+            "%s files, %.1f MB read, %.1f MB uploaded, %.0fs",
+            counters["files"],
+            counters["bytes_read"] / 1e6,
+            counters["bytes_uploaded"] / 1e6,
+            seconds,
         )
-        if self.tty:
-            print(f"\r{line}", end="", file=sys.stderr, flush=True)
-        else:
-            logger.info(line)
 
     def done(self) -> None:
-        if self.tty:
-            print(file=sys.stderr)
+        if self.display is not None:
+            self.display.stop()
 
 
 def backup(ctx: Context, args: argparse.Namespace) -> int:
@@ -141,7 +194,7 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
             )
             job = jobs.claim_job(session, job.id, worker_id=worker)
     logger.info("job %s: backing up %s", job.id, job.source_system)
-    progress = Progress()
+    progress = Progress(args.mounted_at or job.source_system)
     interval = ctx.settings.job_heartbeat_timeout_seconds / 4
     try:
         with Heartbeat(ctx.sessions, job.id, worker, interval) as heartbeat:

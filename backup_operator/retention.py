@@ -64,7 +64,7 @@ def verdicts(
         return [(True, ("policy has no rules: nothing is deleted",))] * len(newest_first)
     answer: list[tuple[bool, tuple[str, ...]]] = []
     too_old = rules.max_age.before(now) if rules.max_age is not None else None
-    young = now - timedelta(days=rules.max_age_days) if rules.max_age_days is not None else None
+    young = _days_before(now, rules.max_age_days) if rules.max_age_days is not None else None
     keep_last, min_versions = rules.keep_last, rules.min_versions
     for rank, created_at in enumerate(newest_first):
         reasons = by_forget[rank]
@@ -84,3 +84,11 @@ def verdicts(
             why = f"older than max_age {rules.max_age}" if capped else "no rule keeps it"
             answer.append((False, (why,)))
     return answer
+
+
+def _days_before(now: datetime, days: int) -> datetime:
+    """`days` before `now`; a span reaching before year 1 keeps everything (as restic)."""
+    try:
+        return now - timedelta(days=days)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=now.tzinfo)

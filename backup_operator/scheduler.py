@@ -22,7 +22,7 @@ from .catalog.files import job_file_stats
 from .catalog.models import BackupJob, JobStatus, Runner
 from .errors import Unavailable
 from .notify import Notifier, NoWebhook, notify_ended
-from .retry import outage
+from .retry import outage, retrying
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +93,16 @@ class Heartbeat:
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _tries_within(seconds: float) -> int:
+    """How many tries `retrying`'s doubling delays (0.5 s up to 8 s) fit in `seconds`."""
+    tries, delay, spent = 1, 0.5, 0.0
+    while spent + delay <= seconds:
+        spent += delay
+        delay = min(delay * 2, 8.0)
+        tries += 1
+    return tries
 
 
 class Scheduler:
@@ -172,6 +182,27 @@ class Scheduler:
             self._run(session, job)
             return True
 
+    def _record_end(
+        self, session: Session, job_id: int, ended: JobStatus, stats: dict[str, Any]
+    ) -> bool:
+        """The job ran to its end: record that through a database outage shorter than
+        the heartbeat timeout (within it, no other worker takes the job over), instead
+        of leaving it running until it is resumed and an attempt is spent."""
+
+        def attempt() -> bool:
+            try:
+                return jobs.finish_job(
+                    session, job_id, worker_id=self.worker_id, status=ended, stats=stats
+                )
+            except Exception:
+                session.rollback()
+                raise
+
+        budget = self.heartbeat_timeout.total_seconds() / 2
+        return retrying(
+            attempt, what=f"recording the end of job {job_id}", attempts=_tries_within(budget)
+        )
+
     def _run(self, session: Session, job: BackupJob) -> None:
         beat_every = self.heartbeat_timeout.total_seconds() / 4
         try:
@@ -211,6 +242,6 @@ class Scheduler:
                 notify_ended(session, self.notifier, job.id)
             return
         ended = jobs.outcome(stats)
-        if jobs.finish_job(session, job.id, worker_id=self.worker_id, status=ended, stats=stats):
+        if self._record_end(session, job.id, ended, stats):
             logger.info("job %s %s: %s", job.id, ended.value.replace("_", " "), stats)
             notify_ended(session, self.notifier, job.id)

@@ -196,3 +196,87 @@ def test_api_backs_up_and_restores(settings: Settings, bucket_name: str, tmp_pat
             json={"target": "/tmp/x", "prefix": "a", "path": "b"},
         )
         assert both.status_code == 422 and both.json()["detail"][0]["loc"] == ["prefix"]
+
+
+def test_an_unreachable_database_is_exit_code_3_in_one_line(
+    s3_endpoint: tuple[str, str, str], tmp_path: Path
+) -> None:
+    from backup_operator.embedded import free_port
+
+    dead = f"postgresql://nobody@127.0.0.1:{free_port()}/catalog"
+    for args in (["show", "1"], ["backup", str(tmp_path), "--bucket", "b"]):
+        done = console(console_env(dead, s3_endpoint), *args)
+        assert done.returncode == 3, done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith("backup-operator: the database is unavailable: OperationalError")
+        assert "Connection refused" in line
+
+
+def test_a_closed_pipe_ends_quietly(
+    db_url: str,
+    s3_endpoint: tuple[str, str, str],
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_name: str,
+) -> None:
+    from backup_operator.catalog import jobs
+    from backup_operator.catalog.buckets import create_bucket
+
+    with sessions() as session:
+        bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
+        job_id = jobs.create_job(session, job_name="j", source_system="/x", bucket_id=bucket.id).id
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "backup_operator", "show", str(job_id)],
+        env=console_env(db_url, s3_endpoint),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.close()  # as `| head -0` does, before anything is written
+    stderr = reader.stderr.read().decode()
+    assert reader.wait(60) == 0, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+
+
+def test_a_backup_on_a_terminal_shows_live_progress_with_an_eta(
+    db_url: str, s3_endpoint: tuple[str, str, str], bucket_name: str, tmp_path: Path
+) -> None:
+    import pty
+    import re
+
+    make_tree(tmp_path / "src", files=400, size=100_000)
+    primary, secondary = pty.openpty()
+    env = {**console_env(db_url, s3_endpoint), "COLUMNS": "160", "TERM": "xterm"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "backup_operator",
+            "backup",
+            str(tmp_path / "src"),
+            "--bucket",
+            bucket_name,
+            "--batch-files",
+            "50",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=secondary,
+    )
+    os.close(secondary)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the process closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    assert process.wait(120) == 0
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode(errors="replace"))
+    assert "400 files of 400" in text  # counted by the scan, done by the backup
+    assert "40.0/40.0 MB" in text  # each byte read counted once
+    assert re.search(r"\d+(\.\d+)? MB/s", text)  # a rate
+    assert "ETA" in text and re.search(r"ETA \d+:\d\d:\d\d", text)
+    assert "\r" in shown.decode(errors="replace") or "\x1b[" in shown.decode(errors="replace")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -104,10 +105,25 @@ def test_dev_serves_the_original_calls_and_stops_cleanly(tmp_path: Path) -> None
         ran = wait_while(http, "running")
         assert ran["status"] == "failed"
         assert "not a readable directory" in ran["error"]
+        # The console, in another terminal, after sourcing the file make dev points to.
+        env_file = data / "env"
+        assert str(env_file) in log.read_text()
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("MINIO_", "SQL"))}
+        shown = subprocess.run(
+            ["bash", "-c", f". {env_file} && {sys.executable} -m backup_operator show 1"],
+            env=clean,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert '"job_name": "Daily Backup"' in shown.stdout
     finally:
         output = interrupt(process, log)
     assert process.returncode == 0, output[-3000:]
     assert servers_using(data) == []
+    assert not (data / "env").exists()  # gone with the servers it pointed at
 
     process = start_dev(data, port, s3_port, log)  # the data survives a restart
     try:

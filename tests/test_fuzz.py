@@ -5,6 +5,7 @@ Its settings and seed are in tests/schemathesis.toml."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -62,6 +63,8 @@ def test_no_request_gets_a_server_error_or_an_undocumented_answer(
             f"{live_api}/openapi.json",
             "--header",
             f"Authorization: Bearer {TOKEN}",
+            # FUZZ_SEED: another seed than the config's, to search further by hand.
+            *(["--seed", os.environ["FUZZ_SEED"]] if os.environ.get("FUZZ_SEED") else []),
         ],
         capture_output=True,
         text=True,

@@ -1,18 +1,23 @@
 """A running backup holds no transaction open in the catalog: a schema change (what a
-migration does) completes while it runs, and the job's times are those of its run."""
+migration does) completes while it runs, and the job's times are those of its run; a
+short database outage at its end is waited out, not paid for with an attempt."""
 
 from __future__ import annotations
 
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
-from conftest import plain, write
+from conftest import migrated_catalog, plain, write
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog import jobs
 from backup_operator.catalog.buckets import create_bucket
+from backup_operator.catalog.models import BackupJob
+from backup_operator.db import make_engine, make_sessionmaker
+from backup_operator.embedded import EmbeddedPostgres
 from backup_operator.engine.runner import EngineRunner
 from backup_operator.scheduler import Scheduler
 from backup_operator.storage import ObjectStore
@@ -62,3 +67,25 @@ def test_a_schema_change_completes_while_a_backup_runs(
         assert job.started_at is not None and job.completed_at is not None
         took = (job.completed_at - job.started_at).total_seconds()
     assert took > 0.5, f"completed_at is the claim's time, not the end's ({took:.3f}s)"
+
+
+def test_a_database_outage_at_a_jobs_end_neither_spends_an_attempt_nor_leaves_it_running(
+    private_pg: EmbeddedPostgres, store: ObjectStore, bucket_name: str
+) -> None:
+    url = migrated_catalog(private_pg)
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    with sessions() as session:
+        bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
+        job_id = jobs.create_job(session, job_name="j", source_system="/x", bucket_id=bucket.id).id
+
+    def ends_during_an_outage(session: Session, job: BackupJob, heartbeat: Any) -> dict:
+        private_pg.stop()  # the database goes away just as the work is done…
+        threading.Timer(3, private_pg.start).start()  # …for 3 s, under the 60 s timeout
+        return {"files": 0}
+
+    Scheduler(sessions, runner=ends_during_an_outage, heartbeat_timeout=60).run_once()
+    with sessions() as session:
+        job = jobs.get_job(session, job_id)
+        assert (job.status.value, job.attempts) == ("completed", 1)
+    engine.dispose()

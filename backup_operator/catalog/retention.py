@@ -100,6 +100,9 @@ def _check_target(
         raise NotFound(f"bucket {bucket_id} not found", field="bucket_id")
 
 
+MAX_LOCK_DAYS = 36_500
+
+
 def _check_lock(
     session: Session,
     lock_mode: LockMode | None,
@@ -109,8 +112,8 @@ def _check_lock(
 ) -> None:
     if (lock_mode is None) != (lock_days is None):
         raise Invalid("lock_mode and lock_days go together", field="lock_days")
-    if lock_days is not None and lock_days < 1:
-        raise Invalid("must be at least 1 day", field="lock_days")
+    if lock_days is not None and not 1 <= lock_days <= MAX_LOCK_DAYS:
+        raise Invalid(f"must be from 1 to {MAX_LOCK_DAYS} days (100 years)", field="lock_days")
     if (lock_mode or legal_hold) and bucket_id is not None:
         bucket = session.get(Bucket, bucket_id)
         if bucket is not None and not bucket.object_lock:

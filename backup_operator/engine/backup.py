@@ -322,7 +322,7 @@ class Backup:
         except OSError as error:
             self.report.problem("unreadable", entry.path, error.strerror)
             return None
-        self.report.add(read=hashed.bytes_read)
+        self.report.add(read=hashed.size)  # what the source holds, not our re-reads
         return hashed
 
     def _upload(self, content_file_id: int, row: FileRecord, entry: Entry) -> Upload | None:
@@ -340,7 +340,6 @@ class Backup:
         except OSError as error:
             self.report.problem("unreadable", row.path, error.strerror)
             return None
-        self.report.add(read=reader.size)
         if reader.sha256.hexdigest() != row.sha256 or reader.size != row.size:
             # The file changed between hashing and upload: keep no content under its hash.
             self.store.delete_version(self.bucket, key, version_id)
