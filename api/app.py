@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -127,6 +128,7 @@ def create_app(
         engine = make_engine(settings.database_url(), pool_size=settings.db_pool_size)
         app.state.sessions = make_sessionmaker(engine)
         app.state.store = ObjectStore.from_settings(settings)
+        app.state.store_slots = threading.BoundedSemaphore(settings.store_concurrency)
         app.state.probe_store = ObjectStore.from_settings(
             settings, probe_timeout=health.READY_TIMEOUT_SECONDS
         )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 from fastapi import Request
 from sqlalchemy.orm import Session
 
+from ..errors import Unavailable
 from ..settings import Settings
 from ..storage import ObjectStore
 
@@ -16,9 +18,18 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_store(request: Request) -> ObjectStore:
-    store: ObjectStore = request.app.state.store
-    return store
+def get_store(request: Request) -> Iterator[ObjectStore]:
+    """The store, for one of at most STORE_CONCURRENCY requests at a time: a hung store
+    then holds only those workers, and the rest (catalog-only requests, health checks)
+    go on; one more is told at once that the store is busy (503), not queued."""
+    slots: threading.BoundedSemaphore = request.app.state.store_slots
+    if not slots.acquire(timeout=1):
+        limit = request.app.state.settings.store_concurrency
+        raise Unavailable("object store", f"all {limit} store slots (STORE_CONCURRENCY) wait on it")
+    try:
+        yield request.app.state.store
+    finally:
+        slots.release()
 
 
 def get_app_settings(request: Request) -> Settings:

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # The operator's /metrics port (0: none).
     metrics_port: int = Field(9090, ge=0, le=65535)
 
+    # API requests using the object store at once (of the 40 worker threads); beyond, 503.
+    store_concurrency: int = Field(16, ge=1, le=40)
+
     # Seconds a client is told to wait after a 503 (a dependency is down).
     retry_after_seconds: int = Field(5, ge=1)
 

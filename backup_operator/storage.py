@@ -7,6 +7,7 @@ become `NotFound`. Transient failures are retried by urllib3 with backoff.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -114,6 +115,29 @@ def validate_tags(tags: dict[str, str]) -> None:
             )
         if len(value) > MAX_TAG_VALUE:
             raise Invalid(f"tag value of {key!r} exceeds {MAX_TAG_VALUE} characters", field="tags")
+        for text in (key, value):
+            if not TAG_TEXT.match(text):
+                raise Invalid(
+                    f"{text[:40]!r}: S3 tags hold letters, digits, spaces and + - = . _ : / @ only",
+                    field=f"tags.{key}",
+                )
+
+
+# The characters S3 accepts in tag keys and values.
+TAG_TEXT = re.compile(r"^[\w +\-=.:/@]*$")
+MAX_KEY_BYTES = 1024
+
+
+def validate_key(key: str, *, field: str) -> None:
+    """An object key S3 and the SDK take: at most 1,024 bytes, no `.` or `..` segment
+    (the SDK and S3 servers normalise those away or refuse them), no empty segment."""
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise Invalid(f"the object key would be over {MAX_KEY_BYTES} bytes", field=field)
+    if any(part in (".", "..", "") for part in key.split("/")):
+        raise Invalid(
+            f"{key[:80]!r}: no '.', '..' or empty segment is allowed in an object key",
+            field=field,
+        )
 
 
 @contextlib.contextmanager

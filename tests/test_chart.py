@@ -15,7 +15,7 @@ from typing import Any
 import helm_python as helm
 import kubernetes_validate
 import pytest
-import yaml
+from operator_harness import render_chart
 
 from backup_operator.metrics import EXPORTED
 from backup_operator.operator.runtime import OPERATOR_EXPORTED
@@ -57,15 +57,7 @@ BUILT_IN |= {"rbac.authorization.k8s.io/v1"}
 
 
 def render(values: dict[str, Any]) -> list[dict[str, Any]]:
-    chart = helm.Chart.load(str(CHART))
-    rendered = chart.render(values, name="backups", namespace=NAMESPACE, is_install=True)
-    return [
-        doc
-        for path, text in sorted(rendered.items())
-        if not path.endswith("NOTES.txt")
-        for doc in yaml.safe_load_all(text)
-        if doc
-    ]
+    return render_chart(values, "backups", NAMESPACE)
 
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

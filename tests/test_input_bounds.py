@@ -69,3 +69,30 @@ def test_the_openapi_document_declares_tokens_and_error_answers(client: TestClie
     assert answers["503"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorBody"
     }
+
+
+def test_what_s3_would_refuse_is_refused_before_anything_is_stored(
+    client: TestClient, bucket: dict, job: dict
+) -> None:
+    for name in ["xn--bucket", "sthree-data", "data-s3alias", "data--ol-s3"]:
+        assert only_error(client.post("/buckets/", json={"name": name}))["loc"] == ["name"]
+    for path in ["a/../b", "./a", "a//b", "x" * 1100]:
+        body = {"job_id": job["id"], "path": path, "size": 1, "sha256": "0" * 64}
+        assert only_error(client.post("/files/", json=body))["loc"] == ["path"], path
+    batch = {
+        "job_id": job["id"],
+        "files": [
+            {"path": "fine.txt", "size": 1, "sha256": "0" * 64},
+            {"path": "bad/..", "size": 1, "sha256": "1" * 64},
+        ],
+    }
+    assert only_error(client.post("/files/batch", json=batch))["loc"] == ["files.1.path"]
+    assert client.get(f"/files/?job_id={job['id']}").json() == []  # all or nothing
+    job_body = {
+        "job_name": "j",
+        "source_system": "/data",
+        "bucket_id": bucket["id"],
+        "key_prefix": "../up",
+    }
+    assert only_error(client.post("/backup-jobs/", json=job_body))["loc"] == ["key_prefix"]
+    assert [j["key_prefix"] for j in client.get("/backup-jobs/").json()] == [""]

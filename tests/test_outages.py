@@ -90,3 +90,41 @@ def test_readiness_answers_within_two_seconds_on_a_hung_store(
         }
         assert ready.json()["checks"]["object_store"].startswith("unavailable")
         assert client.get("/readyz").status_code == 200
+
+
+def test_a_hung_store_holds_only_its_share_of_the_workers(
+    db_url: str, private_s3: EmbeddedS3, bucket_name: str
+) -> None:
+    import threading
+    import time
+
+    from .conftest import endpoint_of, frozen
+
+    settings = make_settings(
+        db_url, *endpoint_of(private_s3), store_concurrency=2, minio_read_timeout_seconds=3
+    )
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/buckets/", json={"name": bucket_name}).status_code == 201
+        with frozen(private_s3):
+            hung = [
+                threading.Thread(
+                    target=client.post,
+                    args=("/buckets/",),
+                    kwargs={"json": {"name": f"{bucket_name}-{i}"}},
+                )
+                for i in range(2)
+            ]
+            for thread in hung:
+                thread.start()
+            time.sleep(0.5)  # both wait on the store now
+            began = time.monotonic()
+            third = client.post("/buckets/", json={"name": f"{bucket_name}-x"})
+            assert third.status_code == 503 and time.monotonic() - began < 3
+            assert "STORE_CONCURRENCY" in third.json()["detail"][0]["msg"]
+            began = time.monotonic()
+            listed = client.get("/buckets/")  # catalog only: served meanwhile
+            assert listed.status_code == 200 and time.monotonic() - began < 1
+            assert client.get("/healthz").status_code == 200
+        for thread in hung:
+            thread.join(60)
+        assert client.post("/buckets/", json={"name": f"{bucket_name}-y"}).status_code == 201

@@ -59,8 +59,10 @@ def test_find_objects_by_tag(client: TestClient, job: dict, backup_file, stored:
         {f"k{i}": "v" for i in range(11)},
         {"k" * 129: "v"},
         {"key": "v" * 257},
+        {"key": "a<b>"},
+        {"owner?": "x"},
     ],
-    ids=["eleven-tags", "long-key", "long-value"],
+    ids=["eleven-tags", "long-key", "long-value", "value-charset", "key-charset"],
 )
 def test_beyond_s3_limits_is_422_and_changes_nothing(
     client: TestClient, store: ObjectStore, bucket: dict, stored: dict, tags: dict
@@ -69,7 +71,7 @@ def test_beyond_s3_limits_is_422_and_changes_nothing(
     client.put(url, json={"tags": {"keep": "me"}})
     response = client.put(url, json={"tags": tags})
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["tags"]
+    assert response.json()["detail"][0]["loc"][0].startswith("tags")
     assert client.get(url).json() == {"tags": {"keep": "me"}}
     assert store.get_tags(bucket["name"], stored["key"], stored["version_id"]) == {"keep": "me"}
 

@@ -8,12 +8,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from ...catalog import files
+from ...catalog import files, jobs
 from ...catalog.files import DuplicateGroup, FileIn, FileRecord
 from ...catalog.models import File, ObjectVersion
-from ...catalog.objects import store_content
+from ...catalog.objects import object_key, store_content
 from ...errors import Invalid
-from ...storage import ObjectStore
+from ...storage import ObjectStore, validate_key
 from ..deps import get_session, get_store
 from ..pagination import PageParams, paginate
 from ..schemas import (
@@ -32,9 +32,19 @@ router = APIRouter(prefix="/files", tags=["files"])
 SPOOL_IN_MEMORY = 8 * 1024 * 1024
 
 
+def _check_keys(session: Session, job_id: int, paths: list[str], field: str) -> None:
+    """Each path's object key is one S3 takes: refused here, before anything is stored,
+    rather than by the store at upload."""
+    prefix = jobs.get_job(session, job_id).key_prefix
+    for index, path in enumerate(paths):
+        where = field.format(index=index)
+        validate_key(object_key(prefix, path), field=where)
+
+
 @router.post("", response_model=FileOut, status_code=status.HTTP_201_CREATED)
 def register_file(body: FileRegister, session: Session = Depends(get_session)) -> FileRecord:
     """Register one file. Content already stored in the bucket makes it a duplicate."""
+    _check_keys(session, body.job_id, [body.path], "path")
     fields = body.model_dump(exclude={"job_id"})
     return files.register_files(session, body.job_id, [FileIn(**fields)])[0]
 
@@ -43,6 +53,7 @@ def register_file(body: FileRegister, session: Session = Depends(get_session)) -
 def register_batch(body: FileBatch, session: Session = Depends(get_session)) -> Response:
     """Register up to 50,000 files in one transaction, in bulk. Answers, per file in the
     order given, its id and whether it is a duplicate (and of which file)."""
+    _check_keys(session, body.job_id, [f.path for f in body.files], "files.{index}.path")
     rows = files.register_files(
         session, body.job_id, [FileIn(**f.model_dump()) for f in body.files]
     )

@@ -11,7 +11,7 @@ from ...catalog import jobs
 from ...catalog.models import BackupJob, JobFailure, JobStatus, SourceType
 from ...engine.restore import restore
 from ...errors import Invalid
-from ...storage import ObjectStore
+from ...storage import ObjectStore, validate_key
 from ..deps import get_session, get_store
 from ..pagination import PageParams, paginate
 from ..schemas import FailureOut, Id, JobCreate, JobOut, JobStatusUpdate, RestoreOut, RestoreRequest
@@ -26,6 +26,8 @@ def create_job(
     """A pending job; the scheduler starts it once `start_time` has passed. A directory
     job's source must lie under SOURCE_ROOTS."""
     paths.absolute(body.source_system, field="source_system")
+    if body.key_prefix:
+        validate_key(body.key_prefix, field="key_prefix")
     if body.source_type is SourceType.DIRECTORY:
         roots = request.app.state.settings.source_roots
         paths.confined(body.source_system, roots, field="source_system", setting="SOURCE_ROOTS")

@@ -19,11 +19,22 @@ BUCKET_NAME = re.compile(
 )
 
 
+# Prefixes and suffixes S3 reserves for its own kinds of buckets and access points.
+RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", "--x-s3", ".mrap")
+
+
 def validate_bucket_name(name: str) -> None:
     if not BUCKET_NAME.match(name):
         raise Invalid(
             "must be 3-63 characters of lowercase letters, digits, '.' and '-', "
             "starting and ending with a letter or digit",
+            field="name",
+        )
+    if name.startswith(RESERVED_PREFIXES) or name.endswith(RESERVED_SUFFIXES):
+        raise Invalid(
+            f"S3 reserves names starting {', '.join(RESERVED_PREFIXES)} or ending "
+            f"{', '.join(RESERVED_SUFFIXES)}",
             field="name",
         )
 

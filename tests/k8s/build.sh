@@ -19,6 +19,8 @@ if (( missing )); then
   command -v go >/dev/null || { echo "build.sh: Go is needed to build the test servers" >&2; exit 1; }
   started=$SECONDS
   mkdir -p "$dir.partial"
+  # A build cache of its own (about 3 GB), removed after: the binaries are what is kept.
+  export GOCACHE="$cache/.go-build"
   echo "build.sh: building kube-apiserver, kube-controller-manager, kubectl $k8s and etcd $etcd into $dir (the first time takes a while)" >&2
   # The version the servers report (Helm checks a chart's kubeVersion against it), set
   # as Kubernetes' own release build sets it.
@@ -32,6 +34,7 @@ if (( missing )); then
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl)
   (cd "$here/etcd" && go build -trimpath -ldflags="-s -w" -o "$dir.partial/etcd" go.etcd.io/etcd/server/v3)
   rm -rf "$dir" && mv "$dir.partial" "$dir"
+  rm -rf "$GOCACHE"
   echo "build.sh: built in $((SECONDS - started)) s ($(du -sh "$dir" | cut -f1))" >&2
 fi
 echo "$dir"
