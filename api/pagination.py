@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import Query, Request, Response
 
 from ..catalog.pages import MAX_LIMIT, Page
+from .schemas import INT64_MAX
 
 
 class PageParams:
@@ -16,7 +17,7 @@ class PageParams:
         self,
         limit: int = Query(100, ge=1, le=MAX_LIMIT, description="page size"),
         after: int | None = Query(
-            None, ge=0, le=2**63 - 1, description="cursor: the X-Next-After of the previous page"
+            None, ge=0, le=INT64_MAX, description="cursor: the X-Next-After of the previous page"
         ),
     ) -> None:
         self.limit = limit

@@ -10,12 +10,10 @@ was evicted, counts the pod as failed and runs it again).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import signal
-import stat
 import sys
 import threading
 import time
@@ -29,6 +27,7 @@ from .db import make_engine, make_sessionmaker
 from .engine.backup import Options, run_backup
 from .engine.restore import restore
 from .engine.verify import verify
+from .engine.walk import Kind, walk
 from .errors import Conflict
 from .notify import notify_ended, webhook_from
 from .scheduler import Heartbeat, JobCancelled, default_worker_id
@@ -145,13 +144,10 @@ class Progress:
     def _scan(self, source: str) -> None:
         """Count the files and bytes of the source; then the display can tell an ETA."""
         files = size = 0
-        for folder, _, names in os.walk(source):
-            for name in names:
-                with contextlib.suppress(OSError):
-                    info = os.lstat(os.path.join(folder, name))
-                    if stat.S_ISREG(info.st_mode):
-                        files += 1
-                        size += info.st_size
+        for entry in walk(source):
+            if entry.kind is Kind.FILE:
+                files += 1
+                size += entry.size
         self.display.update(self.task, total=size, of=f" of {files}")
 
     def __call__(self, counters: dict[str, Any]) -> None:
@@ -251,9 +247,10 @@ def _claim_when_free(ctx: Context, session: Session, job_id: int, worker: str) -
     while True:
         try:
             return jobs.claim_job(session, job_id, worker_id=worker)
-        except Conflict as held:
+        except Conflict:
             session.rollback()
-            if "running on" not in held.message or time.monotonic() > patience:
+            held = jobs.get_job(session, job_id).status is JobStatus.RUNNING
+            if not held or time.monotonic() > patience:
                 raise
             time.sleep(1)
 

@@ -143,7 +143,12 @@ def main() -> None:
             ]
             job2 = http.post(
                 "/backup-jobs/",
-                json={"job_name": "http", "source_system": "/", "bucket_id": bucket.id},
+                json={
+                    "job_name": "http",
+                    "source_system": "/",
+                    "bucket_id": bucket.id,
+                    "source_type": "registered",  # files come through the API
+                },
             ).json()
             started = time.perf_counter()
             http.post(

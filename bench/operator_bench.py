@@ -72,6 +72,7 @@ def main() -> None:
             "MINIO_ACCESS_KEY": s3.access_key,
             "MINIO_SECRET_KEY": s3.secret_key,
             "WATCH_NAMESPACES": namespace,
+            "SOURCE_ROOTS": str(work),  # path sources must lie under it
             "LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(ROOT),
         }

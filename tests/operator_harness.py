@@ -209,6 +209,15 @@ def example(name: str) -> dict[str, Any]:
     return loaded
 
 
+def path_job(name: str, source: Path, bucket: str, **spec: Any) -> dict[str, Any]:
+    """A BackupJob of a directory the operator's pod has mounted."""
+    manifest = example("backupjob-path.yaml")
+    manifest["metadata"] = {"name": name}
+    manifest["spec"] = {"source": {"path": str(source)}, "bucket": bucket, "keyPrefix": "k"}
+    manifest["spec"].update(spec)
+    return manifest
+
+
 @contextmanager
 def operator(
     api: KubeNamespace,

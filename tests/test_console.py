@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -44,6 +45,14 @@ def console(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
         text=True,
         timeout=300,
     )
+
+
+def start_backup(
+    env: dict[str, str], source: Path, bucket: str, batch_files: int, **popen: Any
+) -> subprocess.Popen[bytes]:
+    """`backup-operator backup SOURCE --bucket BUCKET` as a process of its own."""
+    command = ["backup", str(source), "--bucket", bucket, "--batch-files", str(batch_files)]
+    return subprocess.Popen([sys.executable, "-m", "backup_operator", *command], env=env, **popen)
 
 
 def make_tree(root: Path, files: int, size: int) -> None:
@@ -105,19 +114,11 @@ def test_killed_worker_is_resumed_without_uploading_again(
     store: ObjectStore,
 ) -> None:
     make_tree(tmp_path / "src", 3000, 4096)
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "backup_operator",
-            "backup",
-            str(tmp_path / "src"),
-            "--bucket",
-            bucket_name,
-            "--batch-files",
-            "250",
-        ],
-        env=console_env(db_url, s3_endpoint),
+    worker = start_backup(
+        console_env(db_url, s3_endpoint),
+        tmp_path / "src",
+        bucket_name,
+        250,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -247,21 +248,8 @@ def test_a_backup_on_a_terminal_shows_live_progress_with_an_eta(
     make_tree(tmp_path / "src", files=400, size=100_000)
     primary, secondary = pty.openpty()
     env = {**console_env(db_url, s3_endpoint), "COLUMNS": "160", "TERM": "xterm"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "backup_operator",
-            "backup",
-            str(tmp_path / "src"),
-            "--bucket",
-            bucket_name,
-            "--batch-files",
-            "50",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=secondary,
+    process = start_backup(
+        env, tmp_path / "src", bucket_name, 50, stdout=subprocess.DEVNULL, stderr=secondary
     )
     os.close(secondary)
     shown = b""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write
-from operator_harness import JOBS, KubeNamespace, Operator, example, operator, phase
+from operator_harness import JOBS, KubeNamespace, Operator, operator, path_job, phase
 
 ACCOUNT = "backups-minio-backup-operator"
 
@@ -65,13 +65,11 @@ def test_a_cluster_wide_operator_backs_up_with_its_cluster_role_alone(
     bucket_name: str,
 ) -> None:
     write(tmp_path / "src", "a.txt", b"a")
-    job = example("backupjob-path.yaml")
-    job["spec"] = {"source": {"path": str(tmp_path / "src")}, "bucket": bucket_name}
     with operator(api, tmp_path, db_url, s3_endpoint, cluster_wide=True) as op:
-        op.apply(job)
-        done = op.wait_for(JOBS, job["metadata"]["name"], lambda o: phase(o) == "Completed")
+        op.apply(path_job("everywhere", tmp_path / "src", bucket_name))
+        done = op.wait_for(JOBS, "everywhere", lambda o: phase(o) == "Completed")
         assert done["status"]["files"] == 1
-        op.wait_for_event(job["metadata"]["name"], "Completed")
+        op.wait_for_event("everywhere", "Completed")
 
 
 def test_status_patches_that_lose_a_race_are_reapplied_and_keep_every_condition(
@@ -86,9 +84,7 @@ def test_status_patches_that_lose_a_race_are_reapplied_and_keep_every_condition(
     for i in range(2000):
         write(source, f"d{i % 20}/f{i}.bin", f"{i}".encode() * 500)
     name = "raced"
-    job = example("backupjob-path.yaml")
-    job["metadata"]["name"] = name
-    job["spec"] = {"source": {"path": str(source)}, "bucket": bucket_name}
+    job = path_job(name, source, bucket_name)
     refused = {"verb": "PATCH", "resource": "backupjobs", "subresource": "status", "code": "422"}
     before = op.api.cluster.metric("apiserver_request_total", **refused)
     op.apply(job)

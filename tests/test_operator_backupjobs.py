@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import signal
 import time
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import catalog_versions, endpoint_of, frozen, write
-from operator_harness import JOBS, KubeNamespace, Operator, example, operator, phase
+from operator_harness import JOBS, KubeNamespace, Operator, example, operator, path_job, phase
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,14 +24,6 @@ from backup_operator.embedded import EmbeddedS3
 from backup_operator.engine.backup import Options, run_backup
 from backup_operator.operator.resources import FINISHED as FINISHED_PHASES
 from backup_operator.storage import ObjectStore
-
-
-def path_job(name: str, source: Path, bucket: str, **spec: Any) -> dict[str, Any]:
-    manifest = copy.deepcopy(example("backupjob-path.yaml"))
-    manifest["metadata"] = {"name": name}
-    manifest["spec"] = {"source": {"path": str(source)}, "bucket": bucket, "keyPrefix": "k"}
-    manifest["spec"].update(spec)
-    return manifest
 
 
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:

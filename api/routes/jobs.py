@@ -25,12 +25,13 @@ def create_job(
 ) -> BackupJob:
     """A pending job; the scheduler starts it once `start_time` has passed. A directory
     job's source must lie under SOURCE_ROOTS."""
-    paths.absolute(body.source_system, field="source_system")
-    if body.key_prefix:
-        validate_key(body.key_prefix, field="key_prefix")
     if body.source_type is SourceType.DIRECTORY:
         roots = request.app.state.settings.source_roots
         paths.confined(body.source_system, roots, field="source_system", setting="SOURCE_ROOTS")
+    else:
+        paths.absolute(body.source_system, field="source_system")
+    if body.key_prefix:
+        validate_key(body.key_prefix, field="key_prefix")
     return jobs.create_job(session, **body.model_dump())
 
 
