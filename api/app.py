@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..db import make_engine, make_sessionmaker
+from ..engine.backup import Options
 from ..engine.runner import EngineRunner
 from ..metrics import CatalogCollector
 from ..notify import webhook_from
@@ -145,7 +146,10 @@ def create_app(
                 app.state.sessions,
                 runner=runner
                 or EngineRunner(
-                    app.state.sessions, app.state.store, source_roots=settings.source_roots
+                    app.state.sessions,
+                    app.state.store,
+                    Options(outage_seconds=settings.job_heartbeat_timeout_seconds / 2),
+                    source_roots=settings.source_roots,
                 ),
                 interval=settings.scheduler_interval_seconds,
                 heartbeat_timeout=settings.job_heartbeat_timeout_seconds,

@@ -204,6 +204,7 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
                     batch_files=args.batch_files,
                     progress=progress,
                     source=args.mounted_at,
+                    outage_seconds=ctx.settings.job_heartbeat_timeout_seconds / 2,
                 ),
             )
     except Terminated:

@@ -61,12 +61,16 @@ class Duration:
 
     def before(self, moment: datetime) -> datetime:
         """`moment` minus this duration, calendar-wise like Go's AddDate (which
-        normalises overflowing days: 31 March minus one month is 3 March)."""
+        normalises overflowing days: 31 March minus one month is 3 March). A cut-off
+        before year 1 is the earliest time: everything is within it (as restic)."""
         month_index = moment.year * 12 + (moment.month - 1) - self.years * 12 - self.months
         year, month = divmod(month_index, 12)
-        first = moment.replace(year=year, month=month + 1, day=1)
-        shifted = first + timedelta(days=moment.day - 1 - self.days)
-        return shifted - timedelta(hours=self.hours)
+        try:
+            first = moment.replace(year=year, month=month + 1, day=1)
+            shifted = first + timedelta(days=moment.day - 1 - self.days)
+            return shifted - timedelta(hours=self.hours)
+        except (ValueError, OverflowError):  # the year, or a day count, out of range
+            return datetime.min.replace(tzinfo=moment.tzinfo)
 
 
 @dataclass(frozen=True)

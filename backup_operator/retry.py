@@ -35,6 +35,16 @@ def outage(error: BaseException) -> str | None:
     return None
 
 
+def tries_within(seconds: float, first_delay: float = 0.5, max_delay: float = 8.0) -> int:
+    """How many tries `retrying`'s doubling delays fit in `seconds`."""
+    tries, delay, spent = 1, first_delay, 0.0
+    while spent + delay <= seconds:
+        spent += delay
+        delay = min(delay * 2, max_delay)
+        tries += 1
+    return tries
+
+
 def retrying(
     operation: Callable[[], T],
     *,

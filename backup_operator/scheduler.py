@@ -22,7 +22,7 @@ from .catalog.files import job_file_stats
 from .catalog.models import BackupJob, JobStatus, Runner
 from .errors import Unavailable
 from .notify import Notifier, NoWebhook, notify_ended
-from .retry import outage, retrying
+from .retry import RetriesExhausted, outage, retrying, tries_within
 
 logger = logging.getLogger(__name__)
 
@@ -93,16 +93,6 @@ class Heartbeat:
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _tries_within(seconds: float) -> int:
-    """How many tries `retrying`'s doubling delays (0.5 s up to 8 s) fit in `seconds`."""
-    tries, delay, spent = 1, 0.5, 0.0
-    while spent + delay <= seconds:
-        spent += delay
-        delay = min(delay * 2, 8.0)
-        tries += 1
-    return tries
 
 
 class Scheduler:
@@ -200,7 +190,7 @@ class Scheduler:
 
         budget = self.heartbeat_timeout.total_seconds() / 2
         return retrying(
-            attempt, what=f"recording the end of job {job_id}", attempts=_tries_within(budget)
+            attempt, what=f"recording the end of job {job_id}", attempts=tries_within(budget)
         )
 
     def _run(self, session: Session, job: BackupJob) -> None:
@@ -226,7 +216,7 @@ class Scheduler:
             if job.status is JobStatus.FAILED:  # past its deadline (cancels are not told)
                 notify_ended(session, self.notifier, job.id)
             return
-        except Unavailable:
+        except (Unavailable, RetriesExhausted):
             raise  # the heartbeat lapses and the job is resumed once the outage ends
         except Exception as error:
             session.rollback()

@@ -20,6 +20,7 @@ from ..catalog import jobs
 from ..catalog.models import BackupJob, JobStatus, Runner
 from ..db import make_engine, make_sessionmaker
 from ..deadline import Deadline, DeadlineExceeded, run_within
+from ..engine.backup import Options
 from ..engine.runner import EngineRunner
 from ..errors import DomainError, Unavailable
 from ..metrics import PREFIX, CatalogCollector
@@ -70,7 +71,13 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
     memo.scheduler = Scheduler(
         memo.sessions,
         runner=ForLiveResources(
-            EngineRunner(memo.sessions, memo.store, source_roots=app.source_roots), memo.custom
+            EngineRunner(
+                memo.sessions,
+                memo.store,
+                Options(outage_seconds=app.job_heartbeat_timeout_seconds / 2),
+                source_roots=app.source_roots,
+            ),
+            memo.custom,
         ),
         claims=Runner.OPERATOR,
         interval=app.operator_poll_seconds,

@@ -145,6 +145,8 @@ def test_killed_worker_is_resumed_without_uploading_again(
         job = session.get_one(BackupJob, job.id)
         assert job.status is JobStatus.COMPLETED, job.error
         assert job.attempts == 2 and job.stats["new"] == 3000
+        # Each upload counted once across the two attempts, as the store holds them.
+        assert (job.stats["uploads"], job.stats["bytes_uploaded"]) == (3000, 3000 * 4096)
         assert session.scalar(select(func.count()).select_from(File)) == 3000
         in_store: dict[str, list[str]] = {}
         for version in store.list_versions(bucket_name):

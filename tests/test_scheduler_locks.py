@@ -1,6 +1,7 @@
 """A running backup holds no transaction open in the catalog: a schema change (what a
 migration does) completes while it runs, and the job's times are those of its run; a
-short database outage at its end is waited out, not paid for with an attempt."""
+short database outage at its end or in its middle is waited out, not paid for with an
+attempt."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.models import BackupJob
 from backup_operator.db import make_engine, make_sessionmaker
 from backup_operator.embedded import EmbeddedPostgres
+from backup_operator.engine.backup import Options
 from backup_operator.engine.runner import EngineRunner
 from backup_operator.scheduler import Scheduler
 from backup_operator.storage import ObjectStore
@@ -88,4 +90,41 @@ def test_a_database_outage_at_a_jobs_end_neither_spends_an_attempt_nor_leaves_it
     with sessions() as session:
         job = jobs.get_job(session, job_id)
         assert (job.status.value, job.attempts) == ("completed", 1)
+    engine.dispose()
+
+
+def test_a_database_outage_mid_backup_is_waited_out_and_counted_once(
+    private_pg: EmbeddedPostgres, store: ObjectStore, bucket_name: str, tmp_path: Path
+) -> None:
+    url = migrated_catalog(private_pg)
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    for i in range(60):
+        write(tmp_path / "src", f"f{i:02}", f"content {i}".encode() * 50)
+    with sessions() as session:
+        bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
+        job_id = jobs.create_job(
+            session, job_name="j", source_system=str(tmp_path / "src"), bucket_id=bucket.id
+        ).id
+    batches: list[int] = []
+
+    def outage_after_the_second_batch(progress: dict) -> None:
+        batches.append(progress["files"])
+        if len(batches) == 2:  # the database goes away between two batches for 10 s
+            private_pg.stop()
+            threading.Timer(10, private_pg.start).start()
+
+    runner = EngineRunner(
+        sessions, store, Options(batch_files=10, progress=outage_after_the_second_batch)
+    )
+    Scheduler(sessions, runner=runner, heartbeat_timeout=60).run_once()
+    with sessions() as session:
+        job = jobs.get_job(session, job_id)
+        assert (job.status.value, job.attempts) == ("completed", 1), job.error
+        assert job.stats["new"] == 60
+        assert (job.stats["uploads"], job.stats["bytes_uploaded"]) == (
+            60,
+            sum(len(f"content {i}".encode() * 50) for i in range(60)),
+        )
+    assert len(batches) > 2  # it went on after the outage
     engine.dispose()

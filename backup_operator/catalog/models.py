@@ -292,6 +292,10 @@ class ObjectVersion(Base):
 
     id: Mapped[id_pk]
     object_id: Mapped[int] = mapped_column(ForeignKey("backup_objects.id", ondelete="CASCADE"))
+    # The job that uploaded it: a job's uploads are counted here, once, across attempts.
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("backup_jobs.id", ondelete="SET NULL"), index=True
+    )
     version_id: Mapped[str] = mapped_column(String(1024))
     size: Mapped[int]
     sha256: Mapped[str] = mapped_column(String(64))

@@ -84,6 +84,7 @@ def store_content(
             session,
             bucket.id,
             [Upload(file.id, key, version_id, file.size, file.sha256, etag, lock)],
+            job_id=job.id,
         )
         session.commit()
     except BaseException:
@@ -111,9 +112,12 @@ def record_versions(
     bucket_id: int,
     uploads: list[Upload],
     tags: dict[str, str] | None = None,
+    *,
+    job_id: int,
 ) -> list[ObjectVersion]:
-    """Record uploaded versions in bulk and link their files (the caller commits). With
-    `tags` (the job's, put on the new versions in S3), they become the objects' tags."""
+    """Record the versions `job_id` uploaded, in bulk, and link their files (the caller
+    commits). With `tags` (the job's, put on the new versions in S3), they become the
+    objects' tags."""
     if not uploads:
         return []
     keys = sorted({u.key for u in uploads})
@@ -133,6 +137,7 @@ def record_versions(
     versions = [
         ObjectVersion(
             object_id=object_ids[u.key],
+            job_id=job_id,
             version_id=u.version_id,
             size=u.size,
             sha256=u.sha256,

@@ -28,10 +28,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..catalog.files import FileIn, FileRecord, register_files
 from ..catalog.jobs import forget_failures, record_failures
-from ..catalog.models import BackupJob, Bucket, File, FileChange
+from ..catalog.models import BackupJob, Bucket, File, FileChange, ObjectVersion
 from ..catalog.objects import HashingReader, Upload, object_key, record_versions
 from ..catalog.retention import lock_for, locking_policies
-from ..retry import retrying
+from ..retry import retrying, tries_within
 from ..storage import ObjectStore
 from .hashing import ChangedWhileReading, Hashed, hash_file
 from .walk import Entry, Kind, walk
@@ -70,6 +70,10 @@ class Options:
     # Where the source is mounted on this worker, when not at the job's `source_system`
     # (a pod mounts a volume at its own path; the job names the volume).
     source: str | None = None
+    # How long a database or store outage is waited out, batch by batch, before the run
+    # gives up (the scheduler sets half the heartbeat timeout: within it no other worker
+    # takes the job over, so no attempt is spent).
+    outage_seconds: float = 30.0
 
 
 @dataclass
@@ -197,6 +201,7 @@ class Backup:
             )
             self.rehash = options.rehash or job.rehash
         self.report = Report.resumed(self.job_stats)
+        self.tries = tries_within(options.outage_seconds)
         self.hashers = ThreadPoolExecutor(options.hash_workers, thread_name_prefix="hash")
         self.uploaders = ThreadPoolExecutor(options.upload_workers, thread_name_prefix="upload")
 
@@ -212,14 +217,17 @@ class Backup:
         try:
             files = self._classify(walk(self.source))
             for batch in _batches(files, self.options.batch_files):
-                retrying(functools.partial(self._back_up, batch), what="backup batch")
-                self._checkpoint()
-            retrying(self._record_deleted, what="recording deleted files")
-            self._checkpoint()
+                self._retrying(functools.partial(self._back_up, batch), "backup batch")
+                self._retrying(self._checkpoint, "checkpoint")
+            self._retrying(self._record_deleted, "recording deleted files")
+            self._retrying(self._checkpoint, "checkpoint")
         finally:
             self.hashers.shutdown(cancel_futures=True)
             self.uploaders.shutdown(cancel_futures=True)
         return self._result(time.monotonic() - started)
+
+    def _retrying(self, step: Callable[[], None], what: str) -> None:
+        retrying(step, what=f"job {self.job_id}: {what}", attempts=self.tries)
 
     def _classify(self, entries: Iterator[Entry]) -> Iterator[Entry]:
         """Files go on to be backed up; everything else is reported as what it is."""
@@ -351,7 +359,7 @@ class Backup:
     def _record(self, uploads: list[Upload]) -> None:
         try:
             with self.sessions() as session:
-                record_versions(session, self.bucket_id, uploads, self.tags)
+                record_versions(session, self.bucket_id, uploads, self.tags, job_id=self.job_id)
                 session.commit()
         except BaseException:
             for upload in uploads:  # leave no untracked object behind
@@ -386,7 +394,7 @@ class Backup:
 
     def _checkpoint(self) -> None:
         with self.report.lock:
-            failures, self.report.unrecorded = self.report.unrecorded, []
+            failures = list(self.report.unrecorded)
         with self.sessions() as session:
             session.execute(
                 text("UPDATE backup_jobs SET stats = CAST(:stats AS jsonb) WHERE id = :id"),
@@ -394,6 +402,8 @@ class Backup:
             )
             record_failures(session, self.job_id, failures)
             session.commit()
+        with self.report.lock:  # recorded: only now, so a retried checkpoint loses none
+            del self.report.unrecorded[: len(failures)]
         self.heartbeat()
         if self.options.progress is not None:
             self.options.progress({"files": self.report.files, **self._counters()})
@@ -416,6 +426,13 @@ class Backup:
                     .group_by(File.change)
                 )
             }
+            # Counted from the catalog: an upload of an earlier attempt once, one cut off
+            # by a kill (never recorded) not at all.
+            uploads, uploaded = session.execute(
+                select(func.count(), func.coalesce(func.sum(ObjectVersion.size), 0)).where(
+                    ObjectVersion.job_id == self.job_id
+                )
+            ).one()
             duplicates, saved = session.execute(
                 select(func.count(), func.coalesce(func.sum(File.size), 0)).where(
                     File.job_id == self.job_id,
@@ -432,6 +449,8 @@ class Backup:
             "duplicate": duplicates,
             "deleted": counts.get(FileChange.DELETED, 0),
             **self._counters(),
+            "uploads": uploads,
+            "bytes_uploaded": int(uploaded),
             "bytes_saved": int(saved),
             "duration_seconds": round(
                 seconds + float(self.job_stats.get("duration_seconds", 0)), 3
