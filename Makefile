@@ -51,6 +51,7 @@ bench: $(VENV)/.test
 		{ apt-get update -qq && apt-get install -y -qq restic rclone; }
 	$(PY) bench/catalog_bench.py $(CATALOG_BENCH_ARGS)
 	$(PY) bench/engine_bench.py $(ENGINE_BENCH_ARGS)
+	$(PY) bench/lineage_bench.py $(LINEAGE_BENCH_ARGS)
 	$(PY) bench/retention_bench.py $(RETENTION_BENCH_ARGS)
 	K8S_SERVERS_DIR="$$(bash tests/k8s/build.sh)" $(PY) bench/operator_bench.py $(OPERATOR_BENCH_ARGS)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from annotated_types import Interval
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
@@ -144,6 +144,30 @@ class FileOut(Out):
         description="the version holding the content (a duplicate's: its canonical's)",
     )
     created_at: datetime
+
+
+class FileStateOut(Out):
+    """A file's state in one of the two jobs compared."""
+
+    id: int
+    job_id: int = Field(description="the job that recorded this state")
+    size: int
+    sha256: str
+    mtime: datetime | None
+    object_version_id: int | None = Field(
+        validation_alias=AliasChoices("stored_version_id", "object_version_id"),
+        description="the version holding the content",
+    )
+
+
+class DifferenceOut(Out):
+    path: str
+    change: Literal["added", "changed", "deleted"] = Field(
+        description="added: only in the job; deleted: only in the one it is compared "
+        "against; changed: in both, with other content or metadata"
+    )
+    before: FileStateOut | None = Field(description="its state in the job compared against")
+    after: FileStateOut | None = Field(description="its state in the job")
 
 
 class FileRegistered(Out):

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog.models import Runner
 from backup_operator.engine.runner import EngineRunner
+from backup_operator.engine.verify import verify
 from backup_operator.scheduler import Scheduler
 from backup_operator.storage import ObjectStore
 
@@ -114,6 +115,50 @@ def test_a_jobs_tags_go_on_every_version_it_uploads_in_s3_and_the_catalog(
         assert client.get(f"/backup-objects/{obj['id']}/tags").json() == {"tags": tags}
         [version] = client.get(f"/backup-objects/{obj['id']}/versions").json()
         assert store.get_tags(bucket["name"], key, version["version_id"]) == tags
+
+
+def test_tags_are_per_version_as_in_s3_and_verify_reports_their_drift(
+    client: TestClient,
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket: dict,
+    tmp_path: Path,
+) -> None:
+    def backup(tags: dict[str, str]) -> None:
+        created = client.post(
+            "/backup-jobs/",
+            json={
+                "job_name": "j",
+                "source_system": str(tmp_path / "src"),
+                "bucket_id": bucket["id"],
+                "tags": tags,
+            },
+        ).json()
+        Scheduler(sessions, runner=EngineRunner(sessions, store)).run_once()
+        assert client.get(f"/backup-jobs/{created['id']}").json()["status"] == "completed"
+
+    write(tmp_path / "src", "a.txt", b"v1")
+    backup({"tier": "gold"})
+    write(tmp_path / "src", "a.txt", b"v2")
+    backup({})  # a new version without tags: in S3 the object's tags are gone
+    [obj] = client.get("/backup-objects/").json()
+    oldest, newest = sorted(
+        client.get(f"/backup-objects/{obj['id']}/versions").json(), key=lambda v: v["id"]
+    )
+    assert store.get_tags(bucket["name"], "a.txt", newest["version_id"]) == {}
+    assert store.get_tags(bucket["name"], "a.txt", oldest["version_id"]) == {"tier": "gold"}
+    assert client.get(f"/backup-objects/{obj['id']}/tags").json() == {"tags": {}}
+    assert client.get("/backup-objects/", params={"tag_key": "tier"}).json() == []
+    with sessions() as session:
+        assert verify(session, store, bucket["id"], checksum_all=True).clean
+
+    # Tags changed behind the catalog's back: reported, and put back by repair.
+    store.set_tags(bucket["name"], "a.txt", newest["version_id"], {"rogue": "yes"})
+    with sessions() as session:
+        drift = verify(session, store, bucket["id"], checksum_all=True)
+        assert not drift.clean and [d[0] for d in drift.tag_drift] == ["a.txt"]
+        assert verify(session, store, bucket["id"], checksum_all=True, repair=True).clean
+    assert store.get_tags(bucket["name"], "a.txt", newest["version_id"]) == {}
 
 
 def test_a_job_with_more_tags_than_s3_allows_is_refused_naming_the_field(

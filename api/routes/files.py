@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from ...catalog import files, jobs
+from ...catalog import files, jobs, lineage
 from ...catalog.files import DuplicateGroup, FileIn, FileRecord
 from ...catalog.models import File, ObjectVersion
 from ...catalog.objects import object_key, store_content
@@ -83,9 +84,34 @@ def list_files(
     path_prefix: str | None = Query(None, description="files whose path starts with this"),
     sha256: str | None = Query(None, pattern=SHA256_PATTERN),
     duplicate: bool | None = None,
+    as_of: datetime | None = Query(
+        None,
+        description="with bucket_id and source_system (and key_prefix, when several "
+        "sources share the path): the source's tree at this time, from its newest "
+        "backup completed by then",
+    ),
+    source_system: str | None = Query(None, description="with as_of: the source"),
+    key_prefix: str | None = Query(None, description="with as_of: the source's key prefix"),
     page: PageParams = Depends(),
     session: Session = Depends(get_session),
 ) -> Sequence[File]:
+    """Files: with `job_id` (or `as_of`), that job's whole tree as it saw it (`change`
+    relative to its parent, and the files deleted since); otherwise the recorded file
+    states that match."""
+    if as_of is not None:
+        if job_id is not None:
+            raise Invalid("give job_id or as_of, not both", field="as_of")
+        if bucket_id is None or source_system is None:
+            raise Invalid("as_of needs bucket_id and source_system", field="as_of")
+        job_id = lineage.job_as_of(
+            session,
+            bucket_id=bucket_id,
+            source_system=source_system,
+            key_prefix=key_prefix,
+            moment=as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC),
+        ).id
+    elif source_system is not None or key_prefix is not None:
+        raise Invalid("source_system and key_prefix go with as_of", field="source_system")
     found = files.list_files(
         session,
         job_id=job_id,

@@ -7,14 +7,23 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from sqlalchemy.orm import Session
 
 from ... import paths
-from ...catalog import jobs
+from ...catalog import jobs, lineage
 from ...catalog.models import BackupJob, JobFailure, JobStatus, SourceType
 from ...engine.restore import restore
 from ...errors import Invalid
 from ...storage import ObjectStore, validate_key
 from ..deps import get_session, get_store
 from ..pagination import PageParams, paginate
-from ..schemas import FailureOut, Id, JobCreate, JobOut, JobStatusUpdate, RestoreOut, RestoreRequest
+from ..schemas import (
+    DifferenceOut,
+    FailureOut,
+    Id,
+    JobCreate,
+    JobOut,
+    JobStatusUpdate,
+    RestoreOut,
+    RestoreRequest,
+)
 
 router = APIRouter(prefix="/backup-jobs", tags=["backup-jobs"])
 
@@ -65,6 +74,22 @@ def list_failures(
 ) -> Sequence[JobFailure]:
     """The files the job could not back up, and why (a partially failed job has some)."""
     found = jobs.list_failures(session, job_id, after=page.after, limit=page.limit)
+    return paginate(found, request, response)
+
+
+@router.get("/{job_id}/diff", response_model=list[DifferenceOut])
+def diff_jobs(
+    job_id: Id,
+    request: Request,
+    response: Response,
+    against: Id = Query(description="the job to compare with (often an older one)"),
+    page: PageParams = Depends(),
+    session: Session = Depends(get_session),
+) -> Sequence[lineage.Difference]:
+    """The files added, changed and deleted between `against` and this job (paged). Two
+    jobs of one source compare in time proportional to what changed between them."""
+    job, other = jobs.get_job(session, job_id), jobs.get_job(session, against)
+    found = lineage.diff(session, job, other, after=page.after, limit=page.limit)
     return paginate(found, request, response)
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import Conflict, Invalid, NotFound
 from ..storage import ObjectStore
-from .models import BackupJob, BackupObject, Bucket, File
+from .models import BackupJob, BackupObject, Bucket, File, Source
 from .pages import Page, scalar_page
 
 # S3 bucket naming rules (lowercase DNS-like names, 3 to 63 characters).
@@ -95,6 +95,7 @@ def delete_bucket(session: Session, store: ObjectStore, bucket_id: int, *, force
         )
     session.execute(delete(File).where(File.bucket_id == bucket_id))
     session.execute(delete(BackupJob).where(BackupJob.bucket_id == bucket_id))
+    session.execute(delete(Source).where(Source.bucket_id == bucket_id))
     session.execute(delete(BackupObject).where(BackupObject.bucket_id == bucket_id))
     session.delete(bucket)
     session.flush()

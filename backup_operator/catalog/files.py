@@ -19,6 +19,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, aliased
 
 from ..errors import Conflict, Invalid, NotFound
+from . import lineage
 from .arrays import in_ids
 from .jobs import as_utc, get_job
 from .locks import lock_bucket_for_retention
@@ -80,9 +81,9 @@ _BATCH_ROWS = """
 
 # Canonical candidates: the first file of each content not yet in the bucket.
 _INSERT_CANONICAL = f"""
-    INSERT INTO files (job_id, bucket_id, path, size, sha256, mtime, mtime_ns, inode, raw_path,
-                       change, mode, is_duplicate)
-    SELECT %(job_id)s, %(bucket_id)s, t.path, t.size, t.sha256, t.mtime, t.mtime_ns, t.inode,
+    INSERT INTO files (job_id, bucket_id, source_id, path, size, sha256, mtime, mtime_ns, inode,
+                       raw_path, change, mode, is_duplicate)
+    SELECT %(job_id)s, %(bucket_id)s, %(source_id)s, t.path, t.size, t.sha256, t.mtime, t.mtime_ns, t.inode,
            t.raw_path, t.change, t.mode, false
     {_BATCH_ROWS}
     ON CONFLICT DO NOTHING
@@ -91,9 +92,9 @@ _INSERT_CANONICAL = f"""
 
 # The rest become duplicates of whichever canonical file now holds their content.
 _INSERT_DUPLICATES = f"""
-    INSERT INTO files (job_id, bucket_id, path, size, sha256, mtime, mtime_ns, inode, raw_path,
-                       change, mode, is_duplicate, canonical_file_id, object_version_id)
-    SELECT %(job_id)s, %(bucket_id)s, t.path, t.size, t.sha256, t.mtime, t.mtime_ns, t.inode,
+    INSERT INTO files (job_id, bucket_id, source_id, path, size, sha256, mtime, mtime_ns, inode,
+                       raw_path, change, mode, is_duplicate, canonical_file_id, object_version_id)
+    SELECT %(job_id)s, %(bucket_id)s, %(source_id)s, t.path, t.size, t.sha256, t.mtime, t.mtime_ns, t.inode,
            t.raw_path, t.change, t.mode, true, c.id, c.object_version_id
     {_BATCH_ROWS}
     JOIN files c ON c.bucket_id = %(bucket_id)s AND c.sha256 = t.sha256 AND NOT c.is_duplicate
@@ -130,7 +131,7 @@ def register_files(session: Session, job_id: int, files: Sequence[FileIn]) -> li
             f"job {job_id} is {job.status.value}; it takes no more files", field="job_id"
         )
     lock_bucket_for_retention(session, job.bucket_id, shared=True)
-    params = {"job_id": job_id, "bucket_id": job.bucket_id}
+    params = {"job_id": job_id, "bucket_id": job.bucket_id, "source_id": job.source_id}
     # RETURNING whole rows answers the caller without reading them back; the rows are
     # answered as they are (attribute access like File's), since building ORM objects
     # would cost more than the inserts.
@@ -201,20 +202,39 @@ def list_files(
     after: int | None,
     limit: int,
 ) -> Page[File]:
-    query = select(File)
-    if job_id is not None:
-        query = query.where(File.job_id == job_id)
+    conditions = []
     if bucket_id is not None:
-        query = query.where(File.bucket_id == bucket_id)
+        conditions.append(File.bucket_id == bucket_id)
     if path_prefix:
-        query = query.where(File.path.startswith(path_prefix.lstrip("/"), autoescape=True))
+        conditions.append(File.path.startswith(path_prefix.lstrip("/"), autoescape=True))
     if sha256 is not None:
         if not SHA256.match(sha256.lower()):
             raise Invalid("must be 64 hexadecimal characters", field="sha256")
-        query = query.where(File.sha256 == sha256.lower())
+        conditions.append(File.sha256 == sha256.lower())
     if duplicates is not None:
-        query = query.where(File.is_duplicate.is_(duplicates))
-    return scalar_page(session, query, File.id, after=after, limit=limit)
+        conditions.append(File.is_duplicate.is_(duplicates))
+    if job_id is None:
+        return scalar_page(
+            session, select(File).where(*conditions), File.id, after=after, limit=limit
+        )
+    job = get_job(session, job_id)
+    # Its tree, and its records of the files deleted since its parent.
+    in_job = select(File, lineage.change_in(job)).where(
+        lineage.in_tree(session, job, with_deleted=True), *conditions
+    )
+    states = []
+    for state, change in session.execute(keyset(in_job, File.id, after, limit)):
+        # Shown as the job sees it; detached first, so that nothing writes it back.
+        session.expunge(state)
+        state.change = FileChange(change)
+        states.append(state)
+    return page_of(states, limit, lambda state: int(state.id))
+
+
+# Duplicates that saved an upload: a file whose content was already stored when it was
+# new or changed. A state re-recorded with its content unchanged (other metadata) or a
+# record of a deletion saved nothing.
+SAVING = (FileChange.NEW, FileChange.CHANGED)
 
 
 @dataclass(frozen=True)
@@ -243,7 +263,7 @@ def duplicate_groups(
             func.count(duplicate.id),
         )
         .join(duplicate, duplicate.canonical_file_id == canonical.id)
-        .where(duplicate.is_duplicate)
+        .where(duplicate.is_duplicate, duplicate.change.in_(SAVING))
         .group_by(canonical.id)
     )
     if bucket_id is not None:
@@ -258,7 +278,7 @@ def duplicate_summary(session: Session, *, bucket_id: int | None = None) -> dict
         func.count(func.distinct(File.canonical_file_id)),
         func.count(),
         func.coalesce(func.sum(File.size), 0),
-    ).where(File.is_duplicate)
+    ).where(File.is_duplicate, File.change.in_(SAVING))
     if bucket_id is not None:
         query = query.where(File.bucket_id == bucket_id)
     groups, files, saved = session.execute(query).one()

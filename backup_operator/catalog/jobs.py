@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import Conflict, NotFound
 from ..storage import validate_tags
+from . import lineage
 from .buckets import get_bucket
 from .models import BackupJob, JobFailure, JobStatus, Runner, SourceType
 from .pages import Page, scalar_page
@@ -68,6 +69,13 @@ def create_job(
     validate_tags(tags or {})
     job = BackupJob(
         job_name=job_name,
+        source_id=lineage.source_id_for(
+            session,
+            bucket_id=bucket_id,
+            source_system=source_system,
+            key_prefix=normalise_prefix(key_prefix),
+            source_type=source_type,
+        ),
         source_system=source_system,
         bucket_id=bucket_id,
         start_time=as_utc(start_time),
@@ -98,6 +106,13 @@ def reschedule(
         )
     job.start_time = as_utc(start_time)
     job.key_prefix = normalise_prefix(key_prefix)
+    job.source_id = lineage.source_id_for(
+        session,
+        bucket_id=job.bucket_id,
+        source_system=job.source_system,
+        key_prefix=job.key_prefix,
+        source_type=job.source_type,
+    )
     session.commit()
     return job
 
@@ -151,6 +166,8 @@ def set_status(
         job.error = error
     if stats is not None:
         job.stats = stats
+    if status is JobStatus.COMPLETED:
+        lineage.join(session, job)
     session.commit()
     return job
 
@@ -252,6 +269,8 @@ def finish_job(
         .values(**values)
         .returning(BackupJob.id)
     )
+    if ended is not None and status is JobStatus.COMPLETED:
+        lineage.join(session, get_job(session, job_id))  # in the same transaction
     session.commit()
     return ended is not None
 

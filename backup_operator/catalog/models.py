@@ -115,10 +115,37 @@ class Bucket(Base):
     created_at: Mapped[created_at]
 
 
+class Source(Base):
+    """What successive backups are of: a bucket, a source, a key prefix, a kind. Its
+    completed jobs form a lineage, numbered 1, 2, ... (`head_seq` is the newest)."""
+
+    __tablename__ = "sources"
+    __table_args__ = (
+        # md5: a source path can be longer than a btree entry may be.
+        Index(
+            "uq_sources_identity",
+            "bucket_id",
+            "source_type",
+            text("md5(key_prefix)"),
+            text("md5(source_system)"),
+            unique=True,
+        ),
+    )
+
+    id: Mapped[id_pk]
+    bucket_id: Mapped[int] = mapped_column(ForeignKey("buckets.id", ondelete="RESTRICT"))
+    source_system: Mapped[str] = mapped_column(Text)
+    key_prefix: Mapped[str] = mapped_column(Text)
+    source_type: Mapped[SourceType] = mapped_column(_enum(SourceType, "source_type"))
+    head_seq: Mapped[int] = mapped_column(server_default=text("0"))
+    created_at: Mapped[created_at]
+
+
 class BackupJob(Base):
     __tablename__ = "backup_jobs"
     __table_args__ = (
         Index(None, "status", "start_time"),
+        UniqueConstraint("source_id", "lineage_seq"),
         # Lists a bucket's jobs, and lets files check job and bucket with one foreign key.
         UniqueConstraint("bucket_id", "id"),
         CheckConstraint(
@@ -143,6 +170,14 @@ class BackupJob(Base):
     runner: Mapped[Runner] = mapped_column(
         _enum(Runner, "runner"), server_default=Runner.SCHEDULER.value
     )
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="RESTRICT"))
+    # The completed job of the same source its changes are relative to (set at its start).
+    parent_job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("backup_jobs.id", ondelete="SET NULL")
+    )
+    # Its position in its source's lineage, once it completed: its tree is the file
+    # states open at this position.
+    lineage_seq: Mapped[int | None]
     # The uid of the Kubernetes resource this job records: registering it is idempotent.
     external_uid: Mapped[str | None] = mapped_column(String(64), unique=True)
     # Where the resource came from (metrics labels): its namespace, its BackupSchedule.
@@ -185,11 +220,20 @@ class JobFailure(Base):
 
 
 class File(Base):
-    """An original file seen by a job. Duplicates point at the canonical file of their content."""
+    """A state of an original file: a path with one content and metadata, opened by the
+    job that first saw it (`job_id`) and open until a later job of its source saw it
+    change or vanish. A job's tree is the states open at its position in the lineage
+    ([first_seq, end_seq)), so an unchanged file costs no row. Duplicates point at the
+    canonical file of their content."""
 
     __tablename__ = "files"
     __table_args__ = (
         UniqueConstraint("job_id", "path"),
+        # A job's tree, paged by id; the states a job closes, by path.
+        Index(None, "source_id", "id"),
+        # A diff between two positions reads what opened or closed between them.
+        Index(None, "source_id", "first_seq"),
+        Index(None, "source_id", "end_seq"),
         # Exactly one canonical file per content and bucket: the race arbiter for dedup.
         Index(
             "uq_files_canonical_content",
@@ -200,6 +244,13 @@ class File(Base):
         ),
         Index(None, "sha256", "id"),
         Index("ix_files_path_prefix", "path", postgresql_ops={"path": "text_pattern_ops"}),
+        # A path's states in a source: equality and prefix (LIKE 'p%') searches.
+        Index(
+            "ix_files_source_path",
+            "source_id",
+            "path",
+            postgresql_ops={"path": "text_pattern_ops"},
+        ),
         Index(None, "job_id", "id"),
         # Which canonical file holds a version (reference checks); duplicates resolve
         # through their canonical file, so they stay out of it.
@@ -230,6 +281,11 @@ class File(Base):
     # One foreign key checks both: the job exists and the bucket is the job's.
     job_id: Mapped[int]
     bucket_id: Mapped[int]
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    # Lineage positions: from the opening job's (None until it completes) to the one
+    # that closed it (exclusive; None: open).
+    first_seq: Mapped[int | None]
+    end_seq: Mapped[int | None]
     path: Mapped[str] = mapped_column(Text)
     size: Mapped[int]
     sha256: Mapped[str] = mapped_column(String(64))
@@ -316,14 +372,21 @@ class ObjectVersion(Base):
 
 
 class Tag(Base):
+    """A tag of one object version, as S3 keeps them. An object's tags are those of its
+    latest live version."""
+
     __tablename__ = "tags"
     __table_args__ = (
-        UniqueConstraint("object_id", "key"),
+        UniqueConstraint("version_id", "key"),
         Index(None, "key", "value"),
     )
 
     id: Mapped[id_pk]
-    object_id: Mapped[int] = mapped_column(ForeignKey("backup_objects.id", ondelete="CASCADE"))
+    # The version's object, repeated: tag searches find objects without a join.
+    object_id: Mapped[int] = mapped_column(
+        ForeignKey("backup_objects.id", ondelete="CASCADE"), index=True
+    )
+    version_id: Mapped[int] = mapped_column(ForeignKey("object_versions.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(128))
     value: Mapped[str] = mapped_column(String(256))
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO
 
-from sqlalchemy import delete, func, select, text, true
+from sqlalchemy import ColumnElement, func, select, text, true
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased, lazyload
 
@@ -76,7 +76,7 @@ def store_content(
         policies = locking_policies(session, bucket_id=bucket.id, source_system=job.source_system)
         lock = lock_for(policies, key, datetime.now(UTC))
     reader = HashingReader(data)
-    version_id, etag = store.put(bucket.name, key, reader, length, lock=lock)
+    version_id, etag = store.put(bucket.name, key, reader, length, lock=lock, tags=job.tags)
     try:
         if reader.sha256.hexdigest() != file.sha256 or reader.size != file.size:
             raise Invalid("uploaded content does not match the registered sha256", field="sha256")
@@ -84,6 +84,7 @@ def store_content(
             session,
             bucket.id,
             [Upload(file.id, key, version_id, file.size, file.sha256, etag, lock)],
+            job.tags,
             job_id=job.id,
         )
         session.commit()
@@ -172,14 +173,26 @@ def record_versions(
             """),
             columns,
         )
-    if tags:
-        uploaded = sorted(set(object_ids.values()))
-        session.execute(delete(Tag).where(Tag.object_id.in_(uploaded)))
+    if tags:  # each new version's, as S3 has them; older versions keep their own
         session.execute(
             insert(Tag),
-            [{"object_id": o, "key": k, "value": v} for o in uploaded for k, v in tags.items()],
+            [
+                {"object_id": v.object_id, "version_id": v.id, "key": key, "value": value}
+                for v in versions
+                for key, value in tags.items()
+            ],
         )
     return versions
+
+
+def is_current(tag: type[Tag] = Tag) -> ColumnElement[bool]:
+    """A tag of its object's latest live version: the object's tags (one index probe)."""
+    latest = (
+        select(func.max(ObjectVersion.id))
+        .where(ObjectVersion.object_id == tag.object_id, ObjectVersion.deleted_at.is_(None))
+        .scalar_subquery()
+    )
+    return tag.version_id == latest
 
 
 def get_object(session: Session, object_id: int) -> BackupObject:
@@ -204,7 +217,7 @@ def list_objects(
     if key_prefix:
         query = query.where(BackupObject.key.startswith(key_prefix, autoescape=True))
     if tag is not None:
-        tagged = select(Tag.object_id).where(Tag.key == tag[0])
+        tagged = select(Tag.object_id).where(Tag.key == tag[0], is_current())
         if tag[1] is not None:
             tagged = tagged.where(Tag.value == tag[1])
         query = query.where(BackupObject.id.in_(tagged))

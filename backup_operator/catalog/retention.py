@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Select, and_, delete, func, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from ..deadline import Deadline, DeadlineExceeded
 from ..errors import Conflict, Invalid, NotFound, Unavailable
@@ -21,8 +21,10 @@ from ..forget import Duration, Policy
 from ..retention import Rules, decide, verdicts
 from ..retry import RetriesExhausted
 from ..storage import DELETE_BATCH, Lock, ObjectStore
+from . import lineage
 from .arrays import in_ids
 from .files import versions_of_duplicates
+from .jobs import get_job
 from .locks import lock_bucket_for_retention
 from .models import (
     BackupJob,
@@ -38,6 +40,7 @@ from .models import (
     RetentionTarget,
     Tag,
 )
+from .objects import is_current
 from .pages import Page, scalar_page
 from .raw import named_rows
 
@@ -276,18 +279,23 @@ def govern_job(session: Session, policy_name: str, job_id: int) -> int:
     )
     if policy_id is None:
         raise NotFound(f"retention policy {policy_name!r} not found", field="retentionPolicyRef")
+    canonical = aliased(File)
+    stored = (
+        select(ObjectVersion.object_id, literal(policy_id))
+        .distinct()
+        .select_from(File)
+        .outerjoin(canonical, canonical.id == File.canonical_file_id)
+        .join(
+            ObjectVersion,
+            ObjectVersion.id == func.coalesce(canonical.object_version_id, File.object_version_id),
+        )
+        .where(lineage.in_tree(session, get_job(session, job_id)))
+    )
     attached = session.scalars(
-        text("""
-            INSERT INTO object_retention (object_id, policy_id)
-            SELECT DISTINCT v.object_id, :policy
-            FROM files f
-            LEFT JOIN files c ON c.id = f.canonical_file_id
-            JOIN object_versions v ON v.id = coalesce(c.object_version_id, f.object_version_id)
-            WHERE f.job_id = :job
-            ON CONFLICT DO NOTHING
-            RETURNING object_id
-        """),
-        {"policy": policy_id, "job": job_id},
+        insert(ObjectRetention)
+        .from_select(["object_id", "policy_id"], stored)
+        .on_conflict_do_nothing()
+        .returning(ObjectRetention.object_id)
     ).all()
     session.commit()
     return len(attached)
@@ -473,7 +481,12 @@ def governed_ids(policy: RetentionPolicy) -> Any:
     for key, value in (policy.match_tags or {}).items():
         scoped = scoped.where(
             select(Tag.id)
-            .where(Tag.object_id == BackupObject.id, Tag.key == key, Tag.value == str(value))
+            .where(
+                Tag.object_id == BackupObject.id,
+                Tag.key == key,
+                Tag.value == str(value),
+                is_current(),
+            )
             .exists()
         )
     return attached.union(scoped)
@@ -531,27 +544,50 @@ def _plan_jobs(session: Session, policy: RetentionPolicy, rules: Rules, now: dat
     return result
 
 
-# Versions the doomed jobs' files hold (a duplicate's through its canonical file) that no
-# file of a job that stays references. Jobs of every status stay unless forgotten: a
-# running backup's files protect what they point at.
-_ORPHANED_VERSIONS = text("""
-    SELECT DISTINCT v.id
-    FROM files f
-    LEFT JOIN files c ON c.id = f.canonical_file_id
-    JOIN object_versions v ON v.id = coalesce(c.object_version_id, f.object_version_id)
-                          AND v.deleted_at IS NULL
-    WHERE f.job_id = ANY(:doomed) AND f.change <> 'deleted'
+# Versions the doomed jobs' trees hold (a duplicate's through its canonical file) that no
+# file state a job that stays sees references. Jobs of every status stay unless
+# forgotten: a job not in the lineage (running, failed, ...) sees its own rows and, for
+# its unchanged files, its parent's whole tree (kept whole: never less than it uses).
+_KEPT_SEES = """(EXISTS (SELECT 1 FROM kept_positions p
+                 WHERE p.source_id = {s}.source_id AND {s}.first_seq <= p.seq
+                   AND ({s}.end_seq IS NULL OR {s}.end_seq > p.seq))
+         OR ({s}.first_seq IS NULL AND {s}.job_id IN (SELECT id FROM kept_own)))"""
+_ORPHANED_VERSIONS = text(
+    """
+    WITH doomed AS (
+        SELECT id, source_id, lineage_seq FROM backup_jobs WHERE id = ANY(:doomed)
+    ), kept_positions AS (
+        SELECT source_id, lineage_seq AS seq FROM backup_jobs
+        WHERE lineage_seq IS NOT NULL AND forgotten_at IS NULL AND id <> ALL(:doomed)
+        UNION
+        SELECT p.source_id, p.lineage_seq FROM backup_jobs j
+        JOIN backup_jobs p ON p.id = j.parent_job_id
+        WHERE j.lineage_seq IS NULL AND j.forgotten_at IS NULL AND p.lineage_seq IS NOT NULL
+    ), kept_own AS (
+        SELECT id FROM backup_jobs
+        WHERE lineage_seq IS NULL AND forgotten_at IS NULL AND id <> ALL(:doomed)
+    ), candidates AS (
+        SELECT DISTINCT coalesce(c.object_version_id, f.object_version_id) AS version_id
+        FROM doomed d
+        JOIN files f ON f.source_id = d.source_id
+                    AND (CASE WHEN d.lineage_seq IS NULL THEN f.job_id = d.id
+                              ELSE f.first_seq <= d.lineage_seq
+                                   AND (f.end_seq IS NULL OR f.end_seq > d.lineage_seq) END)
+        LEFT JOIN files c ON c.id = f.canonical_file_id
+        WHERE f.change <> 'deleted'
+    )
+    SELECT v.id
+    FROM candidates x
+    JOIN object_versions v ON v.id = x.version_id AND v.deleted_at IS NULL
+    WHERE NOT EXISTS (
+        SELECT 1 FROM files k
+        WHERE k.object_version_id = v.id AND NOT k.is_duplicate AND {kept_sees_k})
       AND NOT EXISTS (
-          SELECT 1 FROM files k JOIN backup_jobs kj ON kj.id = k.job_id
-          WHERE k.object_version_id = v.id AND NOT k.is_duplicate
-            AND kj.forgotten_at IS NULL AND k.job_id <> ALL(:doomed))
-      AND NOT EXISTS (
-          SELECT 1 FROM files k
-          JOIN files d ON d.canonical_file_id = k.id AND d.is_duplicate
-          JOIN backup_jobs dj ON dj.id = d.job_id
-          WHERE k.object_version_id = v.id AND NOT k.is_duplicate AND d.change <> 'deleted'
-            AND dj.forgotten_at IS NULL AND d.job_id <> ALL(:doomed))
-""")
+        SELECT 1 FROM files k
+        JOIN files s ON s.canonical_file_id = k.id AND s.is_duplicate AND s.change <> 'deleted'
+        WHERE k.object_version_id = v.id AND NOT k.is_duplicate AND {kept_sees_s})
+""".format(kept_sees_k=_KEPT_SEES.format(s="k"), kept_sees_s=_KEPT_SEES.format(s="s"))
+)
 
 
 def _versions_only_referenced_by(session: Session, doomed: list[int]) -> list[tuple[Any, str, str]]:

@@ -1,4 +1,5 @@
-"""Object tags: kept in the catalog and on the object's latest S3 version alike."""
+"""Object tags: an object's tags are its latest live version's, kept in the catalog and
+on that S3 version alike."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ from sqlalchemy.orm import Session
 from ..errors import Conflict, NotFound
 from ..storage import ObjectStore, validate_tags
 from .models import BackupObject, Bucket, ObjectVersion, Tag
-from .objects import get_object
+from .objects import get_object, is_current
 
 
 def list_tags(session: Session, object_id: int) -> dict[str, str]:
     get_object(session, object_id)
     rows = session.execute(
-        select(Tag.key, Tag.value).where(Tag.object_id == object_id).order_by(Tag.key)
+        select(Tag.key, Tag.value).where(Tag.object_id == object_id, is_current()).order_by(Tag.key)
     )
     return {key: value for key, value in rows}
 
@@ -39,10 +40,12 @@ def replace_tags(
     obj = session.get(BackupObject, object_id, with_for_update=True)
     if obj is None:
         raise NotFound(f"backup object {object_id} not found", field="object_id")
-    session.execute(delete(Tag).where(Tag.object_id == object_id))
-    session.add_all(Tag(object_id=object_id, key=k, value=v) for k, v in tags.items())
-    session.flush()
     version = _latest_version(session, obj)
+    session.execute(delete(Tag).where(Tag.version_id == version.id))
+    session.add_all(
+        Tag(object_id=object_id, version_id=version.id, key=k, value=v) for k, v in tags.items()
+    )
+    session.flush()
     bucket = session.get_one(Bucket, obj.bucket_id)
     store.set_tags(bucket.name, obj.key, version.version_id, tags)
     session.commit()

@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,9 +24,10 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import ColumnElement, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..catalog import lineage
 from ..catalog.files import FileIn, FileRecord, register_files
 from ..catalog.jobs import forget_failures, record_failures
 from ..catalog.models import BackupJob, Bucket, File, FileChange, ObjectVersion
@@ -123,43 +125,42 @@ class Report:
 
 @dataclass(frozen=True)
 class Known:
+    id: int
     size: int
     mtime_ns: int | None
     inode: int | None
+    mode: int | None
     sha256: str
     change: FileChange
 
 
-def _known(session: Session, job_id: int | None, paths: list[str]) -> dict[str, Known]:
-    if job_id is None or not paths:
+def _known(session: Session, where: ColumnElement[bool], paths: list[str]) -> dict[str, Known]:
+    if not paths:
         return {}
     rows = session.execute(
-        select(File.path, File.size, File.mtime_ns, File.inode, File.sha256, File.change).where(
-            File.job_id == job_id, File.path.in_(paths), File.change != FileChange.DELETED
-        )
+        select(
+            File.id,
+            File.path,
+            File.size,
+            File.mtime_ns,
+            File.inode,
+            File.mode,
+            File.sha256,
+            File.change,
+        ).where(where, File.path.in_(paths), File.change != FileChange.DELETED)
     )
-    return {r.path: Known(r.size, r.mtime_ns, r.inode, r.sha256, r.change) for r in rows}
-
-
-def parent_job_id(session: Session, job: BackupJob) -> int | None:
-    """The last completed job of the same source, bucket and prefix."""
-    return session.scalar(
-        select(BackupJob.id)
-        .where(
-            BackupJob.bucket_id == job.bucket_id,
-            BackupJob.source_system == job.source_system,
-            BackupJob.key_prefix == job.key_prefix,
-            BackupJob.source_type == job.source_type,
-            BackupJob.status == "completed",
-            BackupJob.id != job.id,
-        )
-        .order_by(BackupJob.completed_at.desc(), BackupJob.id.desc())
-        .limit(1)
-    )
+    return {
+        r.path: Known(r.id, r.size, r.mtime_ns, r.inode, r.mode, r.sha256, r.change) for r in rows
+    }
 
 
 def _same_stat(entry: Entry, known: Known) -> bool:
-    return (entry.size, entry.mtime_ns, entry.inode) == (known.size, known.mtime_ns, known.inode)
+    return (entry.size, entry.mtime_ns, entry.inode, entry.mode) == (
+        known.size,
+        known.mtime_ns,
+        known.inode,
+        known.mode,
+    )
 
 
 def _batches(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:
@@ -194,12 +195,24 @@ class Backup:
             self.lock_policies = locking_policies(
                 session, bucket_id=job.bucket_id, source_system=job.source_system
             )
-            self.parent_id = parent_job_id(session, job)
             # Only a resumed job can have files of its own already.
             self.resumed = job.attempts > 1 or bool(
                 session.scalar(select(File.id).where(File.job_id == job_id).limit(1))
             )
+            if not self.resumed:  # its parent is fixed at its first start
+                job.parent_job_id = lineage.head_job_id(session, job.source_id)
+                session.commit()
+            self.parent_id = job.parent_job_id
+            self.source_id = job.source_id
+            self.parent_seq = lineage.parent_seq(session, job)
+            self.parent_tree = (
+                None
+                if self.parent_seq is None
+                else lineage.tree_at(self.source_id, self.parent_seq)
+            )
             self.rehash = options.rehash or job.rehash
+        # The parent's states this run saw (unchanged or replaced); the others are gone.
+        self.seen = array("q")
         self.report = Report.resumed(self.job_stats)
         self.tries = tries_within(options.outage_seconds)
         self.hashers = ThreadPoolExecutor(options.hash_workers, thread_name_prefix="hash")
@@ -250,10 +263,11 @@ class Backup:
     def _back_up(self, entries: list[Entry]) -> None:
         paths = [e.path for e in entries]
         with self.sessions() as session:
-            mine = _known(session, self.job_id if self.resumed else None, paths)
-            parent = _known(session, self.parent_id, paths)
+            mine = _known(session, File.job_id == self.job_id, paths) if self.resumed else {}
+            parent = {} if self.parent_tree is None else _known(session, self.parent_tree, paths)
         to_register: list[FileIn] = []
         to_hash: list[Entry] = []
+        unchanged: list[Known] = []
         for entry in entries:
             earlier = mine.get(entry.path)
             before = parent.get(entry.path)
@@ -267,21 +281,27 @@ class Backup:
                         "changed since an earlier attempt recorded it",
                     )
             elif before is not None and not self.rehash and _same_stat(entry, before):
-                to_register.append(self._file_in(entry, before.sha256, FileChange.UNCHANGED))
+                unchanged.append(before)  # its parent's state goes on: no row
             else:
                 to_hash.append(entry)
         for entry, hashed in zip(to_hash, self.hashers.map(self._hash, to_hash), strict=True):
             if hashed is None:
                 continue
             before = parent.get(entry.path)
-            change = (
-                FileChange.NEW
-                if before is None
-                else (
-                    FileChange.UNCHANGED if before.sha256 == hashed.sha256 else FileChange.CHANGED
-                )
-            )
+            if before is None:
+                change = FileChange.NEW
+            elif before.sha256 != hashed.sha256:
+                change = FileChange.CHANGED
+            elif _same_stat(entry, before):
+                unchanged.append(before)  # rehashed, and the very same state
+                continue
+            else:  # the same content with other metadata: a state of its own
+                change = FileChange.UNCHANGED
             to_register.append(self._file_in(entry, hashed.sha256, change, hashed))
+        self.report.files += len(unchanged)
+        with self.report.lock:
+            self.seen.extend(known.id for known in unchanged)
+            self.seen.extend(parent[f.path].id for f in to_register if f.path in parent)
         if not to_register:
             return
         self.report.files += len(to_register)
@@ -370,26 +390,13 @@ class Backup:
             raise
 
     def _record_deleted(self) -> None:
-        """Files of the previous job that are gone now: recorded as deleted in this job."""
-        if self.parent_id is None:
+        """Files of the parent that this run did not see: recorded as deleted in this job."""
+        if self.parent_seq is None:
             return
+        with self.report.lock:
+            seen = sorted(set(self.seen))
         with self.sessions() as session:
-            session.execute(
-                text("""
-                    INSERT INTO files (job_id, bucket_id, path, size, sha256, mtime, mtime_ns,
-                                       inode, raw_path, change, mode, is_duplicate,
-                                       canonical_file_id, object_version_id)
-                    SELECT :job_id, p.bucket_id, p.path, p.size, p.sha256, p.mtime, p.mtime_ns,
-                           p.inode, p.raw_path, 'deleted', p.mode, true,
-                           coalesce(p.canonical_file_id, p.id), p.object_version_id
-                    FROM files p
-                    WHERE p.job_id = :parent_id AND p.change <> 'deleted'
-                      AND NOT EXISTS (SELECT 1 FROM files c
-                                      WHERE c.job_id = :job_id AND c.path = p.path)
-                    ON CONFLICT (job_id, path) DO NOTHING
-                """),
-                {"job_id": self.job_id, "parent_id": self.parent_id},
-            )
+            lineage.record_deletions(session, self.job_id, self.source_id, self.parent_seq, seen)
             session.commit()
 
     def _checkpoint(self) -> None:
@@ -418,6 +425,7 @@ class Backup:
 
     def _result(self, seconds: float) -> dict[str, Any]:
         with self.sessions() as session:
+            # Its own rows: what is new, changed (or re-recorded) or deleted.
             counts = {
                 change: count
                 for change, count in session.execute(
@@ -440,10 +448,10 @@ class Backup:
                     File.change.in_([FileChange.NEW, FileChange.CHANGED]),
                 )
             ).one()
-        seen = sum(n for change, n in counts.items() if change != FileChange.DELETED)
+        seen = self.report.files
         return {
             "files_seen": seen,
-            "unchanged": counts.get(FileChange.UNCHANGED, 0),
+            "unchanged": seen - counts.get(FileChange.NEW, 0) - counts.get(FileChange.CHANGED, 0),
             "new": counts.get(FileChange.NEW, 0),
             "changed": counts.get(FileChange.CHANGED, 0),
             "duplicate": duplicates,

@@ -21,8 +21,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
+from ..catalog import lineage
 from ..catalog.jobs import get_job
-from ..catalog.models import BackupObject, Bucket, File, FileChange, JobStatus, ObjectVersion
+from ..catalog.models import BackupJob, BackupObject, Bucket, File, JobStatus, ObjectVersion
 from ..errors import Conflict, Invalid
 from ..storage import ObjectStore
 
@@ -67,7 +68,9 @@ class RestoreResult:
         }
 
 
-def _items(session: Session, job_id: int, prefix: str | None, path: str | None) -> Iterator[Item]:
+def _items(
+    session: Session, job: BackupJob, prefix: str | None, path: str | None
+) -> Iterator[Item]:
     canonical = aliased(File)
     version_id = func.coalesce(File.object_version_id, canonical.object_version_id)
     query = (
@@ -88,7 +91,7 @@ def _items(session: Session, job_id: int, prefix: str | None, path: str | None) 
         )
         .outerjoin(BackupObject, BackupObject.id == ObjectVersion.object_id)
         .outerjoin(Bucket, Bucket.id == BackupObject.bucket_id)
-        .where(File.job_id == job_id, File.change != FileChange.DELETED)
+        .where(lineage.in_tree(session, job))
         .order_by(File.id)
     )
     if path is not None:
@@ -193,7 +196,7 @@ def restore(
 
     with ThreadPoolExecutor(workers, thread_name_prefix="restore") as pool:
         window: list[Item] = []
-        for item in _items(session, job_id, prefix, path):
+        for item in _items(session, job, prefix, path):
             window.append(item)
             if len(window) >= 1000:  # bounded: constant memory whatever the tree's size
                 list(pool.map(one, window))

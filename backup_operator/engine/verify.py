@@ -7,6 +7,8 @@
   when asked (`delete_untracked`), since the bucket may hold data that is not ours.
 - size or checksum mismatch: the stored bytes are not what the catalog recorded; on a
   sample of versions or all of them. Never repaired automatically: reported.
+- tag drift: an object's latest version has other tags in the store than the catalog
+  recorded for it (checked with the checksums). Repair puts the catalog's tags back.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from ..catalog.arrays import in_ids
 from ..catalog.buckets import get_bucket
-from ..catalog.models import BackupObject, Bucket, ObjectVersion
+from ..catalog.models import BackupObject, Bucket, ObjectVersion, Tag
 from ..storage import ObjectStore
 
 REPORT_ITEMS = 50
@@ -36,14 +38,19 @@ class Drift:
     missing: list[tuple[str, str]] = field(default_factory=list)
     untracked: list[tuple[str, str]] = field(default_factory=list)
     mismatched: list[tuple[str, str, str]] = field(default_factory=list)
+    tag_drift: list[tuple[str, str, str]] = field(default_factory=list)
     repaired_missing: int = 0
+    repaired_tags: int = 0
     deleted_untracked: int = 0
 
     @property
     def clean(self) -> bool:
         unrepaired_missing = len(self.missing) - self.repaired_missing
         unrepaired_untracked = len(self.untracked) - self.deleted_untracked
-        return not (unrepaired_missing or unrepaired_untracked or self.mismatched)
+        unrepaired_tags = len(self.tag_drift) - self.repaired_tags
+        return not (
+            unrepaired_missing or unrepaired_untracked or self.mismatched or unrepaired_tags
+        )
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -55,12 +62,15 @@ class Drift:
             "missing": len(self.missing),
             "untracked": len(self.untracked),
             "mismatched": len(self.mismatched),
+            "tag_drift": len(self.tag_drift),
             "repaired_missing": self.repaired_missing,
+            "repaired_tags": self.repaired_tags,
             "deleted_untracked": self.deleted_untracked,
             "examples": {
                 "missing": [f"{k}@{v}" for k, v in self.missing[:REPORT_ITEMS]],
                 "untracked": [f"{k}@{v}" for k, v in self.untracked[:REPORT_ITEMS]],
                 "mismatched": [f"{k}@{v}: {why}" for k, v, why in self.mismatched[:REPORT_ITEMS]],
+                "tag_drift": [f"{k}@{v}: {why}" for k, v, why in self.tag_drift[:REPORT_ITEMS]],
             },
         }
 
@@ -115,6 +125,7 @@ def verify(
         drift.checked_checksums += 1
         if sha != catalog[(key, version_id)][2]:
             drift.mismatched.append((key, version_id, f"sha256 is {sha}"))
+    _check_tags(session, store, bucket, catalog, to_check, drift, repair=repair)
     if repair and drift.missing:
         session.execute(
             update(ObjectVersion)
@@ -130,3 +141,43 @@ def verify(
         refused = store.delete_versions(bucket.name, drift.untracked)
         drift.deleted_untracked = len(drift.untracked) - len(refused)
     return drift
+
+
+def _check_tags(
+    session: Session,
+    store: ObjectStore,
+    bucket: Bucket,
+    catalog: dict[tuple[str, str], tuple[int, int, str]],
+    checked: list[tuple[str, str]],
+    drift: Drift,
+    *,
+    repair: bool,
+) -> None:
+    """The tags of the checked versions that are their object's latest live one."""
+    ids = {catalog[k][0]: k for k in checked}
+    newest = set(
+        session.scalars(
+            select(func.max(ObjectVersion.id))
+            .where(
+                ObjectVersion.object_id.in_(
+                    select(ObjectVersion.object_id).where(in_ids(ObjectVersion.id, list(ids)))
+                ),
+                ObjectVersion.deleted_at.is_(None),
+            )
+            .group_by(ObjectVersion.object_id)
+        )
+    )
+    recorded: dict[int, dict[str, str]] = {}
+    for row_id, tag_key, value in session.execute(
+        select(Tag.version_id, Tag.key, Tag.value).where(in_ids(Tag.version_id, list(newest)))
+    ):
+        recorded.setdefault(row_id, {})[tag_key] = value
+    for version_row in sorted(newest & set(ids)):
+        key, version_id = ids[version_row]
+        want = recorded.get(version_row, {})
+        have = store.get_tags(bucket.name, key, version_id)
+        if have != want:
+            drift.tag_drift.append((key, version_id, f"tags are {have}, recorded {want}"))
+            if repair:
+                store.set_tags(bucket.name, key, version_id, want)
+                drift.repaired_tags += 1
