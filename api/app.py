@@ -148,7 +148,7 @@ def create_app(
                 or EngineRunner(
                     app.state.sessions,
                     app.state.store,
-                    Options(outage_seconds=settings.job_heartbeat_timeout_seconds / 2),
+                    Options.for_settings(settings),
                     source_roots=settings.source_roots,
                 ),
                 interval=settings.scheduler_interval_seconds,

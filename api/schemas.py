@@ -72,6 +72,13 @@ class JobCreate(In):
         description="put on every object version the job uploads (S3 object tags, at most "
         "10), and they become those objects' tags in the catalog; omitted: none",
     )
+    pack_threshold: int | None = Field(
+        None,
+        ge=0,
+        le=64 * 1024 * 1024,
+        description="files smaller than this many bytes are stored in pack objects; 0: "
+        "every file its own object; omitted: the PACK_THRESHOLD_BYTES setting",
+    )
 
 
 class JobStatusUpdate(In):
@@ -104,6 +111,7 @@ class JobOut(Out):
     attempts: int
     active_deadline_seconds: int | None
     tags: dict[str, str]
+    pack_threshold: int | None
     error: str | None = Field(
         description="why it failed; on a resumed job still running, why it was resumed"
     )
@@ -141,7 +149,13 @@ class FileOut(Out):
     canonical_file_id: int | None
     object_version_id: int | None = Field(
         validation_alias=AliasChoices("stored_version_id", "object_version_id"),
-        description="the version holding the content (a duplicate's: its canonical's)",
+        description="the version holding the content (a duplicate's: its canonical's); "
+        "for a packed file, a version of its pack object (under .packs/)",
+    )
+    pack_offset: int | None = Field(
+        validation_alias=AliasChoices("stored_pack_offset", "pack_offset"),
+        description="packed files: where the content starts in that pack version (its "
+        "length is `size`); null: the version holds this file alone",
     )
     created_at: datetime
 
@@ -201,6 +215,10 @@ class ObjectOut(Out):
     id: int
     bucket_id: int
     key: str
+    is_pack: bool = Field(
+        description="a pack of small files' contents (under .packs/): the files it holds "
+        "list it as their object_version_id, each at its pack_offset"
+    )
     created_at: datetime
 
 

@@ -56,6 +56,13 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     backup.add_argument("--rehash", action="store_true", help="hash files whose stat is unchanged")
     backup.add_argument("--job", type=int, help="run this existing job instead (resumes it)")
     backup.add_argument(
+        "--pack-threshold",
+        type=int,
+        metavar="BYTES",
+        help="pack files smaller than this (0: every file its own object; "
+        "default PACK_THRESHOLD_BYTES)",
+    )
+    backup.add_argument(
         "--source", dest="mounted_at", help="with --job: where its source is mounted here"
     )
     backup.add_argument(
@@ -187,6 +194,7 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
                 bucket_id=bucket.id,
                 key_prefix=args.prefix,
                 rehash=args.rehash,
+                pack_threshold=args.pack_threshold,
             )
             job = jobs.claim_job(session, job.id, worker_id=worker)
     logger.info("job %s: backing up %s", job.id, job.source_system)
@@ -199,12 +207,12 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
                 ctx.store,
                 job.id,
                 heartbeat.check,
-                Options(
+                Options.for_settings(
+                    ctx.settings,
                     rehash=args.rehash,
                     batch_files=args.batch_files,
                     progress=progress,
                     source=args.mounted_at,
-                    outage_seconds=ctx.settings.job_heartbeat_timeout_seconds / 2,
                 ),
             )
     except Terminated:

@@ -44,6 +44,8 @@ EXPORTED = {
     f"{PREFIX}_retention_versions_deleted_total": "Object versions retention deleted",
     f"{PREFIX}_retention_bytes_freed_total": "Bytes retention freed",
     f"{PREFIX}_catalog_rows": "Rows in the catalog's main tables (estimate)",
+    f"{PREFIX}_bucket_bytes": "Bytes of a bucket: stored (its live versions, packs "
+    "included) and logical (the distinct contents they hold)",
     f"{PREFIX}_object_store_up": "1 when the object store answers, else 0",
 }
 
@@ -87,6 +89,20 @@ _RUNS = text("""
     FROM retention_runs GROUP BY 1
 """)
 
+# Per bucket, what its live versions weigh, and the distinct contents they hold: the
+# difference is the packs' index and the contents no kept file references yet.
+_BUCKET_BYTES = text("""
+    SELECT b.name AS bucket,
+           coalesce((SELECT sum(v.size) FROM object_versions v
+                     JOIN backup_objects o ON o.id = v.object_id
+                     WHERE o.bucket_id = b.id AND v.deleted_at IS NULL), 0) AS stored,
+           coalesce((SELECT sum(f.size) FROM files f
+                     JOIN object_versions v ON v.id = f.object_version_id
+                     WHERE f.bucket_id = b.id AND NOT f.is_duplicate
+                       AND v.deleted_at IS NULL), 0) AS logical
+    FROM buckets b
+""")
+
 _ROWS = text("""
     SELECT relname, greatest(reltuples, 0)::bigint FROM pg_class
     WHERE relname IN ('backup_jobs', 'files', 'backup_objects', 'object_versions')
@@ -111,6 +127,7 @@ class CatalogCollector(Collector):
                 jobs = session.execute(_JOBS).all()
                 runs = session.execute(_RUNS).all()
                 rows = session.execute(_ROWS).all()
+                sizes = session.execute(_BUCKET_BYTES).all()
         except Exception as error:  # the catalog is down: say so in logs, export the rest
             logger.warning("metrics: catalog unavailable: %s", error)
             return
@@ -122,6 +139,12 @@ class CatalogCollector(Collector):
         for table, count in rows:
             catalog.add_metric([table], count)
         yield catalog
+        name = f"{PREFIX}_bucket_bytes"
+        size = GaugeMetricFamily(name, EXPORTED[name], labels=["bucket", "kind"])
+        for row in sizes:
+            size.add_metric([row.bucket, "stored"], float(row.stored))
+            size.add_metric([row.bucket, "logical"], float(row.logical))
+        yield size
 
     def _store_up(self) -> Metric:
         try:

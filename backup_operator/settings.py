@@ -70,6 +70,15 @@ class Settings(BaseSettings):
     # API requests using the object store at once (of the 40 worker threads); beyond, 503.
     store_concurrency: int = Field(16, ge=1, le=40)
 
+    # Files smaller than this are stored in pack objects of about PACK_SIZE_BYTES, many
+    # to an S3 object (one PUT for hundreds of small files); 0: every file its own object.
+    # A job's `pack_threshold` overrides it.
+    pack_threshold_bytes: int = Field(1024 * 1024, ge=0, le=64 * 1024 * 1024)
+    pack_size_bytes: int = Field(8 * 1024 * 1024, ge=1024 * 1024, le=256 * 1024 * 1024)
+    # A jobs policy's run rewrites the packs whose content bytes are at least this share
+    # unreferenced by kept files (1: never; a pack referenced by none is always deleted).
+    pack_prune_waste: float = Field(0.5, gt=0, le=1)
+
     # Seconds a client is told to wait after a 503 (a dependency is down).
     retry_after_seconds: int = Field(5, ge=1)
 

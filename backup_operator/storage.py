@@ -243,6 +243,21 @@ class ObjectStore:
         with translate_errors(f"get {bucket}/{key}@{version_id}"):
             return self.client.get_object(bucket, key, version_id=version_id)
 
+    def read_range(self, bucket: str, key: str, version_id: str, offset: int, length: int) -> bytes:
+        """`length` bytes of a version from `offset` (a ranged GET)."""
+        with translate_errors(f"get {bucket}/{key}@{version_id}"):
+            response = self.client.get_object(
+                bucket, key, version_id=version_id, offset=offset, length=length
+            )
+            try:
+                data = response.read()
+            finally:
+                response.close()
+                response.release_conn()
+        if len(data) != length:
+            raise ValueError(f"{key}@{version_id}: {len(data)} bytes from {offset}, not {length}")
+        return data
+
     def content(self, bucket: str, key: str, version_id: str, chunk: int = MIB) -> Iterator[bytes]:
         """Stream one version's bytes; the connection goes back to the pool after."""
         response = self.get(bucket, key, version_id)

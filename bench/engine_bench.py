@@ -3,8 +3,10 @@
 Dataset (deterministic): 100 directories; 8,000 unique files of random bytes, 1-16 KB;
 2,000 more files each repeating one of those; 20 files of 10 MB (about 300 MB, 10,020
 files). Each tool backs it up into its own bucket, then again with nothing changed.
-Then: peak RSS while backing up a tree of empty files, and restore speed of the 20
-large files. Prints one figure per line (`name=value`).
+Then: the same backup with packing off (every file its own object) against rclone; a
+restore of the whole tree against restic's; 100,000 files of 0-4 KB against restic; peak
+RSS while backing up a tree of empty files, and restore speed of the 20 large files.
+Prints one figure per line (`name=value`).
 
 Needs Debian's `restic` and `rclone` (`make bench` installs them when missing).
 """
@@ -86,6 +88,7 @@ def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, float,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--empty-files", type=int, default=1_000_000)
+    parser.add_argument("--small-files", type=int, default=100_000, help="files of 0-4 KB")
     parser.add_argument("--skip-peers", action="store_true", help="only this engine")
     parser.add_argument("--make-dataset", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -185,6 +188,68 @@ def main() -> None:
                 "ratio_rerun_ours_over_restic="
                 f"{results['ours_rerun'] / results['restic_rerun']:.2f}"
             )
+
+            # Packing off: every file its own object, as rclone stores them.
+            seconds, rss, _ = run_measured([*ours[:-1], "ours-plain", "--pack-threshold", "0"], env)
+            print(f"ours_plain_full_seconds={seconds:.2f}")
+            print(f"ratio_plain_full_ours_over_rclone={seconds / results['rclone_full']:.2f}")
+
+            # Restoring the whole tree.
+            restored_ours = work / "restore-ours"
+            seconds, rss, _ = run_measured(
+                [
+                    sys.executable,
+                    "-m",
+                    "backup_operator",
+                    "restore",
+                    str(stats["job_id"]),
+                    str(restored_ours),
+                ],
+                env,
+            )
+            results["ours_restore"] = seconds
+            print(f"ours_restore_seconds={seconds:.2f}")
+            print(f"ours_restore_peak_rss_mb={rss:.0f}")
+            shutil.rmtree(restored_ours)
+            restored_restic = work / "restore-restic"
+            seconds, rss, _ = run_measured(
+                ["restic", "-r", repo, "restore", "latest", "--target", str(restored_restic)],
+                s3_env,
+            )
+            print(f"restic_restore_seconds={seconds:.2f}")
+            print(f"restic_restore_peak_rss_mb={rss:.0f}")
+            print(f"ratio_restore_ours_over_restic={results['ours_restore'] / seconds:.2f}")
+            shutil.rmtree(restored_restic)
+
+            if args.small_files:
+                small = work / "small"
+                rng = random.Random(5)
+                for i in range(args.small_files):
+                    directory = small / f"d{i // 1000:03}"
+                    if i % 1000 == 0:
+                        directory.mkdir(parents=True)
+                    (directory / f"s{i:06}").write_bytes(rng.randbytes(rng.randint(0, 4096)))
+                print(f"small_files={args.small_files}")
+                seconds, rss, _ = run_measured(
+                    [
+                        sys.executable,
+                        "-m",
+                        "backup_operator",
+                        "backup",
+                        str(small),
+                        "--bucket",
+                        "small",
+                    ],
+                    env,
+                )
+                print(f"ours_small_full_seconds={seconds:.2f}")
+                print(f"ours_small_full_peak_rss_mb={rss:.0f}")
+                small_restic = ["restic", "-r", repo, "backup", "--quiet", str(small)]
+                restic_seconds, rss, _ = run_measured(small_restic, s3_env)
+                print(f"restic_small_full_seconds={restic_seconds:.2f}")
+                print(f"restic_small_full_peak_rss_mb={rss:.0f}")
+                print(f"ratio_small_full_ours_over_restic={seconds / restic_seconds:.2f}")
+                shutil.rmtree(small)
 
         target = work / "restore"
         seconds, rss, out = run_measured(

@@ -172,6 +172,7 @@ def part_scale(url: str, files: int, backups: int, churn: int, runs: int, env: d
                 conn.execute(
                     FABRICATE, {**params, "start": 1, "stop": files, "suffix": "", "change": "new"}
                 )
+                conn.execute("ANALYZE files")  # fresh statistics: a linear plan below
                 # Every 10th file is a duplicate of another's content.
                 conn.execute(
                     "UPDATE files f SET is_duplicate = true, sha256 = c.sha256,"

@@ -92,6 +92,7 @@ def register(
                     schedule=(meta.get("labels") or {}).get(SCHEDULE_LABEL),
                     active_deadline_seconds=spec.get("activeDeadlineSeconds"),
                     tags=spec.get("tags"),
+                    pack_threshold=spec.get("packThreshold"),
                 )
             new = job_status(job, status, generation, status.get("workload"), spec.get("tags"))
             _tell_if_resumed(body, status, job)

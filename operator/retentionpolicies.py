@@ -155,7 +155,14 @@ def run(
 
 def _apply(memo: kopf.Memo, policy_id: int, actor: str, deadline: Deadline) -> dict[str, Any]:
     with memo.sessions() as session:
-        result = retention.apply(session, memo.store, policy_id, actor=actor, deadline=deadline)
+        result = retention.apply(
+            session,
+            memo.store,
+            policy_id,
+            actor=actor,
+            deadline=deadline,
+            prune_waste=memo.app.pack_prune_waste,
+        )
         return {
             "dryRun": False,
             "runId": result.run.id,

@@ -74,7 +74,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
             EngineRunner(
                 memo.sessions,
                 memo.store,
-                Options(outage_seconds=app.job_heartbeat_timeout_seconds / 2),
+                Options.for_settings(app),
                 source_roots=app.source_roots,
             ),
             memo.custom,

@@ -279,7 +279,9 @@ def back_up(
     prefix: str = "host1",
     **options: object,
 ) -> tuple[int, dict]:  # type: ignore[type-arg]
-    """Run a directory backup to completion with the engine, as a worker would."""
+    """Run a directory backup to completion with the engine, as a worker would. Every
+    file is its own object unless `pack_threshold` is given (tests/test_packs.py)."""
+    options.setdefault("pack_threshold", 0)
     from backup_operator.catalog import jobs
     from backup_operator.engine.backup import Options, run_backup
 
@@ -294,6 +296,21 @@ def back_up(
             session, job.id, worker_id="test-worker", status=jobs.outcome(stats), stats=stats
         )
     return job.id, stats
+
+
+def keep_newest_job(session: Session, bucket_id: int, source: Path, name: str = "newest") -> int:
+    """A jobs policy keeping only the newest backup of `source`: its id."""
+    from backup_operator.catalog.models import RetentionTarget
+    from backup_operator.catalog.retention import create_policy
+
+    return create_policy(
+        session,
+        name=name,
+        rules={"keep_last": 1},
+        target=RetentionTarget.JOBS,
+        bucket_id=bucket_id,
+        source_system=str(source),
+    ).id
 
 
 def versions_of_one_file(

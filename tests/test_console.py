@@ -12,12 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.api.app import create_app
 from backup_operator.catalog.models import BackupJob, BackupObject, File, JobStatus, ObjectVersion
+from backup_operator.engine.packs import IN_FLIGHT
 from backup_operator.engine.runner import EngineRunner
 from backup_operator.engine.verify import verify
 from backup_operator.scheduler import Scheduler
@@ -48,10 +50,16 @@ def console(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 
 
 def start_backup(
-    env: dict[str, str], source: Path, bucket: str, batch_files: int, **popen: Any
+    env: dict[str, str],
+    source: Path,
+    bucket: str,
+    batch_files: int,
+    *options: str,
+    **popen: Any,
 ) -> subprocess.Popen[bytes]:
     """`backup-operator backup SOURCE --bucket BUCKET` as a process of its own."""
     command = ["backup", str(source), "--bucket", bucket, "--batch-files", str(batch_files)]
+    command += options
     return subprocess.Popen([sys.executable, "-m", "backup_operator", *command], env=env, **popen)
 
 
@@ -105,6 +113,7 @@ def stored_versions(session: Session) -> set[tuple[str, str]]:
     return {(key, version_id) for key, version_id in rows}
 
 
+@pytest.mark.parametrize("pack_threshold", [0, 1024 * 1024], ids=["plain", "packs"])
 def test_killed_worker_is_resumed_without_uploading_again(
     db_url: str,
     s3_endpoint: tuple[str, str, str],
@@ -112,6 +121,7 @@ def test_killed_worker_is_resumed_without_uploading_again(
     tmp_path: Path,
     sessions: sessionmaker[Session],
     store: ObjectStore,
+    pack_threshold: int,
 ) -> None:
     make_tree(tmp_path / "src", 3000, 4096)
     worker = start_backup(
@@ -119,16 +129,25 @@ def test_killed_worker_is_resumed_without_uploading_again(
         tmp_path / "src",
         bucket_name,
         250,
+        "--pack-threshold",
+        str(pack_threshold),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    stored_before: set[tuple[str, str]] = set()
+    stored_files = 0
     deadline = time.monotonic() + 120
     with sessions() as session:
-        while len(stored_before) < 500:
+        while stored_files < 500:  # two batches recorded, uploads of the next under way
             assert worker.poll() is None, "the backup ended before it could be killed"
             assert time.monotonic() < deadline
-            stored_before = stored_versions(session)
+            stored_files = (
+                session.scalar(
+                    select(func.count())
+                    .select_from(File)
+                    .where(File.object_version_id.is_not(None))
+                )
+                or 0
+            )
             session.rollback()
             time.sleep(0.01)
     worker.send_signal(signal.SIGKILL)
@@ -136,7 +155,8 @@ def test_killed_worker_is_resumed_without_uploading_again(
     with sessions() as session:
         stored_before = stored_versions(session)
         job = session.scalars(select(BackupJob)).one()
-        assert job.status is JobStatus.RUNNING and len(stored_before) < 3000
+        assert job.status is JobStatus.RUNNING
+    in_store_at_kill = {(v.key, v.version_id) for v in store.list_versions(bucket_name)}
 
     time.sleep(1.2)  # the dead worker's heartbeat goes stale
     survivor = Scheduler(sessions, runner=EngineRunner(sessions, store), heartbeat_timeout=1)
@@ -145,18 +165,25 @@ def test_killed_worker_is_resumed_without_uploading_again(
         job = session.get_one(BackupJob, job.id)
         assert job.status is JobStatus.COMPLETED, job.error
         assert job.attempts == 2 and job.stats["new"] == 3000
-        # Each upload counted once across the two attempts, as the store holds them.
-        assert (job.stats["uploads"], job.stats["bytes_uploaded"]) == (3000, 3000 * 4096)
         assert session.scalar(select(func.count()).select_from(File)) == 3000
         in_store: dict[str, list[str]] = {}
         for version in store.list_versions(bucket_name):
             in_store.setdefault(version.key, []).append(version.version_id)
         for key, version_id in stored_before:
             assert in_store[key] == [version_id], f"{key} was uploaded again"
-        # An upload in flight at the kill may be left untracked: verify finds, repair removes.
+        recorded = stored_versions(session)
+        # Each upload counted once across the two attempts: those the catalog records.
+        assert job.stats["uploads"] == len(recorded)
+        # What was in flight at the kill is left untracked (verify finds it, repair
+        # removes it): at most the packs (or plain uploads) under way, nothing more.
+        untracked = in_store_at_kill - recorded
+        assert len(untracked) <= (IN_FLIGHT if pack_threshold else 16)
         drift = verify(session, store, job.bucket_id, repair=True, delete_untracked=True)
-        assert not drift.missing
-        assert verify(session, store, job.bucket_id, checksum_sample=50).clean
+        assert not drift.missing and set(drift.untracked) == untracked
+        # No pack the catalog references is missing or truncated.
+        assert verify(session, store, job.bucket_id, checksum_all=True).clean
+        if pack_threshold:
+            assert len(recorded) < 3000 / 100  # hundreds of files to an object
 
 
 def test_api_backs_up_and_restores(settings: Settings, bucket_name: str, tmp_path: Path) -> None:
@@ -183,7 +210,9 @@ def test_api_backs_up_and_restores(settings: Settings, bucket_name: str, tmp_pat
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert job["status"] == "completed", job["error"]
-        assert job["stats"]["new"] == 12 and job["stats"]["bytes_uploaded"] == 12 * 2048
+        # Small files: one pack, one PUT (its bytes: the contents and their index).
+        assert job["stats"]["new"] == 12 and job["stats"]["uploads"] == 1
+        assert job["stats"]["bytes_uploaded"] > 12 * 2048
         files = client.get("/files/", params={"job_id": job["id"]}).json()
         assert {f["change"] for f in files} == {"new"}
 

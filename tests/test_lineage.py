@@ -16,14 +16,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from backup_operator.api.app import create_app
 from backup_operator.catalog import jobs
 from backup_operator.catalog.buckets import create_bucket
-from backup_operator.catalog.models import File, RetentionTarget
-from backup_operator.catalog.retention import apply, create_policy
+from backup_operator.catalog.models import File
+from backup_operator.catalog.retention import apply
 from backup_operator.engine.backup import run_backup
 from backup_operator.engine.restore import restore
 from backup_operator.settings import Settings
 from backup_operator.storage import ObjectStore
 
-from .conftest import back_up, write
+from .conftest import back_up, keep_newest_job, write
 
 
 @pytest.fixture
@@ -268,15 +268,7 @@ def test_forgetting_a_running_backups_parent_keeps_what_it_relies_on(
     write(source, "a", b"a3")
     back_up(sessions, store, bucket_id, source)  # completes first, a3
     with sessions() as session:
-        policy = create_policy(
-            session,
-            name="newest",
-            rules={"keep_last": 1},
-            target=RetentionTarget.JOBS,
-            bucket_id=bucket_id,
-            source_system=str(source),
-        )
-        result = apply(session, store, policy.id, actor="test")
+        result = apply(session, store, keep_newest_job(session, bucket_id, source), actor="test")
         assert result.run.forgotten_jobs == 2
         # a1 went; a2, which the running backup has as unchanged, stays.
         assert sorted(v.version.size for v in result.deleted) == [2]

@@ -98,6 +98,9 @@ def test_backups_by_outcome_bytes_files_and_last_success_are_labelled_by_source(
     assert value(samples, "minio_backup_retention_runs_total", **stopped) == 1
     assert value(samples, "minio_backup_object_store_up") == 1
     assert value(samples, "minio_backup_catalog_rows", table="backup_jobs") >= 0
+    # Plain objects here: what the bucket stores is the two distinct contents.
+    assert value(samples, "minio_backup_bucket_bytes", bucket=bucket_name, kind="stored") == 10
+    assert value(samples, "minio_backup_bucket_bytes", bucket=bucket_name, kind="logical") == 10
     assert value(samples, "minio_backup_jobs_running", source="/busy") == 1
     assert 0 <= value(samples, "minio_backup_job_heartbeat_age_seconds", source="/busy") < 60
     exported = {

@@ -68,7 +68,11 @@ def run_one_job(
     with sessions() as session:
         made = create_bucket(session, store, name=bucket, object_lock=False)
         job = jobs.create_job(
-            session, job_name="nightly", source_system=str(source), bucket_id=made.id
+            session,
+            job_name="nightly",
+            source_system=str(source),
+            bucket_id=made.id,
+            pack_threshold=0,  # one object per file: the bytes uploaded are the content's
         )
     scheduler = Scheduler(sessions, runner=EngineRunner(sessions, store), notifier=hook)
     started = time.monotonic()

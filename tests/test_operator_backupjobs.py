@@ -41,7 +41,8 @@ def test_a_backup_job_goes_pending_running_completed_and_lands_in_catalog_and_bu
     write(source, "a.txt", b"alpha")
     write(source, "sub/b.txt", b"bravo")
     write(source, "sub/copy-of-a.txt", b"alpha")
-    op.apply(path_job("nightly", source, bucket_name))
+    # Every file its own object (spec.packThreshold 0), to read the bucket's keys below.
+    op.apply(path_job("nightly", source, bucket_name, packThreshold=0))
 
     done = op.wait_for(JOBS, "nightly", lambda o: phase(o) in {"Completed", "Failed"})
     status = done["status"]
@@ -57,6 +58,7 @@ def test_a_backup_job_goes_pending_running_completed_and_lands_in_catalog_and_bu
         job = session.get_one(BackupJob, status["jobId"])
         assert job.external_uid == done["metadata"]["uid"]
         assert job.job_name == f"{op.namespace}/nightly" and job.source_system == str(source)
+        assert job.pack_threshold == 0
         paths = set(session.scalars(select(File.path).where(File.job_id == job.id)))
     assert paths == {"a.txt", "sub/b.txt", "sub/copy-of-a.txt"}
     keys = {v.key for v in store.list_versions(bucket_name, "k/")}
@@ -132,8 +134,9 @@ def test_delete_keeps_the_catalog_records_unless_asked(
 ) -> None:
     write(tmp_path / "src", "kept.txt", b"kept")
     write(tmp_path / "other", "gone.txt", b"gone")
-    op.apply(path_job("keep", tmp_path / "src", bucket_name))
-    op.apply(path_job("drop", tmp_path / "other", bucket_name, deleteObjectsOnDelete=True))
+    plain = {"packThreshold": 0}  # every file its own object: the keys tell what stays
+    op.apply(path_job("keep", tmp_path / "src", bucket_name, **plain))
+    op.apply(path_job("drop", tmp_path / "other", bucket_name, deleteObjectsOnDelete=True, **plain))
     kept = op.wait_for(JOBS, "keep", lambda o: phase(o) == "Completed")
     dropped = op.wait_for(JOBS, "drop", lambda o: phase(o) == "Completed")
     assert kept["metadata"]["finalizers"]

@@ -84,7 +84,8 @@ def test_a_pvc_job_runs_as_a_batch_job_whose_pod_completes_it(
     name = manifest["metadata"]["name"]
     done = op.wait_for(JOBS, name, lambda o: phase(o) in {"Completed", "Failed"}, timeout=90)
     assert phase(done) == "Completed", done["status"]
-    assert done["status"]["files"] == 2 and done["status"]["uploaded"] == 2
+    # Two small files: one pack, one upload.
+    assert done["status"]["files"] == 2 and done["status"]["uploaded"] == 1
     assert done["status"]["tags"] == {"team": "platform"}
 
     workload = finished_workload(op, done["status"]["workload"])
@@ -125,14 +126,11 @@ def test_a_pvc_job_runs_as_a_batch_job_whose_pod_completes_it(
             "img/logo.png",
         }
         tagged = session.execute(
-            select(BackupObject.key, Tag.key, Tag.value)
+            select(BackupObject.is_pack, Tag.key, Tag.value)
             .join(Tag, Tag.object_id == BackupObject.id)
             .where(BackupObject.bucket_id == recorded.bucket_id)
         ).all()
-    assert sorted(tagged) == [
-        ("app-data/img/logo.png", "team", "platform"),
-        ("app-data/report.csv", "team", "platform"),
-    ]
+    assert tagged == [(True, "team", "platform")]  # the spec's tags, on the pack it wrote
 
     # Deleting the BackupJob deletes its batch Job and pods: the garbage collector
     # follows the ownerReferences.

@@ -103,6 +103,7 @@ def test_a_jobs_tags_go_on_every_version_it_uploads_in_s3_and_the_catalog(
             "bucket_id": bucket["id"],
             "key_prefix": "t",
             "tags": tags,
+            "pack_threshold": 0,  # each file its own object (packs: tests/test_packs.py)
         },
     )
     assert created.status_code == 201 and created.json()["tags"] == tags
@@ -132,6 +133,7 @@ def test_tags_are_per_version_as_in_s3_and_verify_reports_their_drift(
                 "source_system": str(tmp_path / "src"),
                 "bucket_id": bucket["id"],
                 "tags": tags,
+                "pack_threshold": 0,
             },
         ).json()
         Scheduler(sessions, runner=EngineRunner(sessions, store)).run_once()

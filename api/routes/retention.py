@@ -137,7 +137,13 @@ def apply(
     """Delete the versions the policy does not keep, in the store and the catalog.
     Versions under object lock or legal hold are reported, never attempted. The run is
     recorded as an audit entry (`run_id`)."""
-    result = retention.apply(session, store, policy_id, actor=request_actor(request))
+    result = retention.apply(
+        session,
+        store,
+        policy_id,
+        actor=request_actor(request),
+        prune_waste=request.app.state.settings.pack_prune_waste,
+    )
     return {
         "policy_id": policy_id,
         "run_id": result.run.id,

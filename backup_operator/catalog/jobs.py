@@ -58,6 +58,7 @@ def create_job(
     schedule: str | None = None,
     active_deadline_seconds: int | None = None,
     tags: dict[str, str] | None = None,
+    pack_threshold: int | None = None,
 ) -> BackupJob:
     """A new pending job. With `external_uid` (a Kubernetes resource's uid) creating it
     again answers the job already recorded, so that a resource is registered once."""
@@ -88,6 +89,7 @@ def create_job(
         schedule=schedule,
         active_deadline_seconds=active_deadline_seconds,
         tags=dict(tags or {}),
+        pack_threshold=pack_threshold,
     )
     session.add(job)
     session.commit()

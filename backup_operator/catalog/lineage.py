@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import (
+    CTE,
     ColumnElement,
+    Select,
     and_,
     case,
     exists,
@@ -36,8 +38,9 @@ from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.orm import Session, aliased
 
 from ..errors import Invalid, NotFound
+from .arrays import in_ids
 from .models import BackupJob, File, FileChange, Source, SourceType
-from .pages import Page, keyset, page_of
+from .pages import Page, page_of
 
 
 def source_id_for(
@@ -231,35 +234,51 @@ class Difference:
     after: File | None
 
 
+def _materialized(query: Select, name: str) -> CTE:  # type: ignore[type-arg]
+    """Computed whole before the page is cut: a LIMIT would otherwise tempt the planner
+    into nested loops over sets that are only small when read as wholes."""
+    return query.cte(name).prefix_with("MATERIALIZED")
+
+
 def diff(
     session: Session, job: BackupJob, against: BackupJob, *, after: int | None, limit: int
 ) -> Page[Difference]:
-    now, then = aliased(File, name="now"), aliased(File, name="then")
+    # Each side's states (id and path), read by their ranges: proportional to what changed
+    # between the two jobs, whatever the size of their trees; paired by path as wholes;
+    # then only the page's rows are read, by primary key.
+    mine = _materialized(select(File.id, File.path).where(only_in(session, job, against)), "mine")
+    theirs = _materialized(
+        select(File.id, File.path).where(only_in(session, against, job)), "theirs"
+    )
+    cursor = -1 if after is None else after
     ahead = session.execute(
-        keyset(
-            select(now, then)
-            .outerjoin(then, and_(then.path == now.path, only_in(session, against, job, then)))
-            .where(only_in(session, job, against, now)),
-            now.id,
-            after,
-            limit,
-        )
+        select(mine.c.id, theirs.c.id)
+        .outerjoin(theirs, theirs.c.path == mine.c.path)
+        .where(mine.c.id > cursor)
+        .order_by(mine.c.id)
+        .limit(limit + 1)
     ).all()
     gone = session.scalars(
-        keyset(
-            select(then).where(
-                only_in(session, against, job, then),
-                ~exists().where(now.path == then.path, only_in(session, job, against, now)),
-            ),
-            then.id,
-            after,
-            limit,
-        )
+        select(theirs.c.id)
+        .where(~exists().where(mine.c.path == theirs.c.path), theirs.c.id > cursor)
+        .order_by(theirs.c.id)
+        .limit(limit + 1)
     ).all()
+    wanted = {i for pair in ahead for i in pair if i is not None} | set(gone)
+    rows = {
+        state.id: state
+        for state in session.scalars(select(File).where(in_ids(File.id, sorted(wanted))))
+    }
     found = [
-        Difference(state.id, state.path, "added" if before is None else "changed", before, state)
-        for state, before in ahead
-    ] + [Difference(state.id, state.path, "deleted", state, None) for state in gone]
+        Difference(
+            now_id,
+            rows[now_id].path,
+            "added" if then_id is None else "changed",
+            None if then_id is None else rows[then_id],
+            rows[now_id],
+        )
+        for now_id, then_id in ahead
+    ] + [Difference(i, rows[i].path, "deleted", rows[i], None) for i in gone]
     found.sort(key=lambda difference: difference.id)
     return page_of(found[: limit + 1], limit, lambda difference: difference.id)
 

@@ -199,6 +199,9 @@ class BackupJob(Base):
     active_deadline_seconds: Mapped[int | None]
     error: Mapped[str | None] = mapped_column(Text)
     stats: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    # Content smaller than this many bytes goes into pack objects (0: every file its own
+    # object; None: the PACK_THRESHOLD_BYTES setting).
+    pack_threshold: Mapped[int | None]
     # Put on every object version the job uploads, in S3 and in the catalog's tags.
     tags: Mapped[dict[str, str]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     created_at: Mapped[created_at]
@@ -307,6 +310,8 @@ class File(Base):
     object_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("object_versions.id", ondelete="RESTRICT")
     )
+    # Where the content starts in that version when it is a pack (None: the whole object).
+    pack_offset: Mapped[int | None]
     created_at: Mapped[created_at]
 
     canonical: Mapped[File | None] = relationship(
@@ -320,6 +325,11 @@ class File(Base):
             return self.object_version_id
         return self.canonical.object_version_id
 
+    @property
+    def stored_pack_offset(self) -> int | None:
+        """Where the content starts in that version, when it is a pack."""
+        return self.pack_offset if self.canonical is None else self.canonical.pack_offset
+
 
 class BackupObject(Base):
     __tablename__ = "backup_objects"
@@ -328,6 +338,9 @@ class BackupObject(Base):
     id: Mapped[id_pk]
     bucket_id: Mapped[int] = mapped_column(ForeignKey("buckets.id", ondelete="RESTRICT"))
     key: Mapped[str] = mapped_column(Text)
+    # A pack of small files' contents (under PACK_PREFIX), not one file's object: its
+    # versions go when no kept file references them, never by a versions policy.
+    is_pack: Mapped[bool] = mapped_column(server_default=text("false"))
     created_at: Mapped[created_at]
 
 

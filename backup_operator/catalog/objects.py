@@ -97,15 +97,23 @@ def store_content(
 
 @dataclass(frozen=True)
 class Upload:
-    """A canonical file's content, stored as an S3 version of `key`."""
+    """A canonical file's content, stored as an S3 version of `key`; or, for a pack,
+    the contents of `packed` canonical files (file id, offset) in one version."""
 
-    file_id: int
+    file_id: int | None
     key: str
     version_id: str
     size: int
     sha256: str
     etag: str | None
     lock: Lock | None = None
+    packed: tuple[tuple[int, int], ...] = ()
+
+    def links(self) -> list[tuple[int, int | None]]:
+        """(canonical file id, offset in the version or None for the whole object)."""
+        if self.file_id is None:
+            return list(self.packed)
+        return [(self.file_id, None)]
 
 
 def record_versions(
@@ -114,7 +122,7 @@ def record_versions(
     uploads: list[Upload],
     tags: dict[str, str] | None = None,
     *,
-    job_id: int,
+    job_id: int | None,
 ) -> list[ObjectVersion]:
     """Record the versions `job_id` uploaded, in bulk, and link their files (the caller
     commits). With `tags` (the job's, put on the new versions in S3), they become the
@@ -122,9 +130,10 @@ def record_versions(
     if not uploads:
         return []
     keys = sorted({u.key for u in uploads})
+    packs = {u.key for u in uploads if u.file_id is None}
     session.execute(
         insert(BackupObject)
-        .values([{"bucket_id": bucket_id, "key": key} for key in keys])
+        .values([{"bucket_id": bucket_id, "key": key, "is_pack": key in packs} for key in keys])
         .on_conflict_do_nothing()
     )
     object_ids = {
@@ -151,28 +160,14 @@ def record_versions(
     ]
     session.add_all(versions)
     session.flush()
-    links = [
-        {"file_id": u.file_id, "version": v.id} for u, v in zip(uploads, versions, strict=True)
-    ]
-    columns = {
-        "files": [link["file_id"] for link in links],
-        "versions": [link["version"] for link in links],
-    }
-    # Two statements, each on its own index: the canonical files by primary key, their
-    # duplicates by the partial index on canonical_file_id.
-    for condition in (
-        "files.id = v.file_id",
-        "files.canonical_file_id = v.file_id AND files.is_duplicate",
-    ):
-        session.execute(
-            text(f"""
-                UPDATE files SET object_version_id = v.version
-                FROM unnest(CAST(:files AS bigint[]), CAST(:versions AS bigint[]))
-                     AS v(file_id, version)
-                WHERE {condition}
-            """),
-            columns,
-        )
+    link_versions(
+        session,
+        [
+            (file_id, version.id, offset)
+            for upload, version in zip(uploads, versions, strict=True)
+            for file_id, offset in upload.links()
+        ],
+    )
     if tags:  # each new version's, as S3 has them; older versions keep their own
         session.execute(
             insert(Tag),
@@ -183,6 +178,32 @@ def record_versions(
             ],
         )
     return versions
+
+
+def link_versions(session: Session, links: list[tuple[int, int, int | None]]) -> None:
+    """Point canonical files (and their duplicates) at the version holding their
+    content: (file id, version id, offset in a pack or None)."""
+    columns = {
+        "files": [file_id for file_id, _, _ in links],
+        "versions": [version for _, version, _ in links],
+        "offsets": [offset for _, _, offset in links],
+    }
+    # Two statements, each on its own index: the canonical files by primary key, their
+    # duplicates by the partial index on canonical_file_id (their offset is their
+    # canonical file's).
+    for condition, offset in (
+        ("files.id = v.file_id", "v.pack_offset"),
+        ("files.canonical_file_id = v.file_id AND files.is_duplicate", "NULL"),
+    ):
+        session.execute(
+            text(f"""
+                UPDATE files SET object_version_id = v.version, pack_offset = {offset}
+                FROM unnest(CAST(:files AS bigint[]), CAST(:versions AS bigint[]),
+                            CAST(:offsets AS bigint[])) AS v(file_id, version, pack_offset)
+                WHERE {condition}
+            """),
+            columns,
+        )
 
 
 def is_current(tag: type[Tag] = Tag) -> ColumnElement[bool]:

@@ -42,6 +42,7 @@ from .models import (
 )
 from .objects import is_current
 from .pages import Page, scalar_page
+from .prune import DEFAULT_WASTE, PruneResult, prune_packs
 from .raw import named_rows
 
 
@@ -470,10 +471,15 @@ def has_scope(policy: RetentionPolicy) -> bool:
 def governed_ids(policy: RetentionPolicy) -> Any:
     """The objects a versions policy governs: those attached to it, and those in its
     scope (bucket, key prefix, all the tags)."""
-    attached = select(ObjectRetention.object_id).where(ObjectRetention.policy_id == policy.id)
+    # Packs hold many files' contents: they go with the last file that references them
+    # (jobs policies), never by a versions policy's count or age.
+    packs = select(BackupObject.id).where(BackupObject.is_pack)
+    attached = select(ObjectRetention.object_id).where(
+        ObjectRetention.policy_id == policy.id, ObjectRetention.object_id.not_in(packs)
+    )
     if not has_scope(policy):
         return attached
-    scoped = select(BackupObject.id)
+    scoped = select(BackupObject.id).where(~BackupObject.is_pack)
     if policy.bucket_id is not None:
         scoped = scoped.where(BackupObject.bucket_id == policy.bucket_id)
     if policy.key_prefix:
@@ -606,13 +612,14 @@ def _versions_only_referenced_by(session: Session, doomed: list[int]) -> list[tu
     return [(row, row.key, row.name) for row in rows]
 
 
-@dataclass(frozen=True)
+@dataclass
 class ApplyResult:
     plan: Plan
     run: RetentionRun
     deleted: list[PlannedVersion]
     locked: dict[str, str]  # S3 version id -> the lock that protects it (never attempted)
     refused: dict[str, str]  # S3 version id -> the store's reason for refusing the delete
+    pruned: PruneResult | None = None  # the packs rewritten after it (target jobs)
 
     @property
     def bytes_freed(self) -> int:
@@ -626,12 +633,14 @@ def apply(
     *,
     actor: str,
     deadline: Deadline | None = None,
+    prune_waste: float = DEFAULT_WASTE,
 ) -> ApplyResult:
     """Delete what the plan says, in the store by version id (batched), then in the
     catalog; versions under object lock or legal hold are reported, never attempted.
     For target "jobs" the evaluation and the deletes happen under the bucket's retention
-    lock, in one transaction, and the forgotten jobs are marked. The run is recorded as
-    an audit entry, finished or (if interrupted) not, with what stopped it."""
+    lock, in one transaction, and the forgotten jobs are marked; then the bucket's packs
+    mostly unreferenced (`prune_waste`) are rewritten. The run is recorded as an audit
+    entry, finished or (if interrupted) not, with what stopped it."""
     policy = get_policy(session, policy_id)
     if policy.require_dry_run and (
         policy.dry_run_at is None or policy.dry_run_at < policy.changed_at
@@ -648,7 +657,14 @@ def apply(
         lock_bucket_for_retention(session, policy.bucket_id)
     record_governed(session, policy)
     current = plan(session, policy_id)
-    return _execute(session, store, run, current, jobs_mode=jobs_mode, deadline=deadline)
+    result = _execute(session, store, run, current, jobs_mode=jobs_mode, deadline=deadline)
+    if jobs_mode and policy.bucket_id is not None:
+        bucket = session.get_one(Bucket, policy.bucket_id)
+        pruned = prune_packs(
+            session, store, bucket.id, bucket.name, waste=prune_waste, run_id=result.run.id
+        )
+        result.pruned = pruned
+    return result
 
 
 def forget_job(

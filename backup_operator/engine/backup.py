@@ -11,6 +11,7 @@ uploads none of it again.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -21,11 +22,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import islice
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select, text
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from ..catalog import lineage
 from ..catalog.files import FileIn, FileRecord, register_files
@@ -34,8 +34,10 @@ from ..catalog.models import BackupJob, Bucket, File, FileChange, ObjectVersion
 from ..catalog.objects import HashingReader, Upload, object_key, record_versions
 from ..catalog.retention import lock_for, locking_policies
 from ..retry import retrying, tries_within
-from ..storage import ObjectStore
+from ..settings import Settings
+from ..storage import Lock, ObjectStore
 from .hashing import ChangedWhileReading, Hashed, hash_file
+from .packs import Packer
 from .walk import Entry, Kind, walk
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,22 @@ class Options:
     # gives up (the scheduler sets half the heartbeat timeout: within it no other worker
     # takes the job over, so no attempt is spent).
     outage_seconds: float = 30.0
+    # Files smaller than this go into packs of about `pack_size` bytes (0: none); a
+    # job's own `pack_threshold` wins.
+    pack_threshold: int = 1024 * 1024
+    pack_size: int = 8 * 1024 * 1024
+    # A batch also ends at this many bytes of files to read: small files' contents are
+    # held from their hashing to their pack.
+    batch_bytes: int = 64 * 1024 * 1024
+
+    @classmethod
+    def for_settings(cls, settings: Settings, **options: Any) -> Options:
+        return cls(
+            outage_seconds=settings.job_heartbeat_timeout_seconds / 2,
+            pack_threshold=settings.pack_threshold_bytes,
+            pack_size=settings.pack_size_bytes,
+            **options,
+        )
 
 
 @dataclass
@@ -86,17 +104,19 @@ class Report:
     bytes_read: int = 0
     bytes_uploaded: int = 0
     uploads: int = 0
+    bytes_packed: int = 0
     files: int = 0
     problems: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Failures not yet recorded in the catalog: (path, kind, reason).
     unrecorded: list[tuple[str, str, str | None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, *, read: int = 0, uploaded: int = 0, uploads: int = 0) -> None:
+    def add(self, *, read: int = 0, uploaded: int = 0, uploads: int = 0, packed: int = 0) -> None:
         with self.lock:
             self.bytes_read += read
             self.bytes_uploaded += uploaded
             self.uploads += uploads
+            self.bytes_packed += packed
 
     def problem(self, kind: str, path: str, reason: str | None = None) -> None:
         with self.lock:
@@ -132,11 +152,14 @@ class Known:
     mode: int | None
     sha256: str
     change: FileChange
+    stored: bool  # its content is in the bucket (verify may have found it gone)
 
 
 def _known(session: Session, where: ColumnElement[bool], paths: list[str]) -> dict[str, Known]:
     if not paths:
         return {}
+    canonical = aliased(File)
+    stored = func.coalesce(canonical.object_version_id, File.object_version_id).is_not(None)
     rows = session.execute(
         select(
             File.id,
@@ -147,11 +170,12 @@ def _known(session: Session, where: ColumnElement[bool], paths: list[str]) -> di
             File.mode,
             File.sha256,
             File.change,
-        ).where(where, File.path.in_(paths), File.change != FileChange.DELETED)
+            stored,
+        )
+        .outerjoin(canonical, canonical.id == File.canonical_file_id)
+        .where(where, File.path.in_(paths), File.change != FileChange.DELETED)
     )
-    return {
-        r.path: Known(r.id, r.size, r.mtime_ns, r.inode, r.mode, r.sha256, r.change) for r in rows
-    }
+    return {r[1]: Known(r[0], *r[2:]) for r in rows}
 
 
 def _same_stat(entry: Entry, known: Known) -> bool:
@@ -163,8 +187,16 @@ def _same_stat(entry: Entry, known: Known) -> bool:
     )
 
 
-def _batches(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:
-    while batch := list(islice(entries, size)):
+def _batches(entries: Iterator[Entry], size: int, max_bytes: int) -> Iterator[list[Entry]]:
+    batch: list[Entry] = []
+    held = 0
+    for entry in entries:
+        batch.append(entry)
+        held += entry.size
+        if len(batch) >= size or held >= max_bytes:
+            yield batch
+            batch, held = [], 0
+    if batch:
         yield batch
 
 
@@ -211,6 +243,9 @@ class Backup:
                 else lineage.tree_at(self.source_id, self.parent_seq)
             )
             self.rehash = options.rehash or job.rehash
+            self.pack_threshold = (
+                options.pack_threshold if job.pack_threshold is None else job.pack_threshold
+            )
         # The parent's states this run saw (unchanged or replaced); the others are gone.
         self.seen = array("q")
         self.report = Report.resumed(self.job_stats)
@@ -229,7 +264,7 @@ class Backup:
             session.commit()
         try:
             files = self._classify(walk(self.source))
-            for batch in _batches(files, self.options.batch_files):
+            for batch in _batches(files, self.options.batch_files, self.options.batch_bytes):
                 self._retrying(functools.partial(self._back_up, batch), "backup batch")
                 self._retrying(self._checkpoint, "checkpoint")
             self._retrying(self._record_deleted, "recording deleted files")
@@ -280,19 +315,27 @@ class Backup:
                         entry.path,
                         "changed since an earlier attempt recorded it",
                     )
-            elif before is not None and not self.rehash and _same_stat(entry, before):
+            elif (
+                before is not None
+                and before.stored
+                and not self.rehash
+                and _same_stat(entry, before)
+            ):
                 unchanged.append(before)  # its parent's state goes on: no row
             else:
                 to_hash.append(entry)
+        contents: dict[str, bytes] = {}  # small files' contents, read once, for packs
         for entry, hashed in zip(to_hash, self.hashers.map(self._hash, to_hash), strict=True):
             if hashed is None:
                 continue
+            if hashed.data is not None:
+                contents[entry.path] = hashed.data
             before = parent.get(entry.path)
             if before is None:
                 change = FileChange.NEW
             elif before.sha256 != hashed.sha256:
                 change = FileChange.CHANGED
-            elif _same_stat(entry, before):
+            elif _same_stat(entry, before) and before.stored:
                 unchanged.append(before)  # rehashed, and the very same state
                 continue
             else:  # the same content with other metadata: a state of its own
@@ -314,15 +357,72 @@ class Backup:
         for row in rows:
             if row.object_version_id is None:
                 pending.setdefault(row.canonical_file_id or row.id, row)
-        uploads = [
-            u
-            for u in self.uploaders.map(
-                lambda item: self._upload(item[0], item[1], by_path[item[1].path]),
-                pending.items(),
-            )
-            if u is not None
+        self._store(pending, contents, by_path)
+
+    def _store(
+        self, pending: dict[int, FileRecord], contents: dict[str, bytes], by_path: dict[str, Entry]
+    ) -> None:
+        """Upload the batch's new contents: large files one object each, small ones in
+        packs, all on the upload pool at once; then record them."""
+        large = [
+            self.uploaders.submit(self._upload, content_id, row, by_path[row.path])
+            for content_id, row in pending.items()
+            if row.size >= self.pack_threshold
         ]
+        packer = Packer(
+            self.store,
+            self.bucket,
+            self.uploaders,
+            pack_size=self.options.pack_size,
+            tags=self.tags,
+            uploaded=lambda size: self.report.add(uploaded=size, uploads=1),
+        )
+        for content_id, row in pending.items():
+            if row.size >= self.pack_threshold:
+                continue
+            data = contents.get(row.path)
+            if data is None:  # not hashed in this run (registered by an earlier attempt)
+                data = self._read_small(row, by_path[row.path])
+                if data is None:
+                    continue
+            self.report.add(packed=row.size)
+            packer.add(
+                content_id,
+                data,
+                row.sha256,
+                self._lock(object_key(self.prefix, row.path), row.path),
+            )
+        packs, failed = packer.finish()
+        uploads: list[Upload] = list(packs)
+        for future in large:
+            try:
+                if (upload := future.result()) is not None:
+                    uploads.append(upload)
+            except BaseException as error:
+                failed = failed or error
+        if failed is not None:
+            self._remove(uploads)
+            raise failed
         self._record(uploads)
+
+    def _lock(self, key: str, path: str) -> Lock | None:
+        lock = lock_for(self.lock_policies, key, datetime.now(UTC))
+        if lock is not None and not self.lock_enabled:
+            self.report.problem("lock_not_applied", path, "bucket has no object lock")
+            return None
+        return lock
+
+    def _read_small(self, row: FileRecord, entry: Entry) -> bytes | None:
+        try:
+            with open(entry.os_path, "rb") as handle:
+                data = handle.read(row.size + 1)
+        except OSError as error:
+            self.report.problem("unreadable", row.path, error.strerror)
+            return None
+        if len(data) != row.size or hashlib.sha256(data).hexdigest() != row.sha256:
+            self.report.problem("changed_while_reading", row.path, "changed before its upload")
+            return None
+        return data
 
     def _file_in(
         self, entry: Entry, sha256: str, change: FileChange, hashed: Hashed | None = None
@@ -343,7 +443,7 @@ class Backup:
 
     def _hash(self, entry: Entry) -> Hashed | None:
         try:
-            hashed = hash_file(entry.os_path)
+            hashed = hash_file(entry.os_path, keep_below=self.pack_threshold)
         except ChangedWhileReading as error:
             self.report.problem("changed_while_reading", entry.path, str(error))
             return None
@@ -355,10 +455,7 @@ class Backup:
 
     def _upload(self, content_file_id: int, row: FileRecord, entry: Entry) -> Upload | None:
         key = object_key(self.prefix, row.path)
-        lock = lock_for(self.lock_policies, key, datetime.now(UTC))
-        if lock is not None and not self.lock_enabled:
-            self.report.problem("lock_not_applied", row.path, "bucket has no object lock")
-            lock = None
+        lock = self._lock(key, row.path)
         try:
             with open(entry.os_path, "rb") as handle:
                 reader = HashingReader(handle)
@@ -382,12 +479,16 @@ class Backup:
                 record_versions(session, self.bucket_id, uploads, self.tags, job_id=self.job_id)
                 session.commit()
         except BaseException:
-            for upload in uploads:  # leave no untracked object behind
-                try:
-                    self.store.delete_version(self.bucket, upload.key, upload.version_id)
-                except Exception:
-                    logger.warning("could not remove unrecorded upload %s", upload.key)
+            self._remove(uploads)
             raise
+
+    def _remove(self, uploads: list[Upload]) -> None:
+        """Leave no untracked object behind."""
+        for upload in uploads:
+            try:
+                self.store.delete_version(self.bucket, upload.key, upload.version_id)
+            except Exception:
+                logger.warning("could not remove unrecorded upload %s", upload.key)
 
     def _record_deleted(self) -> None:
         """Files of the parent that this run did not see: recorded as deleted in this job."""

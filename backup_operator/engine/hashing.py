@@ -21,26 +21,35 @@ class Hashed:
     mtime_ns: int
     inode: int
     bytes_read: int
+    # The content itself, for a file small enough to be packed: read once, hashed once.
+    data: bytes | None = None
 
 
 def _signature(info: os.stat_result) -> tuple[int, int, int]:
     return info.st_size, info.st_mtime_ns, info.st_ino
 
 
-def hash_file(path: bytes) -> Hashed:
+def hash_file(path: bytes, keep_below: int = 0) -> Hashed:
     """SHA-256 of a file whose size, mtime and inode are the same before and after the
-    read; a file that keeps changing is re-read, then given up on."""
+    read; a file that keeps changing is re-read, then given up on. The content of a file
+    smaller than `keep_below` bytes is kept too."""
     bytes_read = 0
     for _ in range(ATTEMPTS):
         with open(path, "rb") as handle:
             before = os.fstat(handle.fileno())
             digest = hashlib.sha256()
+            kept: list[bytes] | None = [] if before.st_size < keep_below else None
             size = 0
             while chunk := handle.read(CHUNK):
                 digest.update(chunk)
                 size += len(chunk)
+                if kept is not None:
+                    kept.append(chunk)
             bytes_read += size
             after = os.stat(path, follow_symlinks=False)
         if _signature(before) == _signature(after) and size == after.st_size:
-            return Hashed(digest.hexdigest(), size, after.st_mtime_ns, after.st_ino, bytes_read)
+            data = None if kept is None else b"".join(kept)
+            return Hashed(
+                digest.hexdigest(), size, after.st_mtime_ns, after.st_ino, bytes_read, data
+            )
     raise ChangedWhileReading(f"changed while being read, {ATTEMPTS} times")

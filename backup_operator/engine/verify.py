@@ -1,12 +1,14 @@
 """Compare the catalog with the bucket, report drift, and repair what is safe.
 
 - missing: live versions in the catalog that the store no longer has (deleted behind
-  our back). Repair marks them deleted in the catalog, with the reason.
+  our back). Repair marks them deleted in the catalog, with the reason, and unlinks the
+  files whose content they held: the next backup of those files stores them again.
 - untracked: versions in the store the catalog does not know (an upload whose catalog
   write never happened, e.g. a worker killed between the two). Repair deletes them only
   when asked (`delete_untracked`), since the bucket may hold data that is not ours.
 - size or checksum mismatch: the stored bytes are not what the catalog recorded; on a
-  sample of versions or all of them. Never repaired automatically: reported.
+  sample of versions or all of them; for a pack, each file's content in it as well.
+  Never repaired automatically: reported.
 - tag drift: an object's latest version has other tags in the store than the catalog
   recorded for it (checked with the checksums). Repair puts the catalog's tags back.
 """
@@ -23,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from ..catalog.arrays import in_ids
 from ..catalog.buckets import get_bucket
-from ..catalog.models import BackupObject, Bucket, ObjectVersion, Tag
+from ..catalog.models import BackupObject, Bucket, File, ObjectVersion, Tag
 from ..storage import ObjectStore
 
 REPORT_ITEMS = 50
@@ -120,20 +122,37 @@ def verify(
     to_check = (
         present if checksum_all else random.sample(present, min(checksum_sample, len(present)))
     )
+    packed = _packed_contents(session, [catalog[k][0] for k in to_check])
     for key, version_id in to_check:
-        sha = _sha256(store, bucket.name, key, version_id)
+        row_id = catalog[(key, version_id)][0]
+        if row_id in packed:
+            data = store.read_range(bucket.name, key, version_id, 0, catalog[(key, version_id)][1])
+            sha = hashlib.sha256(data).hexdigest()
+            for path, offset, size, content_sha in packed[row_id]:
+                drift.checked_checksums += 1
+                found = hashlib.sha256(data[offset : offset + size]).hexdigest()
+                if found != content_sha:
+                    drift.mismatched.append((key, version_id, f"{path}: sha256 is {found}"))
+        else:
+            sha = _sha256(store, bucket.name, key, version_id)
         drift.checked_checksums += 1
         if sha != catalog[(key, version_id)][2]:
             drift.mismatched.append((key, version_id, f"sha256 is {sha}"))
     _check_tags(session, store, bucket, catalog, to_check, drift, repair=repair)
     if repair and drift.missing:
+        gone = [catalog[m][0] for m in drift.missing]
         session.execute(
             update(ObjectVersion)
-            .where(in_ids(ObjectVersion.id, [catalog[m][0] for m in drift.missing]))
+            .where(in_ids(ObjectVersion.id, gone))
             .values(
                 deleted_at=func.now(),
                 deletion_reason="missing from the object store (found by verify)",
             )
+        )
+        session.execute(
+            update(File)
+            .where(in_ids(File.object_version_id, gone))
+            .values(object_version_id=None, pack_offset=None)
         )
         session.commit()
         drift.repaired_missing = len(drift.missing)
@@ -141,6 +160,25 @@ def verify(
         refused = store.delete_versions(bucket.name, drift.untracked)
         drift.deleted_untracked = len(drift.untracked) - len(refused)
     return drift
+
+
+def _packed_contents(
+    session: Session, version_ids: list[int]
+) -> dict[int, list[tuple[str, int, int, str]]]:
+    """For the pack versions among these: (path, offset, size, sha256) of each content."""
+    found: dict[int, list[tuple[str, int, int, str]]] = {}
+    rows = session.execute(
+        select(File.object_version_id, File.path, File.pack_offset, File.size, File.sha256)
+        .where(
+            in_ids(File.object_version_id, version_ids),
+            File.pack_offset.is_not(None),
+            ~File.is_duplicate,
+        )
+        .order_by(File.object_version_id, File.pack_offset)
+    )
+    for version_id, path, offset, size, sha in rows:
+        found.setdefault(int(version_id or 0), []).append((path, int(offset or 0), size, sha))
+    return found
 
 
 def _check_tags(

@@ -1,0 +1,131 @@
+"""Packs: the contents of small files written together into one S3 object.
+
+One PUT stores hundreds of small files (the S3 server's cost per request, not per byte,
+is what bounds one-object-per-file backups). A pack is the contents one after another,
+then a JSON index of them (sha256, offset, size) and its length in 8 bytes, so that a
+pack can be read without the catalog too. The catalog records each file's pack version
+and offset; restores read ranges of packs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ..catalog.objects import Upload
+from ..storage import Lock, ObjectStore
+
+PACK_PREFIX = ".packs/"
+IN_FLIGHT = 4  # packs being uploaded at once: what bounds a backup's memory
+
+
+def pack_key() -> str:
+    name = uuid.uuid4().hex
+    return f"{PACK_PREFIX}{name[:2]}/{name}.pack"
+
+
+def strongest(locks: list[Lock]) -> Lock | None:
+    """A pack is locked at least as long, and as strictly, as each content in it."""
+    if not locks:
+        return None
+    modes = {lock.mode for lock in locks if lock.mode}
+    mode = "COMPLIANCE" if "COMPLIANCE" in modes else ("GOVERNANCE" if modes else None)
+    until = max((lock.retain_until for lock in locks if lock.retain_until), default=None)
+    return Lock(mode, until, any(lock.legal_hold for lock in locks))
+
+
+@dataclass
+class _Pack:
+    buffer: bytearray
+    entries: list[tuple[int, int, int, str]]  # file id, offset, size, sha256
+    locks: list[Lock]
+
+
+class Packer:
+    """Collects contents into packs of about `pack_size` bytes and uploads each full one
+    on `pool`, at most IN_FLIGHT at a time; `finish()` answers the uploads."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        bucket: str,
+        pool: ThreadPoolExecutor,
+        *,
+        pack_size: int,
+        tags: dict[str, str],
+        uploaded: Callable[[int], None],
+    ) -> None:
+        self.store = store
+        self.bucket = bucket
+        self.pool = pool
+        self.pack_size = pack_size
+        self.tags = tags
+        self.uploaded = uploaded
+        self._current = _Pack(bytearray(), [], [])
+        self._futures: list[Future[Upload]] = []
+        self._slots = threading.BoundedSemaphore(IN_FLIGHT)
+
+    def add(self, file_id: int, data: bytes, sha256: str, lock: Lock | None) -> None:
+        pack = self._current
+        pack.entries.append((file_id, len(pack.buffer), len(data), sha256))
+        pack.buffer += data
+        if lock is not None:
+            pack.locks.append(lock)
+        if len(pack.buffer) >= self.pack_size:
+            self._send()
+
+    def _send(self) -> None:
+        pack, self._current = self._current, _Pack(bytearray(), [], [])
+        if not pack.entries:
+            return
+        self._slots.acquire()  # waits while IN_FLIGHT packs are on their way
+        try:
+            self._futures.append(self.pool.submit(self._upload, pack))
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _upload(self, pack: _Pack) -> Upload:
+        try:
+            index = json.dumps(
+                [[sha, offset, size] for _, offset, size, sha in pack.entries]
+            ).encode()
+            body = bytes(pack.buffer) + index + len(index).to_bytes(8, "big")
+            key = pack_key()
+            lock = strongest(pack.locks)
+            version_id, etag = self.store.put(
+                self.bucket, key, io.BytesIO(body), len(body), lock=lock, tags=self.tags
+            )
+            self.uploaded(len(body))
+            return Upload(
+                None,
+                key,
+                version_id,
+                len(body),
+                hashlib.sha256(body).hexdigest(),
+                etag,
+                lock,
+                tuple((file_id, offset) for file_id, offset, _, _ in pack.entries),
+            )
+        finally:
+            self._slots.release()
+
+    def finish(self) -> tuple[list[Upload], BaseException | None]:
+        """Send the last pack and wait for all: the packs uploaded, and the first error
+        (the caller records the packs, or removes them on an error)."""
+        self._send()
+        done: list[Upload] = []
+        first_error: BaseException | None = None
+        for future in self._futures:
+            try:
+                done.append(future.result())
+            except BaseException as error:
+                first_error = first_error or error
+        self._futures = []
+        return done, first_error
