@@ -303,17 +303,19 @@ def test_a_file_gone_before_it_is_read_is_reported(
     sessions: sessionmaker[Session], store: ObjectStore, bucket_id: int, tmp_path: Path
 ) -> None:
     root = tmp_path / "vanishing"
-    for i in range(10):
-        write(root, f"f{i}", str(i).encode())
+    for i in range(15):
+        write(root, f"f{i:02}", str(i).encode())
 
     def remove_after_first_batch(counters: dict) -> None:
-        (root / "f9").unlink(missing_ok=True)  # listed already, not read yet
+        # Listed already, not read yet: the second batch is being read while the first
+        # is stored, the third after.
+        (root / "f14").unlink(missing_ok=True)
 
     job_id, stats = back_up(
         sessions, store, bucket_id, root, batch_files=5, progress=remove_after_first_batch
     )
-    assert stats["new"] == 9
-    assert stats["problems"]["unreadable"]["paths"] == ["f9: No such file or directory"]
+    assert stats["new"] == 14
+    assert stats["problems"]["unreadable"]["paths"] == ["f14: No such file or directory"]
     # Not success: the job ended partially failed, and says which file and why.
     assert stats["failed_files"] == 1
     with sessions() as session:
@@ -321,7 +323,7 @@ def test_a_file_gone_before_it_is_read_is_reported(
         assert job.status == "partially_failed"
         page = jobs.list_failures(session, job_id, after=None, limit=10)
     assert [(f.path, f.kind, f.reason) for f in page.items] == [
-        ("f9", "unreadable", "No such file or directory")
+        ("f14", "unreadable", "No such file or directory")
     ]
 
 

@@ -19,10 +19,10 @@ import threading
 import time
 from array import array
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import ColumnElement, func, select, text
 from sqlalchemy.orm import Session, aliased, sessionmaker
@@ -200,6 +200,15 @@ def _batches(entries: Iterator[Entry], size: int, max_bytes: int) -> Iterator[li
         yield batch
 
 
+class Prepared(NamedTuple):
+    to_register: list[FileIn]
+    contents: dict[str, bytes]  # small files' contents, by path
+    by_path: dict[str, Entry]
+
+
+T = TypeVar("T")
+
+
 class Backup:
     def __init__(
         self,
@@ -262,20 +271,37 @@ class Backup:
         with self.sessions() as session:
             forget_failures(session, self.job_id)  # a resumed run tries those files again
             session.commit()
+        # A pipeline one batch deep: the next batch is looked up and hashed (reads only)
+        # while this one is registered, uploaded and recorded (in order, so that
+        # duplicates across batches are found as before).
+        ahead = ThreadPoolExecutor(1, thread_name_prefix="prepare")
         try:
             files = self._classify(walk(self.source))
+            coming: Future[Prepared | None] | None = None
             for batch in _batches(files, self.options.batch_files, self.options.batch_bytes):
-                self._retrying(functools.partial(self._back_up, batch), "backup batch")
-                self._retrying(self._checkpoint, "checkpoint")
+                following = ahead.submit(
+                    self._retrying, functools.partial(self._prepare, batch), "reading a batch"
+                )
+                if coming is not None:
+                    self._commit(coming.result())
+                coming = following
+            if coming is not None:
+                self._commit(coming.result())
             self._retrying(self._record_deleted, "recording deleted files")
             self._retrying(self._checkpoint, "checkpoint")
         finally:
+            ahead.shutdown(cancel_futures=True)
             self.hashers.shutdown(cancel_futures=True)
             self.uploaders.shutdown(cancel_futures=True)
         return self._result(time.monotonic() - started)
 
-    def _retrying(self, step: Callable[[], None], what: str) -> None:
-        retrying(step, what=f"job {self.job_id}: {what}", attempts=self.tries)
+    def _retrying(self, step: Callable[[], T], what: str) -> T:
+        return retrying(step, what=f"job {self.job_id}: {what}", attempts=self.tries)
+
+    def _commit(self, prepared: Prepared | None) -> None:
+        if prepared is not None:
+            self._retrying(functools.partial(self._register_and_store, prepared), "backup batch")
+        self._retrying(self._checkpoint, "checkpoint")
 
     def _classify(self, entries: Iterator[Entry]) -> Iterator[Entry]:
         """Files go on to be backed up; everything else is reported as what it is."""
@@ -295,7 +321,9 @@ class Backup:
             else:
                 self.report.problem("unreadable", entry.path, entry.error)
 
-    def _back_up(self, entries: list[Entry]) -> None:
+    def _prepare(self, entries: list[Entry]) -> Prepared | None:
+        """What of a batch is to be registered: unchanged files are only counted; the
+        others are hashed (small ones' contents kept for their packs)."""
         paths = [e.path for e in entries]
         with self.sessions() as session:
             mine = _known(session, File.job_id == self.job_id, paths) if self.resumed else {}
@@ -341,14 +369,16 @@ class Backup:
             else:  # the same content with other metadata: a state of its own
                 change = FileChange.UNCHANGED
             to_register.append(self._file_in(entry, hashed.sha256, change, hashed))
-        self.report.files += len(unchanged)
-        with self.report.lock:
+        with self.report.lock:  # after every query: a retried preparation counts once
+            self.report.files += len(unchanged) + len(to_register)
             self.seen.extend(known.id for known in unchanged)
             self.seen.extend(parent[f.path].id for f in to_register if f.path in parent)
         if not to_register:
-            return
-        self.report.files += len(to_register)
-        by_path = {e.path: e for e in entries}
+            return None
+        return Prepared(to_register, contents, {e.path: e for e in entries})
+
+    def _register_and_store(self, prepared: Prepared) -> None:
+        to_register, contents, by_path = prepared
         with self.sessions() as session:
             rows = register_files(session, self.job_id, to_register)
         # Content not stored yet: new canonical files, and duplicates whose canonical file
