@@ -9,21 +9,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import os
 import statistics
-import subprocess
-import sys
 import time
 
 import httpx
 import psycopg
-from servers import bench_servers
+from servers import api_server, bench_servers
 
 from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.files import FileIn, register_files
 from backup_operator.catalog.jobs import create_job
 from backup_operator.db import make_engine, make_sessionmaker
-from backup_operator.embedded import free_port
 from backup_operator.storage import ObjectStore, make_client
 
 BATCH = 10_000
@@ -112,31 +108,7 @@ def main() -> None:
         print(f"catalog_object_versions={count[0] if count else 0}")
 
         # The API in its own process, through real HTTP.
-        port = free_port()
-        env = {
-            **os.environ,
-            "SQLALCHEMY_DATABASE_URL": url,
-            "MINIO_ENDPOINT": s3.endpoint,
-            "MINIO_ACCESS_KEY": s3.access_key,
-            "MINIO_SECRET_KEY": s3.secret_key,
-            "PORT": str(port),
-            "SCHEDULER_ENABLED": "false",
-            "LOG_LEVEL": "WARNING",
-        }
-        server = subprocess.Popen([sys.executable, "-m", "backup_operator", "serve"], env=env)
-        cleanup.callback(server.wait)
-        cleanup.callback(server.terminate)
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-
+        base = cleanup.enter_context(api_server(url, s3))
         with httpx.Client(base_url=base, timeout=30) as http:
             batch = [
                 {"path": f"http/{i}", "size": 10, "sha256": sha(10**9 + i)} for i in range(BATCH)

@@ -18,7 +18,6 @@ Prints one figure per line (`name=value`).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
@@ -30,9 +29,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from servers import bench_servers
-
-from backup_operator.embedded import free_port
+from servers import api_server, bench_servers
 
 CATALOG_SIZE = """
     SELECT sum(pg_total_relation_size(c.oid))::bigint FROM pg_class c
@@ -137,7 +134,7 @@ FABRICATE = """
 """
 
 
-def part_scale(url: str, files: int, backups: int, churn: int, runs: int, env: dict) -> None:  # type: ignore[type-arg]
+def part_scale(url: str, s3, files: int, backups: int, churn: int, runs: int) -> None:  # type: ignore[no-untyped-def]
     plain = url.replace("+psycopg", "")
     with psycopg.connect(plain, autocommit=True) as conn:
         bucket = conn.execute("INSERT INTO buckets (name) VALUES ('scale') RETURNING id").fetchone()
@@ -207,24 +204,7 @@ def part_scale(url: str, files: int, backups: int, churn: int, runs: int, env: d
     print(f"scale_churn_per_backup={churn}")
     print(f"scale_file_rows={rows[0] if rows else 0}")
 
-    port = free_port()
-    server_env = {**env, "PORT": str(port), "SCHEDULER_ENABLED": "false"}
-    with contextlib.ExitStack() as cleanup:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "backup_operator", "serve"], env=server_env
-        )
-        cleanup.callback(server.wait)
-        cleanup.callback(server.terminate)
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+    with api_server(url, s3) as base:
         newest, middle = job_ids[-1], job_ids[len(job_ids) // 2]
         queries = {
             "job_tree_first_page": ("/files/", {"job_id": newest}),
@@ -271,7 +251,7 @@ def main() -> None:
         if args.files:
             part_growth(url, s3, work, args.files, args.reruns, env)
         if args.scale_files:
-            part_scale(url, args.scale_files, args.scale_backups, args.churn, args.runs, env)
+            part_scale(url, s3, args.scale_files, args.scale_backups, args.churn, args.runs)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def main() -> None:
         with sessions() as session:
             for start in range(0, len(uploads), 5000):
                 # File id 0 links no file: these versions stand alone.
-                record_versions(session, real.id, uploads[start : start + 5000])
+                record_versions(session, real.id, uploads[start : start + 5000], job_id=None)
             session.commit()
             ids = list(
                 session.scalars(

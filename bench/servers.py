@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 
-from backup_operator.embedded import EmbeddedPostgres, EmbeddedS3
+from backup_operator.embedded import EmbeddedPostgres, EmbeddedS3, free_port
 from backup_operator.migrate import upgrade
 
 
@@ -31,3 +36,36 @@ def bench_servers(name: str) -> Iterator[tuple[str, EmbeddedS3, Path]]:
         s3.stop()
         pg.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def api_server(url: str, s3: EmbeddedS3) -> Iterator[str]:
+    """The API in its own process on this catalog and S3 server (no scheduler), for
+    measuring through real HTTP; answers its base URL once it is healthy."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "SQLALCHEMY_DATABASE_URL": url,
+        "MINIO_ENDPOINT": s3.endpoint,
+        "MINIO_ACCESS_KEY": s3.access_key,
+        "MINIO_SECRET_KEY": s3.secret_key,
+        "PORT": str(port),
+        "SCHEDULER_ENABLED": "false",
+        "LOG_LEVEL": "WARNING",
+    }
+    server = subprocess.Popen([sys.executable, "-m", "backup_operator", "serve"], env=env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield base
+    finally:
+        server.terminate()
+        server.wait()

@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.models import BackupObject, LockMode, ObjectVersion
 from backup_operator.catalog.retention import apply, create_policy
-from backup_operator.engine.packs import PACK_PREFIX
 from backup_operator.engine.restore import restore
 from backup_operator.engine.verify import verify
+from backup_operator.packformat import PACK_PREFIX
 from backup_operator.settings import Settings
 from backup_operator.storage import ObjectStore
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from ...catalog import files, jobs, lineage
 from ...catalog.files import DuplicateGroup, FileIn, FileRecord
+from ...catalog.jobs import as_utc
 from ...catalog.models import File, ObjectVersion
 from ...catalog.objects import object_key, store_content
 from ...errors import Invalid
@@ -108,7 +109,7 @@ def list_files(
             bucket_id=bucket_id,
             source_system=source_system,
             key_prefix=key_prefix,
-            moment=as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC),
+            moment=as_utc(as_of),
         ).id
     elif source_system is not None or key_prefix is not None:
         raise Invalid("source_system and key_prefix go with as_of", field="source_system")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 from sqlalchemy import delete, false, func, insert, select, update
 from sqlalchemy.orm import Session
@@ -31,6 +31,10 @@ ALLOWED_TRANSITIONS: dict[JobStatus, set[JobStatus]] = {
 }
 
 
+@overload
+def as_utc(moment: datetime) -> datetime: ...
+@overload
+def as_utc(moment: None) -> None: ...
 def as_utc(moment: datetime | None) -> datetime | None:
     """Naive times (as the original API accepted them) are taken as UTC."""
     if moment is None or moment.tzinfo is not None:

@@ -371,3 +371,29 @@ def record_deletions(
             copy.write_row((state_id,))
     session.execute(text("ANALYZE seen"))
     session.execute(deletions_since(job_id, source_id, parent_seq))
+
+
+# What the jobs that stay see, for retention: two CTEs to put after WITH. Jobs of every
+# status stay unless forgotten (or in `:doomed`, those being forgotten now): a completed
+# one sees its position; one not in the lineage (running, failed, ...) its own rows and,
+# for its unchanged files, its parent's whole tree (kept whole: never less than it uses).
+KEPT = """
+    kept_positions AS (
+        SELECT source_id, lineage_seq AS seq FROM backup_jobs
+        WHERE lineage_seq IS NOT NULL AND forgotten_at IS NULL AND id <> ALL(:doomed)
+        UNION
+        SELECT p.source_id, p.lineage_seq FROM backup_jobs j
+        JOIN backup_jobs p ON p.id = j.parent_job_id
+        WHERE j.lineage_seq IS NULL AND j.forgotten_at IS NULL AND p.lineage_seq IS NOT NULL
+    ), kept_own AS (
+        SELECT id FROM backup_jobs
+        WHERE lineage_seq IS NULL AND forgotten_at IS NULL AND id <> ALL(:doomed)
+    )"""
+
+
+def kept_sees(row: str) -> str:
+    """SQL: whether a job that stays sees the files row `row` (with KEPT's CTEs)."""
+    return f"""(EXISTS (SELECT 1 FROM kept_positions p
+                 WHERE p.source_id = {row}.source_id AND {row}.first_seq <= p.seq
+                   AND ({row}.end_seq IS NULL OR {row}.end_seq > p.seq))
+         OR ({row}.first_seq IS NULL AND {row}.job_id IN (SELECT id FROM kept_own)))"""

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, text, update
 from sqlalchemy.orm import Session
 
+from ..packformat import pack_key, sealed
 from ..storage import ObjectStore
+from . import lineage
 from .arrays import in_ids
 from .locks import lock_bucket_for_retention
 from .models import File, ObjectVersion
@@ -32,24 +32,15 @@ DEFAULT_WASTE = 0.5
 
 # The contents of each live pack version of a bucket, and whether a file a remaining job
 # sees holds each (the canonical file, or one of its duplicates).
-_PACK_CONTENTS = text("""
-    WITH kept_positions AS (
-        SELECT source_id, lineage_seq AS seq FROM backup_jobs
-        WHERE lineage_seq IS NOT NULL AND forgotten_at IS NULL
-        UNION
-        SELECT p.source_id, p.lineage_seq FROM backup_jobs j
-        JOIN backup_jobs p ON p.id = j.parent_job_id
-        WHERE j.lineage_seq IS NULL AND j.forgotten_at IS NULL AND p.lineage_seq IS NOT NULL
-    ), kept_own AS (
-        SELECT id FROM backup_jobs WHERE lineage_seq IS NULL AND forgotten_at IS NULL
-    )
+_PACK_CONTENTS = text(f"""
+    WITH {lineage.KEPT}
     SELECT v.id AS version_row, o.key, v.version_id, v.size AS pack_size, v.lock_mode,
            v.retain_until, v.legal_hold, v.job_id,
            k.id AS file_id, k.pack_offset, k.size, k.sha256,
-           ({kept_k} OR EXISTS (
+           ({lineage.kept_sees("k")} OR EXISTS (
                SELECT 1 FROM files s
                WHERE s.canonical_file_id = k.id AND s.is_duplicate AND s.change <> 'deleted'
-                 AND {kept_s})) AS kept
+                 AND {lineage.kept_sees("s")})) AS kept
     FROM object_versions v
     JOIN backup_objects o ON o.id = v.object_id AND o.is_pack AND o.bucket_id = :bucket
     JOIN files k ON k.object_version_id = v.id AND NOT k.is_duplicate
@@ -79,13 +70,8 @@ class PackUse:
 
 
 def pack_uses(session: Session, bucket_id: int) -> list[PackUse]:
-    from .retention import _KEPT_SEES  # the one definition of what a remaining job sees
-
-    statement = text(
-        _PACK_CONTENTS.text.format(kept_k=_KEPT_SEES.format(s="k"), kept_s=_KEPT_SEES.format(s="s"))
-    )
     uses: dict[int, PackUse] = {}
-    for row in session.execute(statement, {"bucket": bucket_id}):
+    for row in session.execute(_PACK_CONTENTS, {"bucket": bucket_id, "doomed": []}):
         use = uses.get(row.version_row)
         if use is None:
             use = uses[row.version_row] = PackUse(
@@ -145,12 +131,10 @@ def prune_packs(
             if hashlib.sha256(piece).hexdigest() != sha:
                 raise ValueError(f"pack {use.key}: a content is not what was recorded")
             moved.append((file_id, len(body)))
-            index.append([sha, len(body), size])
+            index.append((sha, len(body), size))
             body += piece
-        trailer = json.dumps(index).encode()
-        data = bytes(body) + trailer + len(trailer).to_bytes(8, "big")
-        name = uuid.uuid4().hex
-        new_key = f"{use.key.split('/', 1)[0]}/{name[:2]}/{name}.pack"
+        data = sealed(body, index)
+        new_key = pack_key()
         version_id, etag = store.put(bucket, new_key, io.BytesIO(data), len(data))
         upload = Upload(
             None,

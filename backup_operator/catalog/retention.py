@@ -551,28 +551,12 @@ def _plan_jobs(session: Session, policy: RetentionPolicy, rules: Rules, now: dat
 
 
 # Versions the doomed jobs' trees hold (a duplicate's through its canonical file) that no
-# file state a job that stays sees references. Jobs of every status stay unless
-# forgotten: a job not in the lineage (running, failed, ...) sees its own rows and, for
-# its unchanged files, its parent's whole tree (kept whole: never less than it uses).
-_KEPT_SEES = """(EXISTS (SELECT 1 FROM kept_positions p
-                 WHERE p.source_id = {s}.source_id AND {s}.first_seq <= p.seq
-                   AND ({s}.end_seq IS NULL OR {s}.end_seq > p.seq))
-         OR ({s}.first_seq IS NULL AND {s}.job_id IN (SELECT id FROM kept_own)))"""
+# file state a job that stays sees references.
 _ORPHANED_VERSIONS = text(
-    """
+    f"""
     WITH doomed AS (
         SELECT id, source_id, lineage_seq FROM backup_jobs WHERE id = ANY(:doomed)
-    ), kept_positions AS (
-        SELECT source_id, lineage_seq AS seq FROM backup_jobs
-        WHERE lineage_seq IS NOT NULL AND forgotten_at IS NULL AND id <> ALL(:doomed)
-        UNION
-        SELECT p.source_id, p.lineage_seq FROM backup_jobs j
-        JOIN backup_jobs p ON p.id = j.parent_job_id
-        WHERE j.lineage_seq IS NULL AND j.forgotten_at IS NULL AND p.lineage_seq IS NOT NULL
-    ), kept_own AS (
-        SELECT id FROM backup_jobs
-        WHERE lineage_seq IS NULL AND forgotten_at IS NULL AND id <> ALL(:doomed)
-    ), candidates AS (
+    ), {lineage.KEPT}, candidates AS (
         SELECT DISTINCT coalesce(c.object_version_id, f.object_version_id) AS version_id
         FROM doomed d
         JOIN files f ON f.source_id = d.source_id
@@ -587,12 +571,12 @@ _ORPHANED_VERSIONS = text(
     JOIN object_versions v ON v.id = x.version_id AND v.deleted_at IS NULL
     WHERE NOT EXISTS (
         SELECT 1 FROM files k
-        WHERE k.object_version_id = v.id AND NOT k.is_duplicate AND {kept_sees_k})
+        WHERE k.object_version_id = v.id AND NOT k.is_duplicate AND {lineage.kept_sees("k")})
       AND NOT EXISTS (
         SELECT 1 FROM files k
         JOIN files s ON s.canonical_file_id = k.id AND s.is_duplicate AND s.change <> 'deleted'
-        WHERE k.object_version_id = v.id AND NOT k.is_duplicate AND {kept_sees_s})
-""".format(kept_sees_k=_KEPT_SEES.format(s="k"), kept_sees_s=_KEPT_SEES.format(s="s"))
+        WHERE k.object_version_id = v.id AND NOT k.is_duplicate AND {lineage.kept_sees("s")})
+"""
 )
 
 

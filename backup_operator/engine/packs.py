@@ -1,33 +1,24 @@
 """Packs: the contents of small files written together into one S3 object.
 
 One PUT stores hundreds of small files (the S3 server's cost per request, not per byte,
-is what bounds one-object-per-file backups). A pack is the contents one after another,
-then a JSON index of them (sha256, offset, size) and its length in 8 bytes, so that a
-pack can be read without the catalog too. The catalog records each file's pack version
-and offset; restores read ranges of packs.
+is what bounds one-object-per-file backups); `packformat` is their layout. The catalog
+records each file's pack version and offset; restores read ranges of packs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import threading
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..catalog.objects import Upload
+from ..packformat import pack_key, sealed
 from ..storage import Lock, ObjectStore
 
-PACK_PREFIX = ".packs/"
 IN_FLIGHT = 4  # packs being uploaded at once: what bounds a backup's memory
-
-
-def pack_key() -> str:
-    name = uuid.uuid4().hex
-    return f"{PACK_PREFIX}{name[:2]}/{name}.pack"
 
 
 def strongest(locks: list[Lock]) -> Lock | None:
@@ -93,10 +84,7 @@ class Packer:
 
     def _upload(self, pack: _Pack) -> Upload:
         try:
-            index = json.dumps(
-                [[sha, offset, size] for _, offset, size, sha in pack.entries]
-            ).encode()
-            body = bytes(pack.buffer) + index + len(index).to_bytes(8, "big")
+            body = sealed(pack.buffer, [(sha, at, size) for _, at, size, sha in pack.entries])
             key = pack_key()
             lock = strongest(pack.locks)
             version_id, etag = self.store.put(

@@ -13,7 +13,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,8 +120,16 @@ def _destination(target: Path, item: Item) -> Path:
 
 
 def _restore_one(store: ObjectStore, item: Item, destination: Path, overwrite: bool) -> int:
+    """A file that is an object of its own, streamed from the store."""
     if item.version_id is None or item.bucket is None or item.key is None:
         raise LookupError("its content is not stored (never uploaded, or deleted)")
+    chunks = store.content(item.bucket, item.key, item.version_id, CHUNK)
+    return _place(item, chunks, destination, overwrite)
+
+
+def _place(item: Item, chunks: Iterable[bytes], destination: Path, overwrite: bool) -> int:
+    """Write a file's content to a temporary name, check its SHA-256, give it its mode
+    and mtime, then rename it into place."""
     if destination.exists() and not overwrite:
         raise FileExistsError(str(destination))
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +138,7 @@ def _restore_one(store: ObjectStore, item: Item, destination: Path, overwrite: b
     handle, temporary = tempfile.mkstemp(prefix=".restore-", dir=destination.parent)
     try:
         with os.fdopen(handle, "wb") as out:
-            for chunk in store.content(item.bucket, item.key, item.version_id, CHUNK):
+            for chunk in chunks:
                 digest.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
@@ -145,28 +153,6 @@ def _restore_one(store: ObjectStore, item: Item, destination: Path, overwrite: b
         Path(temporary).unlink(missing_ok=True)
         raise
     return size
-
-
-def _write(item: Item, data: bytes, destination: Path, overwrite: bool) -> int:
-    """One packed file's content, checked, written to a temporary name then renamed."""
-    if destination.exists() and not overwrite:
-        raise FileExistsError(str(destination))
-    if len(data) != item.size or hashlib.sha256(data).hexdigest() != item.sha256:
-        raise ValueError("checksum mismatch: the pack's content is not what was backed up")
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".restore-", dir=destination.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        if item.mode is not None:
-            os.chmod(temporary, item.mode)
-        if item.mtime_ns is not None:
-            os.utime(temporary, ns=(item.mtime_ns, item.mtime_ns))
-        os.replace(temporary, destination)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return len(data)
 
 
 def _reads(items: list[Item]) -> list[list[Item]]:
@@ -261,7 +247,7 @@ def restore(
         for item in group:
             at = (item.offset or 0) - start
             piece = data[at : at + item.size]
-            outcome(item, lambda to, item=item, piece=piece: _write(item, piece, to, overwrite))  # type: ignore[misc]
+            outcome(item, lambda to, item=item, piece=piece: _place(item, [piece], to, overwrite))  # type: ignore[misc]
 
     def run(window: list[Item]) -> None:
         """Plain objects one GET each; packed contents by pack, coalesced; all at once."""
