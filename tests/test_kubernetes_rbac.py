@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from apiserver import url_of
 from conftest import write
 from operator_harness import JOBS, KubeNamespace, Operator, operator, path_job, phase
 
@@ -84,7 +85,9 @@ def test_status_patches_that_lose_a_race_are_reapplied_and_keep_every_condition(
     for i in range(2000):
         write(source, f"d{i % 20}/f{i}.bin", f"{i}".encode() * 500)
     name = "raced"
-    job = path_job(name, source, bucket_name)
+    # One object per file (no packs) keeps the job running for a while; the writer goes
+    # straight to the API (not through kubectl) so that it writes many times meanwhile.
+    job = path_job(name, source, bucket_name, packThreshold=0)
     refused = {"verb": "PATCH", "resource": "backupjobs", "subresource": "status", "code": "422"}
     before = op.api.cluster.metric("apiserver_request_total", **refused)
     op.apply(job)
@@ -94,7 +97,14 @@ def test_status_patches_that_lose_a_race_are_reapplied_and_keep_every_condition(
     def race() -> None:
         while not stop.is_set():
             writes.append(len(writes))
-            op.kubectl("annotate", "bj", name, f"test/write={len(writes)}", "--overwrite")
+            annotation = {"metadata": {"annotations": {"test/write": str(len(writes))}}}
+            response = op.api.cluster.request(
+                "PATCH",
+                url_of(JOBS, op.namespace, name),
+                content=json.dumps(annotation),
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
+            response.raise_for_status()
 
     racer = threading.Thread(target=race)
     op.wait_for(JOBS, name, lambda o: phase(o) == "Running")
