@@ -68,7 +68,7 @@ def main() -> None:
 
         def put(key: str) -> Upload:
             version_id, etag = store.put("expire", key, io.BytesIO(key.encode()), len(key))
-            return Upload(0, key, version_id, len(key), "0" * 64, etag)
+            return Upload(key, version_id, len(key), "0" * 64, etag)
 
         started = time.perf_counter()
         with ThreadPoolExecutor(32) as pool:
@@ -77,7 +77,7 @@ def main() -> None:
         print(f"seed_seconds={time.perf_counter() - started:.1f}")
         with sessions() as session:
             for start in range(0, len(uploads), 5000):
-                # File id 0 links no file: these versions stand alone.
+                # Recorded, not linked: these versions hold no file.
                 record_versions(session, real.id, uploads[start : start + 5000], job_id=None)
             session.commit()
             ids = list(

@@ -36,8 +36,14 @@ def test_a_schema_change_completes_while_a_backup_runs(
         write(tmp_path / "src", f"d{i % 30}/f{i}", f"{i}".encode() * 200)
     with sessions() as session:
         bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
+        # One object per file (no packs) keeps the backup running well past its first
+        # batch, so the schema change meets it under way even on a loaded machine.
         job_id = jobs.create_job(
-            session, job_name="big", source_system=str(tmp_path / "src"), bucket_id=bucket.id
+            session,
+            job_name="big",
+            source_system=str(tmp_path / "src"),
+            bucket_id=bucket.id,
+            pack_threshold=0,
         ).id
     scheduler = Scheduler(sessions, runner=EngineRunner(sessions, store))
     runner = threading.Thread(target=scheduler.run_once)

@@ -10,12 +10,12 @@ for it, becomes its duplicate.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, select, text
 from sqlalchemy.orm import Session, aliased
 
 from ..errors import Conflict, Invalid, NotFound
@@ -66,7 +66,10 @@ def _validated(files: Sequence[FileIn]) -> list[FileIn]:
             raise Invalid("must be 64 hexadecimal characters", field=f"files[{index}].sha256")
         if item.size < 0:
             raise Invalid("must not be negative", field=f"files[{index}].size")
-        out.append(replace(item, path=path, sha256=sha, mtime=as_utc(item.mtime)))
+        mtime = as_utc(item.mtime)
+        if (path, sha, mtime) != (item.path, item.sha256, item.mtime):  # copies are costly
+            item = replace(item, path=path, sha256=sha, mtime=mtime)
+        out.append(item)
     return out
 
 
@@ -75,19 +78,22 @@ def _validated(files: Sequence[FileIn]) -> list[FileIn]:
 _BATCH_ROWS = """
     FROM unnest(%(paths)b::text[], %(sizes)s::bigint[], %(shas)b::text[],
                 %(mtimes)s::timestamptz[], %(mtime_ns)s::bigint[], %(inodes)s::bigint[],
-                %(raw_paths)s::bytea[], %(changes)b::text[], %(modes)s::integer[])
-         AS t(path, size, sha256, mtime, mtime_ns, inode, raw_path, change, mode)
+                %(raw_paths)s::bytea[], %(changes)b::text[], %(modes)s::integer[],
+                %(versions)s::bigint[], %(offsets)s::bigint[])
+         AS t(path, size, sha256, mtime, mtime_ns, inode, raw_path, change, mode, version,
+              pack_offset)
 """
 
-# Canonical candidates: the first file of each content not yet in the bucket.
+# Canonical candidates: the first file of each content not yet in the bucket, with its
+# stored content when the caller has already uploaded it.
 _INSERT_CANONICAL = f"""
     INSERT INTO files (job_id, bucket_id, source_id, path, size, sha256, mtime, mtime_ns, inode,
-                       raw_path, change, mode, is_duplicate)
+                       raw_path, change, mode, is_duplicate, object_version_id, pack_offset)
     SELECT %(job_id)s, %(bucket_id)s, %(source_id)s, t.path, t.size, t.sha256, t.mtime, t.mtime_ns, t.inode,
-           t.raw_path, t.change, t.mode, false
+           t.raw_path, t.change, t.mode, false, t.version, t.pack_offset
     {_BATCH_ROWS}
     ON CONFLICT DO NOTHING
-    RETURNING files.*
+    RETURNING {{returning}}
 """
 
 # The rest become duplicates of whichever canonical file now holds their content.
@@ -100,11 +106,15 @@ _INSERT_DUPLICATES = f"""
     JOIN files c ON c.bucket_id = %(bucket_id)s AND c.sha256 = t.sha256 AND NOT c.is_duplicate
                 AND c.size = t.size
     ON CONFLICT (job_id, path) DO NOTHING
-    RETURNING files.*
+    RETURNING {{returning}}
 """
 
+# Where a content is stored: (version id, offset in a pack or None for the whole object).
+Stored = tuple[int, int | None]
 
-def _columns(files: Sequence[FileIn]) -> dict[str, Any]:
+
+def _columns(files: Sequence[FileIn], stored: Mapping[str, Stored]) -> dict[str, Any]:
+    where = [stored.get(f.sha256) for f in files]
     return {
         "paths": [f.path for f in files],
         "sizes": [f.size for f in files],
@@ -115,14 +125,27 @@ def _columns(files: Sequence[FileIn]) -> dict[str, Any]:
         "raw_paths": [f.raw_path for f in files],
         "changes": [f.change.value for f in files],
         "modes": [f.mode for f in files],
+        "versions": [w[0] if w else None for w in where],
+        "offsets": [w[1] if w else None for w in where],
     }
 
 
-def register_files(session: Session, job_id: int, files: Sequence[FileIn]) -> list[FileRecord]:
-    """Register a batch in one transaction (all or nothing), in bulk.
+def register_files(
+    session: Session,
+    job_id: int,
+    files: Sequence[FileIn],
+    *,
+    stored: Mapping[str, Stored] | None = None,
+    whole_rows: bool = True,
+) -> list[FileRecord]:
+    """Register a batch in one transaction (all or nothing), in bulk, and commit.
 
     Re-registering the same path with the same content is idempotent; the same path
-    with other content is a conflict.
+    with other content is a conflict. `stored` names contents the caller has uploaded
+    (their versions recorded in this transaction): a file of such a content is written
+    once, with where its content is, and a canonical file waiting for that content is
+    linked to it. Without `whole_rows` an answer holds only the path, sha256 and
+    object_version_id (cheaper, for callers that only check what is stored).
     """
     batch = _validated(files)
     job = get_job(session, job_id)
@@ -131,27 +154,88 @@ def register_files(session: Session, job_id: int, files: Sequence[FileIn]) -> li
             f"job {job_id} is {job.status.value}; it takes no more files", field="job_id"
         )
     lock_bucket_for_retention(session, job.bucket_id, shared=True)
+    stored = stored or {}
     params = {"job_id": job_id, "bucket_id": job.bucket_id, "source_id": job.source_id}
     # RETURNING whole rows answers the caller without reading them back; the rows are
     # answered as they are (attribute access like File's), since building ORM objects
     # would cost more than the inserts.
+    returning = "files.*" if whole_rows else "files.path, files.sha256, files.object_version_id"
     inserted: dict[str, FileRecord] = {}
 
     def attempt(statement: str, files: list[FileIn]) -> None:
         if files:
-            for row in named_rows(session, statement, {**params, **_columns(files)}):
+            query = statement.format(returning=returning)
+            for row in named_rows(session, query, {**params, **_columns(files, stored)}):
                 inserted[row.path] = row
 
     # An unchanged file's content is already in the bucket: it goes straight to being a
     # duplicate, and becomes canonical only if that content has no canonical file now.
     unchanged = [f for f in batch if f.change is FileChange.UNCHANGED]
     attempt(_INSERT_CANONICAL, [f for f in batch if f.change is not FileChange.UNCHANGED])
+    if stored:  # contents uploaded for canonical files already there without them
+        waiting = {f.sha256 for f in batch if f.path not in inserted and f.sha256 in stored}
+        links = [(sha, *stored[sha]) for sha in sorted(waiting)]
+        # Not one stored meanwhile (by a job beside this one): its upload is then unused.
+        link_contents(session, job.bucket_id, links, waiting_only=True)
     attempt(_INSERT_DUPLICATES, [f for f in batch if f.path not in inserted])
     attempt(_INSERT_CANONICAL, [f for f in unchanged if f.path not in inserted])
     attempt(_INSERT_DUPLICATES, [f for f in unchanged if f.path not in inserted])
     _check_leftovers(session, job_id, [f for f in batch if f.path not in inserted], inserted)
     session.commit()
     return [inserted[f.path] for f in batch]
+
+
+def link_contents(
+    session: Session,
+    bucket_id: int,
+    links: Sequence[tuple[str, int, int | None]],
+    *,
+    waiting_only: bool = False,
+) -> None:
+    """Point the canonical files of contents (and their duplicates) at the version now
+    holding them: (sha256, version id, offset in a pack or None); with `waiting_only`,
+    only those whose content is not stored. A bucket has one canonical file per content,
+    found by the index that makes it so."""
+    if not links:
+        return
+    session.execute(
+        text("""
+            WITH linked AS (
+                UPDATE files SET object_version_id = v.version, pack_offset = v.pack_offset
+                FROM unnest(CAST(:shas AS text[]), CAST(:versions AS bigint[]),
+                            CAST(:offsets AS bigint[])) AS v(sha256, version, pack_offset)
+                WHERE files.bucket_id = :bucket AND files.sha256 = v.sha256
+                  AND NOT files.is_duplicate
+                  AND (NOT :waiting_only OR files.object_version_id IS NULL)
+                RETURNING files.id, v.version
+            )
+            -- a duplicate's offset is its canonical file's
+            UPDATE files SET object_version_id = linked.version, pack_offset = NULL
+            FROM linked WHERE files.canonical_file_id = linked.id AND files.is_duplicate
+        """),
+        {
+            "bucket": bucket_id,
+            "waiting_only": waiting_only,
+            "shas": [sha for sha, _, _ in links],
+            "versions": [version for _, version, _ in links],
+            "offsets": [offset for _, _, offset in links],
+        },
+    )
+
+
+def stored_contents(session: Session, bucket_id: int, shas: Sequence[str]) -> set[str]:
+    """Those of `shas` whose content the bucket holds: uploading them again would only
+    duplicate them."""
+    if not shas:
+        return set()
+    rows = named_rows(
+        session,
+        """SELECT sha256 FROM files
+           WHERE bucket_id = %(bucket)s AND sha256 = ANY(%(shas)b::text[])
+             AND NOT is_duplicate AND object_version_id IS NOT NULL""",
+        {"bucket": bucket_id, "shas": list(shas)},
+    )
+    return {row.sha256 for row in rows}
 
 
 def _check_leftovers(

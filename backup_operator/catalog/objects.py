@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO
 
-from sqlalchemy import ColumnElement, func, select, text, true
+from sqlalchemy import ColumnElement, func, select, true
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased, lazyload
 
 from ..errors import Conflict, Invalid, NotFound
 from ..storage import Lock, ObjectStore
-from .files import versions_holding_duplicates
+from .files import link_contents, versions_holding_duplicates
 from .models import BackupJob, BackupObject, Bucket, File, ObjectVersion, Tag
 from .pages import Page, keyset, page_of, scalar_page
 
@@ -80,13 +80,15 @@ def store_content(
     try:
         if reader.sha256.hexdigest() != file.sha256 or reader.size != file.size:
             raise Invalid("uploaded content does not match the registered sha256", field="sha256")
-        [version] = record_versions(
+        links = record_versions(
             session,
             bucket.id,
-            [Upload(file.id, key, version_id, file.size, file.sha256, etag, lock)],
+            [Upload(key, version_id, file.size, file.sha256, etag, lock)],
             job.tags,
             job_id=job.id,
         )
+        link_contents(session, bucket.id, links)
+        version = session.get_one(ObjectVersion, links[0][1])
         session.commit()
     except BaseException:
         session.rollback()
@@ -97,23 +99,22 @@ def store_content(
 
 @dataclass(frozen=True)
 class Upload:
-    """A canonical file's content, stored as an S3 version of `key`; or, for a pack,
-    the contents of `packed` canonical files (file id, offset) in one version."""
+    """A content stored as an S3 version of `key`; or, for a pack, the contents in
+    `packed` (sha256, offset) in one version."""
 
-    file_id: int | None
     key: str
     version_id: str
     size: int
     sha256: str
     etag: str | None
     lock: Lock | None = None
-    packed: tuple[tuple[int, int], ...] = ()
+    packed: tuple[tuple[str, int], ...] = ()
 
-    def links(self) -> list[tuple[int, int | None]]:
-        """(canonical file id, offset in the version or None for the whole object)."""
-        if self.file_id is None:
+    def contents(self) -> list[tuple[str, int | None]]:
+        """(sha256, offset in the version or None for the whole object)."""
+        if self.packed:
             return list(self.packed)
-        return [(self.file_id, None)]
+        return [(self.sha256, None)]
 
 
 def record_versions(
@@ -123,14 +124,14 @@ def record_versions(
     tags: dict[str, str] | None = None,
     *,
     job_id: int | None,
-) -> list[ObjectVersion]:
-    """Record the versions `job_id` uploaded, in bulk, and link their files (the caller
-    commits). With `tags` (the job's, put on the new versions in S3), they become the
-    objects' tags."""
+) -> list[tuple[str, int, int | None]]:
+    """Record the versions `job_id` uploaded, in bulk (the caller links their contents
+    and commits): answers where each content now is (sha256, version id, offset). With
+    `tags` (the job's, put on the new versions in S3), they become the objects' tags."""
     if not uploads:
         return []
     keys = sorted({u.key for u in uploads})
-    packs = {u.key for u in uploads if u.file_id is None}
+    packs = {u.key for u in uploads if u.packed}
     session.execute(
         insert(BackupObject)
         .values([{"bucket_id": bucket_id, "key": key, "is_pack": key in packs} for key in keys])
@@ -160,14 +161,6 @@ def record_versions(
     ]
     session.add_all(versions)
     session.flush()
-    link_versions(
-        session,
-        [
-            (file_id, version.id, offset)
-            for upload, version in zip(uploads, versions, strict=True)
-            for file_id, offset in upload.links()
-        ],
-    )
     if tags:  # each new version's, as S3 has them; older versions keep their own
         session.execute(
             insert(Tag),
@@ -177,33 +170,11 @@ def record_versions(
                 for key, value in tags.items()
             ],
         )
-    return versions
-
-
-def link_versions(session: Session, links: list[tuple[int, int, int | None]]) -> None:
-    """Point canonical files (and their duplicates) at the version holding their
-    content: (file id, version id, offset in a pack or None)."""
-    columns = {
-        "files": [file_id for file_id, _, _ in links],
-        "versions": [version for _, version, _ in links],
-        "offsets": [offset for _, _, offset in links],
-    }
-    # Two statements, each on its own index: the canonical files by primary key, their
-    # duplicates by the partial index on canonical_file_id (their offset is their
-    # canonical file's).
-    for condition, offset in (
-        ("files.id = v.file_id", "v.pack_offset"),
-        ("files.canonical_file_id = v.file_id AND files.is_duplicate", "NULL"),
-    ):
-        session.execute(
-            text(f"""
-                UPDATE files SET object_version_id = v.version, pack_offset = {offset}
-                FROM unnest(CAST(:files AS bigint[]), CAST(:versions AS bigint[]),
-                            CAST(:offsets AS bigint[])) AS v(file_id, version, pack_offset)
-                WHERE {condition}
-            """),
-            columns,
-        )
+    return [
+        (sha, version.id, offset)
+        for upload, version in zip(uploads, versions, strict=True)
+        for sha, offset in upload.contents()
+    ]
 
 
 def is_current(tag: type[Tag] = Tag) -> ColumnElement[bool]:

@@ -23,6 +23,7 @@ from ..packformat import pack_key, sealed
 from ..storage import ObjectStore
 from . import lineage
 from .arrays import in_ids
+from .files import link_contents
 from .locks import lock_bucket_for_retention
 from .models import File, ObjectVersion
 from .objects import Upload, record_versions
@@ -122,22 +123,21 @@ def prune_packs(
             continue
         old = store.read_range(bucket, use.key, use.version_id, 0, use.size)
         body = bytearray()
-        moved: list[tuple[int, int]] = []
+        moved: list[tuple[str, int]] = []
         index = []
-        for file_id, offset, size, sha, still in use.entries:
+        for _, offset, size, sha, still in use.entries:
             if not still:
                 continue
             piece = old[offset : offset + size]
             if hashlib.sha256(piece).hexdigest() != sha:
                 raise ValueError(f"pack {use.key}: a content is not what was recorded")
-            moved.append((file_id, len(body)))
+            moved.append((sha, len(body)))
             index.append((sha, len(body), size))
             body += piece
         data = sealed(body, index)
         new_key = pack_key()
         version_id, etag = store.put(bucket, new_key, io.BytesIO(data), len(data))
         upload = Upload(
-            None,
             new_key,
             version_id,
             len(data),
@@ -146,7 +146,9 @@ def prune_packs(
             None,
             tuple(moved),
         )
-        record_versions(session, bucket_id, [upload], job_id=None)
+        link_contents(
+            session, bucket_id, record_versions(session, bucket_id, [upload], job_id=None)
+        )
         # The contents nobody keeps are no longer stored anywhere.
         gone = [file_id for file_id, _, _, _, still in use.entries if not still]
         session.execute(

@@ -28,7 +28,7 @@ from sqlalchemy import ColumnElement, func, select, text
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from ..catalog import lineage
-from ..catalog.files import FileIn, FileRecord, register_files
+from ..catalog.files import FileIn, FileRecord, link_contents, register_files, stored_contents
 from ..catalog.jobs import forget_failures, record_failures
 from ..catalog.models import BackupJob, Bucket, File, FileChange, ObjectVersion
 from ..catalog.objects import HashingReader, Upload, object_key, record_versions
@@ -331,18 +331,21 @@ class Backup:
         to_register: list[FileIn] = []
         to_hash: list[Entry] = []
         unchanged: list[Known] = []
+        recorded: list[str] = []
         for entry in entries:
             earlier = mine.get(entry.path)
             before = parent.get(entry.path)
             if earlier is not None:  # registered by an earlier attempt of this job
-                if _same_stat(entry, earlier):
-                    to_register.append(self._file_in(entry, earlier.sha256, earlier.change))
-                else:
+                if not _same_stat(entry, earlier):
                     self.report.problem(
                         "changed_while_reading",
                         entry.path,
                         "changed since an earlier attempt recorded it",
                     )
+                elif earlier.stored:
+                    recorded.append(entry.path)  # written whole, with its content
+                else:
+                    to_register.append(self._file_in(entry, earlier.sha256, earlier.change))
             elif (
                 before is not None
                 and before.stored
@@ -370,34 +373,74 @@ class Backup:
                 change = FileChange.UNCHANGED
             to_register.append(self._file_in(entry, hashed.sha256, change, hashed))
         with self.report.lock:  # after every query: a retried preparation counts once
-            self.report.files += len(unchanged) + len(to_register)
+            self.report.files += len(unchanged) + len(recorded) + len(to_register)
             self.seen.extend(known.id for known in unchanged)
-            self.seen.extend(parent[f.path].id for f in to_register if f.path in parent)
+            replaced = recorded + [f.path for f in to_register]
+            self.seen.extend(parent[path].id for path in replaced if path in parent)
         if not to_register:
             return None
         return Prepared(to_register, contents, {e.path: e for e in entries})
 
     def _register_and_store(self, prepared: Prepared) -> None:
+        """Upload the batch's contents the bucket does not hold (one upload per content;
+        the rest are duplicates), then record the versions and register the files in one
+        transaction: each file row is written once, with where its content is."""
         to_register, contents, by_path = prepared
         with self.sessions() as session:
-            rows = register_files(session, self.job_id, to_register)
-        # Content not stored yet: new canonical files, and duplicates whose canonical file
-        # never got its upload (a failed earlier job): one upload per content.
-        pending: dict[int, FileRecord] = {}
-        for row in rows:
-            if row.object_version_id is None:
-                pending.setdefault(row.canonical_file_id or row.id, row)
-        self._store(pending, contents, by_path)
+            shas = sorted({f.sha256 for f in to_register})
+            stored = stored_contents(session, self.bucket_id, shas)
+        new = [f for f in to_register if f.sha256 not in stored]
+        rows = self._upload_and_record(new, contents, by_path, register=to_register)
+        # Retention may have deleted a content between the lookup and the registration
+        # (it spares only registered files): upload it again, as a new one.
+        lost = {row.sha256 for row in rows if row.object_version_id is None}
+        if lost:
+            again = [f for f in to_register if f.sha256 in lost]
+            self._upload_and_record(again, contents, by_path, register=None)
+
+    def _upload_and_record(
+        self,
+        new: list[FileIn],
+        contents: dict[str, bytes],
+        by_path: dict[str, Entry],
+        *,
+        register: list[FileIn] | None,
+    ) -> list[FileRecord]:
+        """Upload `new` contents, then in one transaction record their versions and
+        register `register` (the files of a batch) with them; with no `register`, link
+        the files already registered that wait for them."""
+        pending: dict[str, FileIn] = {}
+        for item in new:
+            pending.setdefault(item.sha256, item)
+        uploads, dropped = self._store(pending, contents, by_path)
+        try:
+            with self.sessions() as session:
+                links = record_versions(
+                    session, self.bucket_id, uploads, self.tags, job_id=self.job_id
+                )
+                if register is None:
+                    link_contents(session, self.bucket_id, links, waiting_only=True)
+                    session.commit()
+                    return []
+                files = [f for f in register if f.path not in dropped]
+                if not files:
+                    return []
+                where = {sha: (version, offset) for sha, version, offset in links}
+                return register_files(session, self.job_id, files, stored=where, whole_rows=False)
+        except BaseException:
+            self._remove(uploads)
+            raise
 
     def _store(
-        self, pending: dict[int, FileRecord], contents: dict[str, bytes], by_path: dict[str, Entry]
-    ) -> None:
-        """Upload the batch's new contents: large files one object each, small ones in
-        packs, all on the upload pool at once; then record them."""
+        self, pending: dict[str, FileIn], contents: dict[str, bytes], by_path: dict[str, Entry]
+    ) -> tuple[list[Upload], set[str]]:
+        """Upload new contents: large files one object each, small ones in packs, all on
+        the upload pool at once. Answers the uploads and the paths that could not be
+        stored (changed or unreadable: not registered)."""
         large = [
-            self.uploaders.submit(self._upload, content_id, row, by_path[row.path])
-            for content_id, row in pending.items()
-            if row.size >= self.pack_threshold
+            (item.path, self.uploaders.submit(self._upload, item, by_path[item.path]))
+            for item in pending.values()
+            if item.size >= self.pack_threshold
         ]
         packer = Packer(
             self.store,
@@ -407,33 +450,32 @@ class Backup:
             tags=self.tags,
             uploaded=lambda size: self.report.add(uploaded=size, uploads=1),
         )
-        for content_id, row in pending.items():
-            if row.size >= self.pack_threshold:
+        dropped: set[str] = set()
+        for sha, item in pending.items():
+            if item.size >= self.pack_threshold:
                 continue
-            data = contents.get(row.path)
+            data = contents.get(item.path)
             if data is None:  # not hashed in this run (registered by an earlier attempt)
-                data = self._read_small(row, by_path[row.path])
+                data = self._read_small(item, by_path[item.path])
                 if data is None:
+                    dropped.add(item.path)
                     continue
-            self.report.add(packed=row.size)
-            packer.add(
-                content_id,
-                data,
-                row.sha256,
-                self._lock(object_key(self.prefix, row.path), row.path),
-            )
+            self.report.add(packed=item.size)
+            packer.add(data, sha, self._lock(object_key(self.prefix, item.path), item.path))
         packs, failed = packer.finish()
         uploads: list[Upload] = list(packs)
-        for future in large:
+        for path, future in large:
             try:
                 if (upload := future.result()) is not None:
                     uploads.append(upload)
+                else:
+                    dropped.add(path)
             except BaseException as error:
                 failed = failed or error
         if failed is not None:
             self._remove(uploads)
             raise failed
-        self._record(uploads)
+        return uploads, dropped
 
     def _lock(self, key: str, path: str) -> Lock | None:
         lock = lock_for(self.lock_policies, key, datetime.now(UTC))
@@ -442,7 +484,7 @@ class Backup:
             return None
         return lock
 
-    def _read_small(self, row: FileRecord, entry: Entry) -> bytes | None:
+    def _read_small(self, row: FileIn, entry: Entry) -> bytes | None:
         try:
             with open(entry.os_path, "rb") as handle:
                 data = handle.read(row.size + 1)
@@ -483,7 +525,7 @@ class Backup:
         self.report.add(read=hashed.size)  # what the source holds, not our re-reads
         return hashed
 
-    def _upload(self, content_file_id: int, row: FileRecord, entry: Entry) -> Upload | None:
+    def _upload(self, row: FileIn, entry: Entry) -> Upload | None:
         key = object_key(self.prefix, row.path)
         lock = self._lock(key, row.path)
         try:
@@ -501,16 +543,7 @@ class Backup:
             self.report.problem("changed_while_reading", row.path, "changed before its upload")
             return None
         self.report.add(uploaded=row.size, uploads=1)
-        return Upload(content_file_id, key, version_id, row.size, row.sha256, etag, lock)
-
-    def _record(self, uploads: list[Upload]) -> None:
-        try:
-            with self.sessions() as session:
-                record_versions(session, self.bucket_id, uploads, self.tags, job_id=self.job_id)
-                session.commit()
-        except BaseException:
-            self._remove(uploads)
-            raise
+        return Upload(key, version_id, row.size, row.sha256, etag, lock)
 
     def _remove(self, uploads: list[Upload]) -> None:
         """Leave no untracked object behind."""

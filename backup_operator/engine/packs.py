@@ -34,7 +34,7 @@ def strongest(locks: list[Lock]) -> Lock | None:
 @dataclass
 class _Pack:
     buffer: bytearray
-    entries: list[tuple[int, int, int, str]]  # file id, offset, size, sha256
+    entries: list[tuple[str, int, int]]  # sha256, offset, size
     locks: list[Lock]
 
 
@@ -62,9 +62,9 @@ class Packer:
         self._futures: list[Future[Upload]] = []
         self._slots = threading.BoundedSemaphore(IN_FLIGHT)
 
-    def add(self, file_id: int, data: bytes, sha256: str, lock: Lock | None) -> None:
+    def add(self, data: bytes, sha256: str, lock: Lock | None) -> None:
         pack = self._current
-        pack.entries.append((file_id, len(pack.buffer), len(data), sha256))
+        pack.entries.append((sha256, len(pack.buffer), len(data)))
         pack.buffer += data
         if lock is not None:
             pack.locks.append(lock)
@@ -84,7 +84,7 @@ class Packer:
 
     def _upload(self, pack: _Pack) -> Upload:
         try:
-            body = sealed(pack.buffer, [(sha, at, size) for _, at, size, sha in pack.entries])
+            body = sealed(pack.buffer, pack.entries)
             key = pack_key()
             lock = strongest(pack.locks)
             version_id, etag = self.store.put(
@@ -92,14 +92,13 @@ class Packer:
             )
             self.uploaded(len(body))
             return Upload(
-                None,
                 key,
                 version_id,
                 len(body),
                 hashlib.sha256(body).hexdigest(),
                 etag,
                 lock,
-                tuple((file_id, offset) for file_id, offset, _, _ in pack.entries),
+                tuple((sha, offset) for sha, offset, _ in pack.entries),
             )
         finally:
             self._slots.release()
