@@ -116,7 +116,11 @@ def test_a_hung_store_holds_only_its_share_of_the_workers(
             ]
             for thread in hung:
                 thread.start()
-            time.sleep(0.5)  # both wait on the store now
+            slots = client.app.state.store_slots  # type: ignore[attr-defined]
+            deadline = time.monotonic() + 30
+            while slots._value > 0:  # until both wait on the store (a loaded machine is slow)
+                assert time.monotonic() < deadline, "the two requests never reached the store"
+                time.sleep(0.05)
             began = time.monotonic()
             third = client.post("/buckets/", json={"name": f"{bucket_name}-x"})
             assert third.status_code == 503 and time.monotonic() - began < 3
