@@ -79,6 +79,41 @@ def test_full_backup_stores_each_content_once(
     ]
 
 
+@pytest.mark.parametrize("pack_threshold", [0, 1024 * 1024], ids=["plain", "packs"])
+def test_a_content_in_consecutive_batches_is_uploaded_once(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    bucket_name: str,
+    tmp_path: Path,
+    pack_threshold: int,
+) -> None:
+    # Batches of 2 files: each batch's contents are uploaded while the one before is
+    # still being recorded; a copy in the next batch must not be uploaded again.
+    # Files are read in name order: f01 and f02 share a content, f03 and f04, and so on.
+    root = tmp_path / "source"
+    for i in range(10):
+        write(root, f"f{i:02}.bin", f"content {(i + 1) // 2}".encode() * 100)
+    size = len(b"content 0" * 100)
+    _, stats = back_up(
+        sessions, store, bucket_id, root, batch_files=2, pack_threshold=pack_threshold
+    )
+    assert stats["new"] == 10 and stats["duplicate"] == 4
+    assert stats["bytes_saved"] == 4 * size
+    if pack_threshold:  # six contents, and each pack's index (under 100 bytes here)
+        assert 6 * size < stats["bytes_uploaded"] < 7 * size
+    else:
+        assert stats["uploads"] == 6 and stats["bytes_uploaded"] == 6 * size
+    with sessions() as session:
+        recorded = {v.version_id for v in session.scalars(select(ObjectVersion))}
+    assert {version for _, version in keys(store, bucket_name)} == recorded  # none untracked
+    restored = tmp_path / "restored"
+    with sessions() as session:
+        job = session.scalars(select(BackupJob)).one()
+        assert restore(session, store, job.id, restored).ok
+    assert tree(restored) == tree(root)
+
+
 def test_incremental_run_skips_unchanged_and_records_changes(
     sessions: sessionmaker[Session],
     store: ObjectStore,

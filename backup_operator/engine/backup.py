@@ -206,6 +206,15 @@ class Prepared(NamedTuple):
     by_path: dict[str, Entry]
 
 
+class Staged(NamedTuple):
+    """A batch whose new contents are uploaded, its files not yet recorded."""
+
+    to_register: list[FileIn]  # those that could be stored
+    by_path: dict[str, Entry]
+    uploads: list[Upload]
+    large: dict[str, FileIn]  # new contents of files too large to pack: not uploaded yet
+
+
 T = TypeVar("T")
 
 
@@ -257,6 +266,8 @@ class Backup:
             )
         # The parent's states this run saw (unchanged or replaced); the others are gone.
         self.seen = array("q")
+        # Contents the batch staged last uploaded (it may not be recorded yet).
+        self.uploaded_before: set[str] = set()
         self.report = Report.resumed(self.job_stats)
         self.tries = tries_within(options.outage_seconds)
         self.hashers = ThreadPoolExecutor(options.hash_workers, thread_name_prefix="hash")
@@ -271,24 +282,29 @@ class Backup:
         with self.sessions() as session:
             forget_failures(session, self.job_id)  # a resumed run tries those files again
             session.commit()
-        # A pipeline one batch deep: the next batch is looked up and hashed (reads only)
-        # while this one is registered, uploaded and recorded (in order, so that
-        # duplicates across batches are found as before).
+        # A pipeline one batch deep: the next batch is looked up, hashed and its new
+        # contents uploaded while this one is recorded (in order: a content uploaded by
+        # the batch before is not uploaded again, see _stage).
         ahead = ThreadPoolExecutor(1, thread_name_prefix="prepare")
+        staged: Future[Staged | None] | None = None
         try:
             files = self._classify(walk(self.source))
-            coming: Future[Prepared | None] | None = None
             for batch in _batches(files, self.options.batch_files, self.options.batch_bytes):
-                following = ahead.submit(
-                    self._retrying, functools.partial(self._prepare, batch), "reading a batch"
-                )
-                if coming is not None:
-                    self._commit(coming.result())
-                coming = following
-            if coming is not None:
-                self._commit(coming.result())
+                current, staged = staged, ahead.submit(self._stage, batch)
+                if current is not None:
+                    self._commit(current.result())
+            current, staged = staged, None
+            if current is not None:
+                self._commit(current.result())
             self._retrying(self._record_deleted, "recording deleted files")
             self._retrying(self._checkpoint, "checkpoint")
+        except BaseException:
+            ahead.shutdown(cancel_futures=True)
+            if staged is not None and not staged.cancelled() and staged.exception() is None:
+                unrecorded = staged.result()  # done: the shutdown waited for it
+                if unrecorded is not None:
+                    self._remove(unrecorded.uploads)  # leave no untracked object behind
+            raise
         finally:
             ahead.shutdown(cancel_futures=True)
             self.hashers.shutdown(cancel_futures=True)
@@ -298,9 +314,31 @@ class Backup:
     def _retrying(self, step: Callable[[], T], what: str) -> T:
         return retrying(step, what=f"job {self.job_id}: {what}", attempts=self.tries)
 
-    def _commit(self, prepared: Prepared | None) -> None:
-        if prepared is not None:
-            self._retrying(functools.partial(self._register_and_store, prepared), "backup batch")
+    def _commit(self, staged: Staged | None) -> None:
+        if staged is not None:
+            try:
+                if staged.large:
+                    uploads, dropped = self._retrying(
+                        functools.partial(self._store, staged.large, {}, staged.by_path),
+                        "uploading a batch",
+                    )
+                    staged = staged._replace(
+                        to_register=[f for f in staged.to_register if f.path not in dropped],
+                        uploads=staged.uploads + uploads,
+                    )
+                rows = self._retrying(functools.partial(self._record, staged), "recording a batch")
+            except BaseException:
+                self._remove(staged.uploads)
+                raise
+            # Retention may have deleted a content between the lookup and the
+            # registration (it spares only registered files): upload it again.
+            lost = {row.sha256 for row in rows if row.object_version_id is None}
+            if lost:
+                again = [f for f in staged.to_register if f.sha256 in lost]
+                self._retrying(
+                    functools.partial(self._upload_and_link, again, staged.by_path),
+                    "storing lost contents",
+                )
         self._retrying(self._checkpoint, "checkpoint")
 
     def _classify(self, entries: Iterator[Entry]) -> Iterator[Entry]:
@@ -381,52 +419,60 @@ class Backup:
             return None
         return Prepared(to_register, contents, {e.path: e for e in entries})
 
-    def _register_and_store(self, prepared: Prepared) -> None:
-        """Upload the batch's contents the bucket does not hold (one upload per content;
-        the rest are duplicates), then record the versions and register the files in one
-        transaction: each file row is written once, with where its content is."""
+    def _stage(self, batch: list[Entry]) -> Staged | None:
+        """Read a batch and upload the contents the bucket does not hold (one upload per
+        content; the rest are duplicates). Its files are recorded afterwards, in order;
+        the batch before may not be recorded yet: what it uploaded is not looked up but
+        remembered."""
+        prepared = self._retrying(functools.partial(self._prepare, batch), "reading a batch")
+        if prepared is None:
+            return None
+        staged = self._retrying(functools.partial(self._upload_new, prepared), "uploading a batch")
+        self.uploaded_before = {sha for upload in staged.uploads for sha, _ in upload.contents()}
+        self.uploaded_before.update(staged.large)
+        return staged
+
+    def _upload_new(self, prepared: Prepared) -> Staged:
+        """Pack and upload the batch's new small contents now; its large files wait for
+        the batch before to be recorded (a kill then leaves untracked no more than the
+        uploads under way and one batch's packs)."""
         to_register, contents, by_path = prepared
         with self.sessions() as session:
-            shas = sorted({f.sha256 for f in to_register})
-            stored = stored_contents(session, self.bucket_id, shas)
-        new = [f for f in to_register if f.sha256 not in stored]
-        rows = self._upload_and_record(new, contents, by_path, register=to_register)
-        # Retention may have deleted a content between the lookup and the registration
-        # (it spares only registered files): upload it again, as a new one.
-        lost = {row.sha256 for row in rows if row.object_version_id is None}
-        if lost:
-            again = [f for f in to_register if f.sha256 in lost]
-            self._upload_and_record(again, contents, by_path, register=None)
+            shas = sorted({f.sha256 for f in to_register} - self.uploaded_before)
+            stored = stored_contents(session, self.bucket_id, shas) | self.uploaded_before
+        small: dict[str, FileIn] = {}
+        large: dict[str, FileIn] = {}
+        for item in to_register:
+            if item.sha256 not in stored:
+                (small if item.size < self.pack_threshold else large).setdefault(item.sha256, item)
+        uploads, dropped = self._store(small, contents, by_path)
+        files = [f for f in to_register if f.path not in dropped]
+        return Staged(files, by_path, uploads, large)  # contents no longer held
 
-    def _upload_and_record(
-        self,
-        new: list[FileIn],
-        contents: dict[str, bytes],
-        by_path: dict[str, Entry],
-        *,
-        register: list[FileIn] | None,
-    ) -> list[FileRecord]:
-        """Upload `new` contents, then in one transaction record their versions and
-        register `register` (the files of a batch) with them; with no `register`, link
-        the files already registered that wait for them."""
-        pending: dict[str, FileIn] = {}
-        for item in new:
-            pending.setdefault(item.sha256, item)
-        uploads, dropped = self._store(pending, contents, by_path)
+    def _record(self, staged: Staged) -> list[FileRecord]:
+        """Record a batch's new versions and register its files in one transaction:
+        each file row is written once, with where its content is."""
+        if not staged.to_register:
+            return []
+        with self.sessions() as session:
+            links = record_versions(
+                session, self.bucket_id, staged.uploads, self.tags, job_id=self.job_id
+            )
+            where = {sha: (version, offset) for sha, version, offset in links}
+            return register_files(
+                session, self.job_id, staged.to_register, stored=where, whole_rows=False
+            )
+
+    def _upload_and_link(self, files: list[FileIn], by_path: dict[str, Entry]) -> None:
+        """Upload contents again for the registered files that wait for them."""
+        uploads, _ = self._store({f.sha256: f for f in files}, {}, by_path)
         try:
             with self.sessions() as session:
                 links = record_versions(
                     session, self.bucket_id, uploads, self.tags, job_id=self.job_id
                 )
-                if register is None:
-                    link_contents(session, self.bucket_id, links, waiting_only=True)
-                    session.commit()
-                    return []
-                files = [f for f in register if f.path not in dropped]
-                if not files:
-                    return []
-                where = {sha: (version, offset) for sha, version, offset in links}
-                return register_files(session, self.job_id, files, stored=where, whole_rows=False)
+                link_contents(session, self.bucket_id, links, waiting_only=True)
+                session.commit()
         except BaseException:
             self._remove(uploads)
             raise
