@@ -114,6 +114,39 @@ def test_a_content_in_consecutive_batches_is_uploaded_once(
     assert tree(restored) == tree(root)
 
 
+@pytest.mark.parametrize("answer_lost", [False, True], ids=["refused", "answer-lost"])
+def test_a_failed_record_removes_only_the_uploads_it_did_not_record(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    bucket_name: str,
+    source: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    answer_lost: bool,
+) -> None:
+    # The fault is injected around the real registration (no component can be made to
+    # lose exactly one COMMIT's answer here): it fails before committing, or after.
+    from backup_operator.engine import backup as engine
+
+    real = engine.register_files
+
+    def failing(session: Session, *args: object, **kwargs: object) -> object:
+        if answer_lost:
+            real(session, *args, **kwargs)  # type: ignore[arg-type]
+        raise RuntimeError("the database's answer was lost")
+
+    monkeypatch.setattr(engine, "register_files", failing)
+    with pytest.raises(RuntimeError):
+        back_up(sessions, store, bucket_id, source)
+    with sessions() as session:
+        recorded = {v.version_id for v in session.scalars(select(ObjectVersion))}
+        drift = verify(session, store, bucket_id)
+    in_store = {version for _, version in keys(store, bucket_name)}
+    assert in_store == recorded  # what was not recorded is gone; what was, stays
+    assert bool(recorded) is answer_lost
+    assert not drift.missing and not drift.untracked
+
+
 def test_incremental_run_skips_unchanged_and_records_changes(
     sessions: sessionmaker[Session],
     store: ObjectStore,

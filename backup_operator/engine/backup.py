@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from ..catalog import lineage
 from ..catalog.files import FileIn, FileRecord, link_contents, register_files, stored_contents
 from ..catalog.jobs import forget_failures, record_failures
-from ..catalog.models import BackupJob, Bucket, File, FileChange, ObjectVersion
+from ..catalog.models import BackupJob, BackupObject, Bucket, File, FileChange, ObjectVersion
 from ..catalog.objects import HashingReader, Upload, object_key, record_versions
 from ..catalog.retention import lock_for, locking_policies
 from ..retry import retrying, tries_within
@@ -328,7 +328,7 @@ class Backup:
                     )
                 rows = self._retrying(functools.partial(self._record, staged), "recording a batch")
             except BaseException:
-                self._remove(staged.uploads)
+                self._remove_unless_recorded(staged.uploads)
                 raise
             # Retention may have deleted a content between the lookup and the
             # registration (it spares only registered files): upload it again.
@@ -474,7 +474,7 @@ class Backup:
                 link_contents(session, self.bucket_id, links, waiting_only=True)
                 session.commit()
         except BaseException:
-            self._remove(uploads)
+            self._remove_unless_recorded(uploads)
             raise
 
     def _store(
@@ -590,6 +590,32 @@ class Backup:
             return None
         self.report.add(uploaded=row.size, uploads=1)
         return Upload(key, version_id, row.size, row.sha256, etag, lock)
+
+    def _remove_unless_recorded(self, uploads: list[Upload]) -> None:
+        """After a failed record: remove the uploads it did not record. A commit whose
+        answer was lost may have recorded them all; when the catalog cannot say, they
+        stay (untracked, which `verify` finds) rather than risk deleting stored data."""
+        if not uploads:
+            return
+        try:
+            with self.sessions() as session:
+                rows = session.execute(
+                    select(BackupObject.key, ObjectVersion.version_id)
+                    .join(ObjectVersion, ObjectVersion.object_id == BackupObject.id)
+                    .where(
+                        BackupObject.bucket_id == self.bucket_id,
+                        ObjectVersion.version_id.in_([u.version_id for u in uploads]),
+                    )
+                )
+                recorded = {(key, version_id) for key, version_id in rows}
+        except Exception:
+            logger.warning(
+                "job %s: %d uploads left in the bucket, recorded or not (verify finds them)",
+                self.job_id,
+                len(uploads),
+            )
+            return
+        self._remove([u for u in uploads if (u.key, u.version_id) not in recorded])
 
     def _remove(self, uploads: list[Upload]) -> None:
         """Leave no untracked object behind."""
