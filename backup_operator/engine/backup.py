@@ -28,7 +28,7 @@ from sqlalchemy import ColumnElement, func, select, text
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from ..catalog import lineage
-from ..catalog.files import FileIn, FileRecord, link_contents, register_files, stored_contents
+from ..catalog.files import FileIn, FileRecord, register_files, stored_contents
 from ..catalog.jobs import forget_failures, record_failures
 from ..catalog.models import BackupJob, BackupObject, Bucket, File, FileChange, ObjectVersion
 from ..catalog.objects import HashingReader, Upload, object_key, record_versions
@@ -212,7 +212,9 @@ class Staged(NamedTuple):
     to_register: list[FileIn]  # those that could be stored
     by_path: dict[str, Entry]
     uploads: list[Upload]
-    large: dict[str, FileIn]  # new contents of files too large to pack: not uploaded yet
+    # New contents not uploaded yet (of files too large to pack: they wait for the
+    # batch before to be recorded), by sha256.
+    to_upload: dict[str, FileIn]
 
 
 T = TypeVar("T")
@@ -316,30 +318,34 @@ class Backup:
 
     def _commit(self, staged: Staged | None) -> None:
         if staged is not None:
-            try:
-                if staged.large:
-                    uploads, dropped = self._retrying(
-                        functools.partial(self._store, staged.large, {}, staged.by_path),
-                        "uploading a batch",
-                    )
-                    staged = staged._replace(
-                        to_register=[f for f in staged.to_register if f.path not in dropped],
-                        uploads=staged.uploads + uploads,
-                    )
-                rows = self._retrying(functools.partial(self._record, staged), "recording a batch")
-            except BaseException:
-                self._remove_unless_recorded(staged.uploads)
-                raise
+            rows = self._store_and_record(staged)
             # Retention may have deleted a content between the lookup and the
-            # registration (it spares only registered files): upload it again.
+            # registration (it spares only registered files): upload it again, and
+            # register those files again (idempotent: it links them to it).
             lost = {row.sha256 for row in rows if row.object_version_id is None}
             if lost:
                 again = [f for f in staged.to_register if f.sha256 in lost]
-                self._retrying(
-                    functools.partial(self._upload_and_link, again, staged.by_path),
-                    "storing lost contents",
+                self._store_and_record(
+                    Staged(again, staged.by_path, [], {f.sha256: f for f in again})
                 )
         self._retrying(self._checkpoint, "checkpoint")
+
+    def _store_and_record(self, staged: Staged) -> list[FileRecord]:
+        """Upload what the batch has not uploaded yet, then record it."""
+        try:
+            if staged.to_upload:
+                uploads, dropped = self._retrying(
+                    functools.partial(self._store, staged.to_upload, {}, staged.by_path),
+                    "uploading a batch",
+                )
+                staged = staged._replace(
+                    to_register=[f for f in staged.to_register if f.path not in dropped],
+                    uploads=staged.uploads + uploads,
+                )
+            return self._retrying(functools.partial(self._record, staged), "recording a batch")
+        except BaseException:
+            self._remove_unless_recorded(staged.uploads)
+            raise
 
     def _classify(self, entries: Iterator[Entry]) -> Iterator[Entry]:
         """Files go on to be backed up; everything else is reported as what it is."""
@@ -429,7 +435,7 @@ class Backup:
             return None
         staged = self._retrying(functools.partial(self._upload_new, prepared), "uploading a batch")
         self.uploaded_before = {sha for upload in staged.uploads for sha, _ in upload.contents()}
-        self.uploaded_before.update(staged.large)
+        self.uploaded_before.update(staged.to_upload)
         return staged
 
     def _upload_new(self, prepared: Prepared) -> Staged:
@@ -462,20 +468,6 @@ class Backup:
             return register_files(
                 session, self.job_id, staged.to_register, stored=where, whole_rows=False
             )
-
-    def _upload_and_link(self, files: list[FileIn], by_path: dict[str, Entry]) -> None:
-        """Upload contents again for the registered files that wait for them."""
-        uploads, _ = self._store({f.sha256: f for f in files}, {}, by_path)
-        try:
-            with self.sessions() as session:
-                links = record_versions(
-                    session, self.bucket_id, uploads, self.tags, job_id=self.job_id
-                )
-                link_contents(session, self.bucket_id, links, waiting_only=True)
-                session.commit()
-        except BaseException:
-            self._remove_unless_recorded(uploads)
-            raise
 
     def _store(
         self, pending: dict[str, FileIn], contents: dict[str, bytes], by_path: dict[str, Entry]
