@@ -43,10 +43,6 @@ class Terminated(Exception):
     """SIGTERM arrived during a backup (a pod evicted, a node drained)."""
 
 
-def _raise_on_sigterm(*_: Any) -> None:
-    raise Terminated()
-
-
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     backup = commands.add_parser("backup", help="back a directory up now")
     backup.add_argument("source", nargs="?", help="the directory to back up")
@@ -179,10 +175,17 @@ class Progress:
 
 def backup(ctx: Context, args: argparse.Namespace) -> int:
     worker = default_worker_id()
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    # SIGTERM stops the backup at its next checkpoint (each batch), not where it lands:
+    # an exception raised mid-statement or mid-commit could leave a transaction holding
+    # the job's row, and the process waiting on it until the SIGKILL.
+    terminated = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: terminated.set())
     with ctx.sessions() as session:
         if args.job is not None:
-            job = _claim_when_free(ctx, session, args.job, worker)
+            job = _claim_when_free(ctx, session, args.job, worker, terminated)
+            if job is None:
+                logger.error("job %s: stopped by SIGTERM before it could be claimed", args.job)
+                return EXIT_TERMINATED
         else:
             if not args.source or not args.bucket:
                 raise SystemExit("backup: give SOURCE and --bucket, or --job")
@@ -202,11 +205,17 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
     interval = ctx.settings.job_heartbeat_timeout_seconds / 4
     try:
         with Heartbeat(ctx.sessions, job.id, worker, interval) as heartbeat:
+
+            def check() -> None:
+                if terminated.is_set():
+                    raise Terminated()
+                heartbeat.check()
+
             stats = run_backup(
                 ctx.sessions,
                 ctx.store,
                 job.id,
-                heartbeat.check,
+                check,
                 Options.for_settings(
                     ctx.settings,
                     rehash=args.rehash,
@@ -248,10 +257,13 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
     return EXIT_OK if ended is JobStatus.COMPLETED else EXIT_PARTIAL
 
 
-def _claim_when_free(ctx: Context, session: Session, job_id: int, worker: str) -> Any:
+def _claim_when_free(
+    ctx: Context, session: Session, job_id: int, worker: str, terminated: threading.Event
+) -> Any:
     """Claim an existing job. One still held by another worker (a pod killed a moment
     ago, whose retry this is) is waited for: once that worker has been silent for the
-    heartbeat timeout, the operator hands the job back (counting the attempt)."""
+    heartbeat timeout, the operator hands the job back (counting the attempt). None
+    when SIGTERM came first."""
     patience = time.monotonic() + 2 * ctx.settings.job_heartbeat_timeout_seconds
     while True:
         try:
@@ -261,7 +273,8 @@ def _claim_when_free(ctx: Context, session: Session, job_id: int, worker: str) -
             held = jobs.get_job(session, job_id).status is JobStatus.RUNNING
             if not held or time.monotonic() > patience:
                 raise
-            time.sleep(1)
+            if terminated.wait(1):
+                return None
 
 
 def _notify(ctx: Context, session: Session, job_id: int) -> None:

@@ -299,3 +299,48 @@ def test_a_backup_on_a_terminal_shows_live_progress_with_an_eta(
     assert re.search(r"\d+(\.\d+)? MB/s", text)  # a rate
     assert "ETA" in text and re.search(r"ETA \d+:\d\d:\d\d", text)
     assert "\r" in shown.decode(errors="replace") or "\x1b[" in shown.decode(errors="replace")
+
+
+@pytest.mark.parametrize("recorded_before_stop", [1, 250, 1250])
+def test_a_backup_stopped_by_sigterm_exits_143_at_once_and_hands_its_job_back(
+    recorded_before_stop: int,
+    db_url: str,
+    s3_endpoint: tuple[str, str, str],
+    bucket_name: str,
+    tmp_path: Path,
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+) -> None:
+    # An evicted pod gets SIGTERM and, 30 s later, SIGKILL: the job must be handed back
+    # well before, whatever the backup was doing (hashing, uploading, recording).
+    make_tree(tmp_path / "src", 3000, 4096)
+    worker = start_backup(
+        {**console_env(db_url, s3_endpoint), "PYTHONFAULTHANDLER": "1"},
+        tmp_path / "src",
+        bucket_name,
+        250,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    with sessions() as session:
+        while (session.scalar(select(func.count()).select_from(File)) or 0) < recorded_before_stop:
+            assert worker.poll() is None, "the backup ended before it could be stopped"
+            assert time.monotonic() < deadline
+            session.rollback()
+            time.sleep(0.01)
+    worker.send_signal(signal.SIGTERM)
+    try:
+        code = worker.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        worker.send_signal(signal.SIGABRT)  # faulthandler prints where each thread hangs
+        code = worker.wait()
+    stderr = worker.stderr.read().decode() if worker.stderr else ""
+    assert code == 143, stderr
+    assert "stopped by SIGTERM; handed back to be resumed" in stderr
+    with sessions() as session:
+        job = session.scalars(select(BackupJob)).one()
+        assert job.status is JobStatus.PENDING and job.worker_id is None
+        stored = stored_versions(session)
+    # What it uploaded and did not record, it removed: no object is left untracked.
+    assert {(v.key, v.version_id) for v in store.list_versions(bucket_name)} == stored
