@@ -186,6 +186,40 @@ def test_incremental_run_skips_unchanged_and_records_changes(
     assert again and rehashed
 
 
+def test_restore_never_writes_outside_its_target(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    source: Path,
+    tmp_path: Path,
+) -> None:
+    job_id, _ = back_up(sessions, store, bucket_id, source)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "docs").symlink_to(outside)  # a directory of the tree, pointing out
+    (target / "empty.bin").symlink_to(outside / "empty.bin")  # a file of the tree, too
+    with sessions() as session:
+        session.execute(
+            update(File)
+            .where(File.path == "deep/a/b/c/d.txt")
+            .values(path="deep/../../../escaped.txt", raw_path=None)
+        )
+        session.commit()
+        result = restore(session, store, job_id, target, overwrite=True)
+    assert list(outside.iterdir()) == [] and not (tmp_path / "escaped.txt").exists()
+    assert sorted(result.failed) == [
+        "deep/../../../escaped.txt",
+        "docs/copy-of-report.txt",
+        "docs/report.txt",
+    ]
+    assert all("would be restored outside the target" in why for why in result.failed.values())
+    # The symlinked file was replaced by the file itself, not written through.
+    assert not (target / "empty.bin").is_symlink() and (target / "empty.bin").read_bytes() == b""
+    assert (target / "photos/cat.jpg").read_bytes() == (source / "photos/cat.jpg").read_bytes()
+
+
 def test_restore_one_file_a_prefix_and_never_overwrites(
     sessions: sessionmaker[Session],
     store: ObjectStore,

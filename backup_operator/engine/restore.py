@@ -7,14 +7,16 @@ and only then renamed into place; an existing file is never overwritten unless a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import itertools
 import os
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -47,9 +49,13 @@ class Item:
 
 
 # Ranges of one pack closer than this are read as one (fewer GETs for a little more data);
-# one read is at most MAX_READ bytes (memory: that times the workers).
+# one read is at most MAX_READ bytes (memory: that times the workers) and MAX_READ_FILES
+# files: small enough that a pack's files are written by several workers at once.
 COALESCE_GAP = 1024 * 1024
-MAX_READ = 16 * 1024 * 1024
+MAX_READ = 4 * 1024 * 1024
+MAX_READ_FILES = 128
+# Files read from the catalog at a time, grouped by pack (memory: constant per window).
+WINDOW = 5000
 
 
 @dataclass
@@ -111,15 +117,33 @@ def _items(
         yield Item(*cast(tuple[Any, ...], row))
 
 
-def _destination(target: Path, item: Item) -> Path:
-    relative = os.fsdecode(item.raw_path) if item.raw_path is not None else item.path
-    destination = (target / relative).resolve()
-    if not destination.is_relative_to(target):
-        raise Invalid(f"{item.path!r} would be restored outside the target", field="path")
-    return destination
+class Destinations:
+    """Where each file goes under the target, never outside it: `..` is refused by the
+    path itself, a symlinked directory by where it resolves (once per directory, cached:
+    per-file path resolution was a fifth of a small-file restore)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = str(root)
+        self.inside = self.root.rstrip(os.sep) + os.sep  # what paths under it start with
+        self.folders: dict[str, str] = {}  # directory made -> where it resolves
+
+    def of(self, item: Item) -> str:
+        relative = os.fsdecode(item.raw_path) if item.raw_path is not None else item.path
+        destination = os.path.normpath(os.path.join(self.root, relative))
+        folder, name = os.path.split(destination)
+        if not name or not (folder + os.sep).startswith(self.inside):
+            raise Invalid(f"{item.path!r} would be restored outside the target", field="path")
+        real = self.folders.get(folder)
+        if real is None:
+            os.makedirs(folder, exist_ok=True)
+            real = os.path.realpath(folder)
+            if not (real + os.sep).startswith(self.inside):
+                raise Invalid(f"{item.path!r} would be restored outside the target", field="path")
+            self.folders[folder] = real
+        return os.path.join(real, name)
 
 
-def _restore_one(store: ObjectStore, item: Item, destination: Path, overwrite: bool) -> int:
+def _restore_one(store: ObjectStore, item: Item, destination: str, overwrite: bool) -> int:
     """A file that is an object of its own, streamed from the store."""
     if item.version_id is None or item.bucket is None or item.key is None:
         raise LookupError("its content is not stored (never uploaded, or deleted)")
@@ -127,30 +151,50 @@ def _restore_one(store: ObjectStore, item: Item, destination: Path, overwrite: b
     return _place(item, chunks, destination, overwrite)
 
 
-def _place(item: Item, chunks: Iterable[bytes], destination: Path, overwrite: bool) -> int:
+_temporaries = itertools.count()
+
+
+def _temporary(folder: str) -> tuple[str, int]:
+    """A new file, 0600, under a name of its own (one left by a crash is skipped)."""
+    while True:
+        name = os.path.join(folder, f".restore-{os.getpid()}-{next(_temporaries)}")
+        try:
+            return name, os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            continue
+
+
+def _place(item: Item, chunks: Iterable[bytes], destination: str, overwrite: bool) -> int:
     """Write a file's content to a temporary name, check its SHA-256, give it its mode
-    and mtime, then rename it into place."""
-    if destination.exists() and not overwrite:
-        raise FileExistsError(str(destination))
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    and mtime, then rename it into place. An existing file (or symlink: replaced, never
+    followed) is refused unless `overwrite`."""
+    if not overwrite and os.path.lexists(destination):
+        raise FileExistsError(destination)
+    temporary, out = _temporary(os.path.dirname(destination))
     digest = hashlib.sha256()
     size = 0
-    handle, temporary = tempfile.mkstemp(prefix=".restore-", dir=destination.parent)
     try:
-        with os.fdopen(handle, "wb") as out:
+        try:
             for chunk in chunks:
                 digest.update(chunk)
-                out.write(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(out, view) :]
                 size += len(chunk)
-        if digest.hexdigest() != item.sha256 or size != item.size:
-            raise ValueError(f"checksum mismatch: stored content has sha256 {digest.hexdigest()}")
-        if item.mode is not None:  # else mkstemp's 0600 stays: never wider than known
-            os.chmod(temporary, item.mode)
-        if item.mtime_ns is not None:
-            os.utime(temporary, ns=(item.mtime_ns, item.mtime_ns))
+            if digest.hexdigest() != item.sha256 or size != item.size:
+                raise ValueError(
+                    f"checksum mismatch: stored content has sha256 {digest.hexdigest()}"
+                )
+            if item.mode is not None:  # else 0600 stays: never wider than known
+                os.fchmod(out, item.mode)
+            if item.mtime_ns is not None:
+                os.utime(out, ns=(item.mtime_ns, item.mtime_ns))
+        finally:
+            os.close(out)
         os.replace(temporary, destination)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
         raise
     return size
 
@@ -165,11 +209,20 @@ def _reads(items: list[Item]) -> list[list[Item]]:
             first, last = groups[-1][0], groups[-1][-1]
             start, end = first.offset or 0, (last.offset or 0) + last.size
             offset = item.offset or 0
-            if offset - end <= COALESCE_GAP and offset + item.size - start <= MAX_READ:
+            if (
+                offset - end <= COALESCE_GAP
+                and offset + item.size - start <= MAX_READ
+                and len(groups[-1]) < MAX_READ_FILES
+            ):
                 groups[-1].append(item)
                 continue
         groups.append([item])
     return groups
+
+
+def _windows(items: Iterator[Item]) -> Iterator[list[Item]]:
+    while window := list(itertools.islice(items, WINDOW)):
+        yield window
 
 
 def _target_directory(root: Path) -> Path:
@@ -210,15 +263,16 @@ def restore(
             f"job {job_id} is {job.status.value}; only completed jobs are restored", field="job_id"
         )
     root = _target_directory(Path(target).resolve())
+    destinations = Destinations(root)
     result = RestoreResult()
     started = time.monotonic()
 
     lock = threading.Lock()
 
-    def outcome(item: Item, restore_it: Callable[[Path], int]) -> None:
+    def outcome(item: Item, restore_it: Callable[[str], int]) -> None:
         """Restore one file, counting it as restored, refused (it exists) or failed."""
         try:
-            size = restore_it(_destination(root, item))
+            size = restore_it(destinations.of(item))
             with lock:
                 result.bytes += size
                 result.files += 1
@@ -246,30 +300,40 @@ def restore(
             return
         for item in group:
             at = (item.offset or 0) - start
-            piece = data[at : at + item.size]
+            piece = memoryview(data)[at : at + item.size]
             outcome(item, lambda to, item=item, piece=piece: _place(item, [piece], to, overwrite))  # type: ignore[misc]
 
-    def run(window: list[Item]) -> None:
-        """Plain objects one GET each; packed contents by pack, coalesced; all at once."""
+    def tasks(window: list[Item]) -> list[Callable[[], None]]:
+        """Plain objects one GET each (the largest first); packed contents by pack,
+        coalesced."""
+        plain = [i for i in window if i.offset is None or i.version_id is None]
+        plain.sort(key=lambda item: item.size, reverse=True)
         by_pack: dict[tuple[str | None, str | None, str | None], list[Item]] = {}
-        tasks: list[Any] = []
         for item in window:
-            if item.offset is None or item.version_id is None:
-                tasks.append(functools.partial(one, item))
-            else:
+            if item.offset is not None and item.version_id is not None:
                 by_pack.setdefault((item.bucket, item.key, item.version_id), []).append(item)
+        work: list[Callable[[], None]] = [functools.partial(one, item) for item in plain]
         for items in by_pack.values():
-            tasks += [functools.partial(packed, group) for group in _reads(items)]
-        list(pool.map(lambda task: task(), tasks))
+            work += [functools.partial(packed, group) for group in _reads(items)]
+        return work
+
+    # Windows follow one another without waiting for the last one's slowest file; the
+    # queue of tasks not yet started is bounded, so memory is too.
+    queued = threading.BoundedSemaphore(4 * workers)
+    broken: list[BaseException] = []  # what no file's outcome caught: a bug, raised
+
+    def done(future: Future[None]) -> None:
+        queued.release()
+        if (error := future.exception()) is not None:
+            broken.append(error)
 
     with ThreadPoolExecutor(workers, thread_name_prefix="restore") as pool:
-        window: list[Item] = []
-        for item in _items(session, job, prefix, path):
-            window.append(item)
-            if len(window) >= 5000:  # bounded: constant memory whatever the tree's size
-                run(window)
-                window = []
-        run(window)
+        for window in _windows(_items(session, job, prefix, path)):
+            for task in tasks(window):
+                queued.acquire()
+                pool.submit(task).add_done_callback(done)
+    if broken:
+        raise broken[0]
     if path is not None and result.files + len(result.failed) + len(result.refused_existing) == 0:
         raise Invalid(f"job {job_id} has no file {path!r}", field="path")
     result.seconds = time.monotonic() - started
