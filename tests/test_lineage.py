@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from backup_operator.api.app import create_app
 from backup_operator.catalog import jobs
 from backup_operator.catalog.buckets import create_bucket
-from backup_operator.catalog.models import File
+from backup_operator.catalog.models import File, JobStatus
 from backup_operator.catalog.retention import apply
 from backup_operator.engine.backup import run_backup
 from backup_operator.engine.restore import restore
@@ -240,6 +240,8 @@ def test_two_backups_of_one_source_at_once_each_keep_what_they_saw(
     (source / "b").unlink()
     fast_stats = run_backup(sessions, store, fast, lambda: None)  # sees a3, no b
     finish(sessions, fast, "fast", fast_stats)
+    with sessions() as session:  # "slow", still running, wrote a2 for the same position
+        assert restored(session, store, fast, tmp_path / "fast-alone") == {"a": b"a3"}
     finish(sessions, slow, "slow", slow_stats)  # completes after: rebased onto "fast"
     with sessions() as session:
         assert restored(session, store, slow, tmp_path / "slow") == {"a": b"a2", "b": b"b1"}
@@ -275,3 +277,53 @@ def test_forgetting_a_running_backups_parent_keeps_what_it_relies_on(
     finish(sessions, running, "runner", stats)
     with sessions() as session:
         assert restored(session, store, running, tmp_path / "out") == {"a": b"a2", "b": b"b1"}
+
+
+def test_a_failed_backups_files_never_show_in_the_next_ones_tree(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    tmp_path: Path,
+    settings: Settings,
+) -> None:
+    source = tmp_path / "src"
+    write(source, "a", b"a1")
+    back_up(sessions, store, bucket_id, source)
+    write(source, "b", b"b1")
+    failed = start(sessions, bucket_id, source, "doomed")
+    run_backup(sessions, store, failed, lambda: None)  # wrote b, for the next position
+    with sessions() as session:
+        assert jobs.finish_job(
+            session, failed, worker_id="doomed", status=JobStatus.FAILED, error="test"
+        )
+    write(source, "b", b"b2")
+    latest, stats = back_up(sessions, store, bucket_id, source)  # takes that position
+    assert stats["new"] == 1
+    with TestClient(create_app(settings)) as client:
+        assert tree_of(client, latest) == {"a": "unchanged", "b": "new"}
+    with sessions() as session:
+        assert restored(session, store, latest, tmp_path / "out") == {"a": b"a1", "b": b"b2"}
+
+
+def test_retention_keeps_a_content_a_running_backup_has_just_found_a_duplicate_of(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "src"
+    write(source, "a", b"first")
+    back_up(sessions, store, bucket_id, source)
+    write(source, "a", b"second")
+    back_up(sessions, store, bucket_id, source)  # "first" is in the oldest tree only
+    write(source, "b", b"first")  # …until a new file has it again
+    running = start(sessions, bucket_id, source, "runner")
+    stats = run_backup(sessions, store, running, lambda: None)  # b: a duplicate, no upload
+    with sessions() as session:
+        result = apply(session, store, keep_newest_job(session, bucket_id, source), actor="test")
+        assert result.run.forgotten_jobs == 1
+        assert result.deleted == []  # the running backup holds "first"
+    finish(sessions, running, "runner", stats)
+    with sessions() as session:
+        out = restored(session, store, running, tmp_path / "out")
+        assert out == {"a": b"second", "b": b"first"}

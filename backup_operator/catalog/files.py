@@ -84,13 +84,19 @@ _BATCH_ROWS = """
               pack_offset)
 """
 
+# The job's reserved position, when it holds (lineage.opening_seq); a record of a deleted
+# file is seen at that position only.
+_POSITIONS = """%(first_seq)s::bigint,
+    CASE WHEN t.change = 'deleted' THEN %(first_seq)s::bigint + 1 END"""
+
 # Canonical candidates: the first file of each content not yet in the bucket, with its
 # stored content when the caller has already uploaded it.
 _INSERT_CANONICAL = f"""
     INSERT INTO files (job_id, bucket_id, source_id, path, size, sha256, mtime, mtime_ns, inode,
-                       raw_path, change, mode, is_duplicate, object_version_id, pack_offset)
+                       raw_path, change, mode, is_duplicate, object_version_id, pack_offset,
+                       first_seq, end_seq)
     SELECT %(job_id)s, %(bucket_id)s, %(source_id)s, t.path, t.size, t.sha256, t.mtime, t.mtime_ns, t.inode,
-           t.raw_path, t.change, t.mode, false, t.version, t.pack_offset
+           t.raw_path, t.change, t.mode, false, t.version, t.pack_offset, {_POSITIONS}
     {_BATCH_ROWS}
     ON CONFLICT DO NOTHING
     RETURNING {{returning}}
@@ -99,9 +105,10 @@ _INSERT_CANONICAL = f"""
 # The rest become duplicates of whichever canonical file now holds their content.
 _INSERT_DUPLICATES = f"""
     INSERT INTO files (job_id, bucket_id, source_id, path, size, sha256, mtime, mtime_ns, inode,
-                       raw_path, change, mode, is_duplicate, canonical_file_id, object_version_id)
+                       raw_path, change, mode, is_duplicate, canonical_file_id, object_version_id,
+                       first_seq, end_seq)
     SELECT %(job_id)s, %(bucket_id)s, %(source_id)s, t.path, t.size, t.sha256, t.mtime, t.mtime_ns, t.inode,
-           t.raw_path, t.change, t.mode, true, c.id, c.object_version_id
+           t.raw_path, t.change, t.mode, true, c.id, c.object_version_id, {_POSITIONS}
     {_BATCH_ROWS}
     JOIN files c ON c.bucket_id = %(bucket_id)s AND c.sha256 = t.sha256 AND NOT c.is_duplicate
                 AND c.size = t.size
@@ -155,7 +162,12 @@ def register_files(
         )
     lock_bucket_for_retention(session, job.bucket_id, shared=True)
     stored = stored or {}
-    params = {"job_id": job_id, "bucket_id": job.bucket_id, "source_id": job.source_id}
+    params = {
+        "job_id": job_id,
+        "bucket_id": job.bucket_id,
+        "source_id": job.source_id,
+        "first_seq": lineage.opening_seq(session, job_id),
+    }
     # RETURNING whole rows answers the caller without reading them back; the rows are
     # answered as they are (attribute access like File's), since building ORM objects
     # would cost more than the inserts.

@@ -9,7 +9,10 @@ adds rows for what is new, changed or deleted only.
 
 Positions are given at completion, under a lock of the source row: a job that ran
 beside another of its source (both starting from the same parent) is rebased onto
-whichever completed first, so that each position's tree is exactly its job's.
+whichever completed first, so that each position's tree is exactly its job's. A job
+reserves the position after its parent's at its start and writes its rows with it;
+taking it then costs no rewrite of them (a job that lost its reservation to one that
+completed first has its rows given their position at its end instead).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     CTE,
+    BigInteger,
     ColumnElement,
     Select,
     and_,
@@ -74,13 +78,37 @@ def source_id_for(
     return session.scalar(select(Source.id).where(identity))  # type: ignore[return-value]
 
 
-def head_job_id(session: Session, source_id: int) -> int | None:
-    """The newest completed job of the source: the parent of its next backup."""
-    return session.scalar(
-        select(BackupJob.id)
-        .join(Source, Source.id == BackupJob.source_id)
-        .where(Source.id == source_id, BackupJob.lineage_seq == Source.head_seq)
-    )
+def start(session: Session, job: BackupJob) -> None:
+    """At a job's first start: its parent is its source's newest position, and the one
+    after is reserved for it (the caller commits)."""
+    head_seq, parent_id = session.execute(
+        select(Source.head_seq, BackupJob.id)
+        .outerjoin(
+            BackupJob,
+            (BackupJob.source_id == Source.id) & (BackupJob.lineage_seq == Source.head_seq),
+        )
+        .where(Source.id == job.source_id)
+    ).one()
+    job.parent_job_id = parent_id
+    job.reserved_seq = head_seq + 1
+
+
+# While no other job of its source has completed since its reservation, a job's rows are
+# written at its reserved position, invisible to every tree until it takes that position
+# (no rewrite then). The source row stays key-share locked until the caller commits: a
+# job completing meanwhile (which locks it for update) waits, and one that completed
+# first made the reservation stale (the head moved), so the rows get no position.
+_OPENING_SEQ = text("""
+    SELECT j.reserved_seq FROM backup_jobs j JOIN sources s ON s.id = j.source_id
+    WHERE j.id = :job AND s.head_seq + 1 = j.reserved_seq
+    FOR KEY SHARE OF s
+""")
+
+
+def opening_seq(session: Session, job_id: int) -> int | None:
+    """The position a job's new rows are written with now, or None (given at its end)."""
+    seq: int | None = session.scalar(_OPENING_SEQ, {"job": job_id})
+    return seq
 
 
 def open_at(seq: int, row: type[File] = File) -> ColumnElement[bool]:
@@ -133,7 +161,14 @@ CLOSE_REPLACED = text("""
     UPDATE files o SET end_seq = :seq
     FROM files m
     WHERE m.job_id = :job AND o.source_id = :source AND o.path = m.path
-      AND o.end_seq IS NULL AND o.first_seq IS NOT NULL
+      AND o.end_seq IS NULL AND o.first_seq < :seq
+""")
+# Rows at or past the position being taken are reservations (every position given is
+# below it): other jobs' lose theirs, to get a position at their own end; so do the
+# job's own when it cannot keep it.
+DROP_RESERVATIONS = text("""
+    UPDATE files SET first_seq = NULL, end_seq = NULL
+    WHERE source_id = :source AND first_seq >= :seq AND (job_id <> :job OR NOT :kept)
 """)
 
 
@@ -150,7 +185,10 @@ def join(session: Session, job: BackupJob) -> int:
         return job.lineage_seq
     seq = source.head_seq + 1
     base = parent_seq(session, job) or 0
-    params = {"source": job.source_id, "job": job.id, "seq": seq, "base": base}
+    # Its reservation held (nobody completed since): its rows are already at `seq`.
+    kept = job.reserved_seq == seq and base == source.head_seq
+    params = {"source": job.source_id, "job": job.id, "seq": seq, "base": base, "kept": kept}
+    session.execute(DROP_RESERVATIONS, params)
     session.execute(CLOSE_REPLACED, params)
     if source.head_seq != base:
         # Positions after its parent's are not in its tree: what they opened is closed…
@@ -178,15 +216,16 @@ def join(session: Session, job: BackupJob) -> int:
             """),
             params,
         )
-    # Its rows open here; its records of deleted files are seen at this position only.
-    session.execute(
-        update(File)
-        .where(File.job_id == job.id)
-        .values(
-            first_seq=seq,
-            end_seq=case((File.change == FileChange.DELETED, seq + 1), else_=None),
+    if not kept:
+        # Its rows open here; its records of deleted files are seen at this position only.
+        session.execute(
+            update(File)
+            .where(File.job_id == job.id)
+            .values(
+                first_seq=seq,
+                end_seq=case((File.change == FileChange.DELETED, seq + 1), else_=None),
+            )
         )
-    )
     source.head_seq = seq
     job.lineage_seq = seq
     session.flush()
@@ -325,7 +364,9 @@ def job_as_of(
     return job
 
 
-def deletions_since(job_id: int, source_id: int, parent_seq: int) -> Insert:
+def deletions_since(
+    job_id: int, source_id: int, parent_seq: int, first_seq: int | None = None
+) -> Insert:
     """Records, for the job, of its parent's files that are not in the temporary table
     `seen` (the parent's states the job's run saw)."""
     parent = aliased(File, name="p")
@@ -345,6 +386,8 @@ def deletions_since(job_id: int, source_id: int, parent_seq: int) -> Insert:
         true(),
         func.coalesce(parent.canonical_file_id, parent.id),
         parent.object_version_id,
+        literal(first_seq, BigInteger),
+        literal(None if first_seq is None else first_seq + 1, BigInteger),
     ).where(
         tree_at(source_id, parent_seq, parent),
         text("NOT EXISTS (SELECT 1 FROM seen WHERE seen.id = p.id)"),
@@ -353,7 +396,7 @@ def deletions_since(job_id: int, source_id: int, parent_seq: int) -> Insert:
     columns = [
         "job_id", "bucket_id", "source_id", "path", "size", "sha256", "mtime", "mtime_ns",
         "inode", "raw_path", "change", "mode", "is_duplicate", "canonical_file_id",
-        "object_version_id",
+        "object_version_id", "first_seq", "end_seq",
     ]  # fmt: skip
     return insert(File).from_select(columns, gone).on_conflict_do_nothing()
 
@@ -370,7 +413,8 @@ def record_deletions(
         for state_id in seen:
             copy.write_row((state_id,))
     session.execute(text("ANALYZE seen"))
-    session.execute(deletions_since(job_id, source_id, parent_seq))
+    first_seq = opening_seq(session, job_id)
+    session.execute(deletions_since(job_id, source_id, parent_seq, first_seq))
 
 
 # What the jobs that stay see, for retention: two CTEs to put after WITH. Jobs of every
@@ -396,4 +440,4 @@ def kept_sees(row: str) -> str:
     return f"""(EXISTS (SELECT 1 FROM kept_positions p
                  WHERE p.source_id = {row}.source_id AND {row}.first_seq <= p.seq
                    AND ({row}.end_seq IS NULL OR {row}.end_seq > p.seq))
-         OR ({row}.first_seq IS NULL AND {row}.job_id IN (SELECT id FROM kept_own)))"""
+         OR {row}.job_id IN (SELECT id FROM kept_own))"""

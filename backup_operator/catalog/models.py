@@ -178,6 +178,9 @@ class BackupJob(Base):
     # Its position in its source's lineage, once it completed: its tree is the file
     # states open at this position.
     lineage_seq: Mapped[int | None]
+    # The position after its parent's, reserved at its first start: while no other job
+    # of its source completes, its rows are written with it (see lineage.opening_seq).
+    reserved_seq: Mapped[int | None]
     # The uid of the Kubernetes resource this job records: registering it is idempotent.
     external_uid: Mapped[str | None] = mapped_column(String(64), unique=True)
     # Where the resource came from (metrics labels): its namespace, its BackupSchedule.
