@@ -4,8 +4,9 @@ Dataset (deterministic): 100 directories; 8,000 unique files of random bytes, 1-
 2,000 more files each repeating one of those; 20 files of 10 MB (about 300 MB, 10,020
 files). Each tool backs it up into its own bucket, then again with nothing changed.
 Then: the same backup with packing off (every file its own object) against rclone; a
-restore of the whole tree against restic's; 100,000 files of 0-4 KB against restic; peak
-RSS while backing up a tree of empty files, and restore speed of the 20 large files.
+restore of the whole tree against restic's; 100,000 files of 0-4 KB against restic (and,
+packing off, against rclone); peak RSS while backing up a tree of empty files, and
+restore speed of the 20 large files.
 Prints one figure per line (`name=value`).
 
 Needs Debian's `restic` and `rclone` (`make bench` installs them when missing).
@@ -90,6 +91,12 @@ def main() -> None:
     parser.add_argument("--empty-files", type=int, default=1_000_000)
     parser.add_argument("--small-files", type=int, default=100_000, help="files of 0-4 KB")
     parser.add_argument("--skip-peers", action="store_true", help="only this engine")
+    parser.add_argument(
+        "--no-small-plain",
+        dest="small_plain",
+        action="store_false",
+        help="skip the small files with packing off against rclone (minutes)",
+    )
     parser.add_argument("--make-dataset", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.make_dataset:
@@ -249,6 +256,23 @@ def main() -> None:
                 print(f"restic_small_full_seconds={restic_seconds:.2f}")
                 print(f"restic_small_full_peak_rss_mb={rss:.0f}")
                 print(f"ratio_small_full_ours_over_restic={seconds / restic_seconds:.2f}")
+                if args.small_plain:  # packing off: one object per file, as rclone stores
+                    plain_seconds, _, _ = run_measured(
+                        [*ours[:4], str(small), "--bucket", "small-plain", "--pack-threshold", "0"],
+                        env,
+                    )
+                    print(f"ours_small_plain_full_seconds={plain_seconds:.2f}")
+                    subprocess.run(
+                        ["rclone", "mkdir", "bench:rclone-small"], env=rclone_env, check=True
+                    )
+                    rclone_seconds, _, _ = run_measured(
+                        [*rclone[:-2], str(small), "bench:rclone-small"], rclone_env
+                    )
+                    print(f"rclone_small_full_seconds={rclone_seconds:.2f}")
+                    print(
+                        "ratio_small_plain_full_ours_over_rclone="
+                        f"{plain_seconds / rclone_seconds:.2f}"
+                    )
                 shutil.rmtree(small)
 
         target = work / "restore"
