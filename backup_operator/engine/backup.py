@@ -318,7 +318,8 @@ class Backup:
             ahead.shutdown(cancel_futures=True)
             self.hashers.shutdown(cancel_futures=True)
             self.uploaders.shutdown(cancel_futures=True)
-        return self._result(time.monotonic() - started)
+        seconds = time.monotonic() - started
+        return self._retrying(functools.partial(self._result, seconds), "summing up")
 
     def _retrying(self, step: Callable[[], T], what: str) -> T:
         return retrying(step, what=f"job {self.job_id}: {what}", attempts=self.tries)
