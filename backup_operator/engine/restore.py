@@ -135,10 +135,10 @@ class Destinations:
             raise Invalid(f"{item.path!r} would be restored outside the target", field="path")
         real = self.folders.get(folder)
         if real is None:
-            os.makedirs(folder, exist_ok=True)
-            real = os.path.realpath(folder)
+            real = os.path.realpath(folder)  # before making it: never a folder outside
             if not (real + os.sep).startswith(self.inside):
                 raise Invalid(f"{item.path!r} would be restored outside the target", field="path")
+            os.makedirs(real, exist_ok=True)
             self.folders[folder] = real
         return os.path.join(real, name)
 
