@@ -30,7 +30,7 @@ from .engine.verify import verify
 from .engine.walk import Kind, walk
 from .errors import Conflict
 from .notify import notify_ended, webhook_from
-from .scheduler import Heartbeat, JobCancelled, default_worker_id
+from .scheduler import Heartbeat, JobCancelled, default_worker_id, record_end
 from .settings import Settings
 from .storage import ObjectStore
 
@@ -251,7 +251,14 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
     progress.done()
     ended = jobs.outcome(stats)
     with ctx.sessions() as session:
-        if jobs.finish_job(session, job.id, worker_id=worker, status=ended, stats=stats):
+        if record_end(
+            session,
+            job.id,
+            worker_id=worker,
+            ended=ended,
+            stats=stats,
+            heartbeat_timeout=ctx.settings.job_heartbeat_timeout_seconds,
+        ):
             _notify(ctx, session, job.id)
     _print({"job_id": job.id, "status": ended.value, **stats})
     return EXIT_OK if ended is JobStatus.COMPLETED else EXIT_PARTIAL

@@ -49,6 +49,33 @@ def complete_registered_files(
     return job_file_stats(session, job.id)
 
 
+def record_end(
+    session: Session,
+    job_id: int,
+    *,
+    worker_id: str,
+    ended: JobStatus,
+    stats: dict[str, Any],
+    heartbeat_timeout: float,
+) -> bool:
+    """A job ran to its end: record that through a database outage shorter than half
+    the heartbeat timeout (within it, no other worker takes the job over), instead of
+    leaving it running until it is resumed and an attempt is spent."""
+
+    def attempt() -> bool:
+        try:
+            return jobs.finish_job(session, job_id, worker_id=worker_id, status=ended, stats=stats)
+        except Exception:
+            session.rollback()
+            raise
+
+    return retrying(
+        attempt,
+        what=f"recording the end of job {job_id}",
+        attempts=tries_within(heartbeat_timeout / 2),
+    )
+
+
 class Heartbeat:
     """Beats for a running job from a thread of its own, so a long upload never looks
     like a dead worker; `check()` raises JobCancelled once the job is no longer ours."""
@@ -172,27 +199,6 @@ class Scheduler:
             self._run(session, job)
             return True
 
-    def _record_end(
-        self, session: Session, job_id: int, ended: JobStatus, stats: dict[str, Any]
-    ) -> bool:
-        """The job ran to its end: record that through a database outage shorter than
-        the heartbeat timeout (within it, no other worker takes the job over), instead
-        of leaving it running until it is resumed and an attempt is spent."""
-
-        def attempt() -> bool:
-            try:
-                return jobs.finish_job(
-                    session, job_id, worker_id=self.worker_id, status=ended, stats=stats
-                )
-            except Exception:
-                session.rollback()
-                raise
-
-        budget = self.heartbeat_timeout.total_seconds() / 2
-        return retrying(
-            attempt, what=f"recording the end of job {job_id}", attempts=tries_within(budget)
-        )
-
     def _run(self, session: Session, job: BackupJob) -> None:
         beat_every = self.heartbeat_timeout.total_seconds() / 4
         try:
@@ -232,6 +238,14 @@ class Scheduler:
                 notify_ended(session, self.notifier, job.id)
             return
         ended = jobs.outcome(stats)
-        if self._record_end(session, job.id, ended, stats):
+        timeout = self.heartbeat_timeout.total_seconds()
+        if record_end(
+            session,
+            job.id,
+            worker_id=self.worker_id,
+            ended=ended,
+            stats=stats,
+            heartbeat_timeout=timeout,
+        ):
             logger.info("job %s %s: %s", job.id, ended.value.replace("_", " "), stats)
             notify_ended(session, self.notifier, job.id)
