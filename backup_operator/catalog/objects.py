@@ -10,6 +10,7 @@ Order of work, so that neither side is left half done:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO
@@ -175,6 +176,18 @@ def record_versions(
         for upload, version in zip(uploads, versions, strict=True)
         for sha, offset in upload.contents()
     ]
+
+
+def recorded_versions(
+    session: Session, bucket_id: int, version_ids: Sequence[str]
+) -> set[tuple[str, str]]:
+    """(key, S3 version id) of those of `version_ids` the bucket's catalog records."""
+    rows = session.execute(
+        select(BackupObject.key, ObjectVersion.version_id)
+        .join(ObjectVersion, ObjectVersion.object_id == BackupObject.id)
+        .where(BackupObject.bucket_id == bucket_id, ObjectVersion.version_id.in_(version_ids))
+    )
+    return {(key, version_id) for key, version_id in rows}
 
 
 def is_current(tag: type[Tag] = Tag) -> ColumnElement[bool]:

@@ -30,8 +30,14 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from ..catalog import lineage
 from ..catalog.files import FileIn, FileRecord, register_files, stored_contents
 from ..catalog.jobs import forget_failures, record_failures
-from ..catalog.models import BackupJob, BackupObject, Bucket, File, FileChange, ObjectVersion
-from ..catalog.objects import HashingReader, Upload, object_key, record_versions
+from ..catalog.models import BackupJob, Bucket, File, FileChange, ObjectVersion
+from ..catalog.objects import (
+    HashingReader,
+    Upload,
+    object_key,
+    record_versions,
+    recorded_versions,
+)
 from ..catalog.retention import lock_for, locking_policies
 from ..retry import retrying, tries_within
 from ..settings import Settings
@@ -607,15 +613,9 @@ class Backup:
             return
         try:
             with self.sessions() as session:
-                rows = session.execute(
-                    select(BackupObject.key, ObjectVersion.version_id)
-                    .join(ObjectVersion, ObjectVersion.object_id == BackupObject.id)
-                    .where(
-                        BackupObject.bucket_id == self.bucket_id,
-                        ObjectVersion.version_id.in_([u.version_id for u in uploads]),
-                    )
+                recorded = recorded_versions(
+                    session, self.bucket_id, [u.version_id for u in uploads]
                 )
-                recorded = {(key, version_id) for key, version_id in rows}
         except Exception:
             logger.warning(
                 "job %s: %d uploads left in the bucket, recorded or not (verify finds them)",

@@ -131,12 +131,10 @@ class Destinations:
         relative = os.fsdecode(item.raw_path) if item.raw_path is not None else item.path
         destination = os.path.normpath(os.path.join(self.root, relative))
         folder, name = os.path.split(destination)
-        if not name or not (folder + os.sep).startswith(self.inside):
-            raise Invalid(f"{item.path!r} would be restored outside the target", field="path")
         real = self.folders.get(folder)
         if real is None:
             real = os.path.realpath(folder)  # before making it: never a folder outside
-            if not (real + os.sep).startswith(self.inside):
+            if not all((p + os.sep).startswith(self.inside) for p in (folder, real)):
                 raise Invalid(f"{item.path!r} would be restored outside the target", field="path")
             os.makedirs(real, exist_ok=True)
             self.folders[folder] = real
