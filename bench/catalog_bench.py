@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=300)
     args = parser.parse_args()
 
-    with bench_servers("catalog") as (url, s3, _), contextlib.ExitStack() as cleanup:
+    with bench_servers("catalog") as (url, s3, _, _), contextlib.ExitStack() as cleanup:
         engine = make_engine(url)
         sessions = make_sessionmaker(engine)
         store = ObjectStore(make_client(s3.endpoint, s3.access_key, s3.secret_key, secure=False))

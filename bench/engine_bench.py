@@ -7,7 +7,9 @@ Then: the same backup with packing off (every file its own object) against rclon
 restore of the whole tree against restic's; 100,000 files of 0-4 KB against restic (and,
 packing off, against rclone); peak RSS while backing up a tree of empty files, and
 restore speed of the 20 large files.
-Prints one figure per line (`name=value`).
+Each case runs `--runs` times (3), the tools taking turns; its figures are medians, with
+the CPU seconds of the tool, of PostgreSQL and of the S3 server meanwhile. Prints one
+figure per line (`name=value`).
 
 Needs Debian's `restic` and `rclone` (`make bench` installs them when missing).
 """
@@ -15,16 +17,21 @@ Needs Debian's `restic` and `rclone` (`make bench` installs them when missing).
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from servers import bench_servers
+
+from backup_operator.embedded import EmbeddedPostgres, EmbeddedS3
 
 
 def make_dataset(root: Path, seed: int = 42) -> int:
@@ -50,8 +57,8 @@ def make_dataset(root: Path, seed: int = 42) -> int:
     return total
 
 
-# Peak RSS comes from wait4, and a child's count starts from its parent's size at fork:
-# so the command is forked from this small launcher, not from the benchmark itself.
+# Peak RSS and CPU time come from wait4, and a child's RSS count starts from its parent's
+# size at fork: so the command is forked from this small launcher, not from the benchmark.
 LAUNCHER = """
 import os, sys
 report = int(sys.argv[1])
@@ -60,34 +67,123 @@ if pid == 0:
     os.close(report)
     os.execvp(sys.argv[2], sys.argv[2:])
 _, status, usage = os.wait4(pid, 0)
-os.write(report, str(usage.ru_maxrss).encode())
+os.write(report, f"{usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}".encode())
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
+TICKS = os.sysconf("SC_CLK_TCK")
+CORES = os.cpu_count() or 1
 
-def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall seconds, the command's peak RSS in MB, and its stdout."""
-    read_end, write_end = os.pipe()
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER, str(write_end), *command],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        pass_fds=(write_end,),
-    )
-    os.close(write_end)
-    out, err = process.communicate()
-    seconds = time.perf_counter() - started
-    with os.fdopen(read_end) as rss:
-        peak_kb = int(rss.read() or 0)
-    if process.returncode != 0:
-        raise RuntimeError(f"{command[0]} failed ({process.returncode}): {err[-2000:]!r}")
-    return seconds, peak_kb / 1024, out.decode()
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds a server's process tree has used so far: the live processes' own and
+    those of the children they reaped (PostgreSQL's backends come and go)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            parents[int(entry.name)] = int(fields[1])
+            times[int(entry.name)] = sum(int(f) for f in fields[11:15]) / TICKS
+    total = 0.0
+    for pid, seconds in times.items():
+        ancestor = pid
+        while ancestor not in (root, 0, 1) and ancestor in parents:
+            ancestor = parents[ancestor]
+        if ancestor == root:
+            total += seconds
+    return total
+
+
+@dataclass(frozen=True)
+class Run:
+    seconds: float
+    rss_mb: float
+    cpu: float  # the command's own CPU seconds
+    catalog_cpu: float  # PostgreSQL's CPU seconds meanwhile
+    s3_cpu: float  # the S3 server's CPU seconds meanwhile
+    out: str
+
+
+class Measure:
+    """Runs commands one at a time and says what each cost, the servers' CPU included."""
+
+    def __init__(self, pg: EmbeddedPostgres, s3: EmbeddedS3) -> None:
+        assert pg.process is not None and s3.process is not None
+        self.servers = (pg.process.pid, s3.process.pid)
+
+    def __call__(self, command: list[str], env: dict[str, str]) -> Run:
+        before = [tree_cpu_seconds(pid) for pid in self.servers]
+        read_end, write_end = os.pipe()
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, "-c", LAUNCHER, str(write_end), *command],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(write_end,),
+        )
+        os.close(write_end)
+        out, err = process.communicate()
+        seconds = time.perf_counter() - started
+        after = [tree_cpu_seconds(pid) for pid in self.servers]
+        with os.fdopen(read_end) as report:
+            peak_kb, cpu = report.read().split()
+        if process.returncode != 0:
+            raise RuntimeError(f"{command[0]} failed ({process.returncode}): {err[-2000:]!r}")
+        return Run(
+            seconds,
+            int(peak_kb) / 1024,
+            float(cpu),
+            after[0] - before[0],
+            after[1] - before[1],
+            out.decode(),
+        )
+
+
+class Figures:
+    """Each case is run several times; its figures are the medians, printed as they come."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def add(self, name: str, runs: list[Run]) -> Run:
+        """Print a case's medians; answer its median run (for its output)."""
+        median = statistics.median
+        seconds = median(r.seconds for r in runs)
+        self.seconds[name] = seconds
+        print(f"{name}_seconds={seconds:.2f}")
+        if len(runs) > 1:
+            print(f"{name}_runs_seconds={','.join(f'{r.seconds:.2f}' for r in runs)}")
+        print(f"{name}_peak_rss_mb={median(r.rss_mb for r in runs):.0f}")
+        # Where the time went: the tool, the catalog and the S3 server share the machine's
+        # cores; busy_percent is how much of all of them the three used together.
+        cpu = [(r.cpu, r.catalog_cpu, r.s3_cpu) for r in runs]
+        for index, part in enumerate(("cpu", "catalog_cpu", "s3_cpu")):
+            print(f"{name}_{part}_seconds={median(c[index] for c in cpu):.2f}")
+        busy = median(sum(c) / r.seconds / CORES * 100 for c, r in zip(cpu, runs, strict=True))
+        print(f"{name}_busy_percent={busy:.0f}")
+        return min(runs, key=lambda r: abs(r.seconds - seconds))
+
+    def ratio(self, name: str, ours: str, peer: str) -> None:
+        print(f"ratio_{name}={self.seconds[ours] / self.seconds[peer]:.2f}")
+
+
+def make_small_tree(root: Path, files: int) -> None:
+    rng = random.Random(5)
+    for i in range(files):
+        directory = root / f"d{i // 1000:03}"
+        if i % 1000 == 0:
+            directory.mkdir(parents=True)
+        (directory / f"s{i:06}").write_bytes(rng.randbytes(rng.randint(0, 4096)))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3, help="runs of each case (medians)")
     parser.add_argument("--empty-files", type=int, default=1_000_000)
     parser.add_argument("--small-files", type=int, default=100_000, help="files of 0-4 KB")
     parser.add_argument("--skip-peers", action="store_true", help="only this engine")
@@ -102,8 +198,12 @@ def main() -> None:
     if args.make_dataset:
         print(make_dataset(Path(args.make_dataset)))
         return
+    peers = not args.skip_peers
+    rounds = range(args.runs)
 
-    with bench_servers("engine") as (url, s3, work):
+    with bench_servers("engine") as (url, s3, work, pg):
+        measure = Measure(pg, s3)
+        figures = Figures()
         env = {
             **os.environ,
             "SQLALCHEMY_DATABASE_URL": url,
@@ -112,6 +212,39 @@ def main() -> None:
             "MINIO_SECRET_KEY": s3.secret_key,
             "LOG_LEVEL": "WARNING",
         }
+        s3_env = {
+            **env,
+            "AWS_ACCESS_KEY_ID": s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+            "RESTIC_PASSWORD": "bench",
+            "RESTIC_CACHE_DIR": str(work / "restic-cache"),
+        }
+        # A CA bundle in the environment makes rclone refuse a plain-HTTP endpoint.
+        rclone_env = {
+            **{k: v for k, v in env.items() if k != "AWS_CA_BUNDLE"},
+            "RCLONE_CONFIG_BENCH_TYPE": "s3",
+            "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
+            "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": s3.access_key,
+            "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": s3.secret_key,
+            "RCLONE_CONFIG_BENCH_ENDPOINT": f"http://{s3.endpoint}",
+        }
+
+        def ours(*arguments: str) -> list[str]:
+            return [sys.executable, "-m", "backup_operator", *arguments]
+
+        def restic(repository: str, *arguments: str) -> list[str]:
+            return ["restic", "-r", f"s3:http://{s3.endpoint}/{repository}", *arguments]
+
+        def new_restic(repository: str) -> None:
+            subprocess.run(restic(repository, "init"), env=s3_env, check=True, capture_output=True)
+
+        def rclone_copy(tree: Path, bucket: str) -> list[str]:
+            subprocess.run(["rclone", "mkdir", f"bench:{bucket}"], env=rclone_env, check=True)
+            return ["rclone", "copy", "--transfers", "16", "--checkers", "16", str(tree),
+                    f"bench:{bucket}"]  # fmt: skip
+
+        print(f"cpu_cores={CORES}")
+        print(f"runs={args.runs}")
         data = work / "data"
         # In a child process, so this one stays small: a child's peak RSS (wait4) starts
         # from its parent's size at fork.
@@ -126,174 +259,106 @@ def main() -> None:
         print("dataset_files=10020")
         print(f"dataset_bytes={total}")
 
-        ours = [sys.executable, "-m", "backup_operator", "backup", str(data), "--bucket", "ours"]
-        results: dict[str, float] = {}
-        seconds, rss, out = run_measured(ours, env)
-        stats = json.loads(out)
-        results["ours_full"] = seconds
-        print(f"ours_full_seconds={seconds:.2f}")
-        print(f"ours_full_peak_rss_mb={rss:.0f}")
-        print(f"ours_full_uploaded_bytes={stats['bytes_uploaded']}")
-        print(f"ours_full_saved_bytes={stats['bytes_saved']}")
-        seconds, rss, out = run_measured(ours, env)
-        results["ours_rerun"] = seconds
-        print(f"ours_rerun_seconds={seconds:.2f}")
-        print(f"ours_rerun_peak_rss_mb={rss:.0f}")
-        print(f"ours_rerun_unchanged={json.loads(out)['unchanged']}")
-        full_job = stats["job_id"]
+        # Each round backs the tree up anew with each tool (its own bucket or repository),
+        # then again with nothing changed; the tools take turns, so a slower moment of the
+        # machine falls on all of them.
+        runs: dict[str, list[Run]] = collections.defaultdict(list)
+        for i in rounds:
+            for case in ("full", "rerun"):
+                runs[f"ours_{case}"].append(
+                    measure(ours("backup", str(data), "--bucket", f"ours-{i}"), env)
+                )
+            if peers:
+                new_restic(f"restic-{i}")
+                for case in ("full", "rerun"):
+                    command = restic(f"restic-{i}", "backup", "--quiet", str(data))
+                    runs[f"restic_{case}"].append(measure(command, s3_env))
+                command = rclone_copy(data, f"rclone-{i}")
+                for case in ("full", "rerun"):
+                    runs[f"rclone_{case}"].append(measure(command, rclone_env))
+                # Packing off: every file its own object, as rclone stores them.
+                command = ours(
+                    "backup", str(data), "--bucket", f"plain-{i}", "--pack-threshold", "0"
+                )
+                runs["ours_plain_full"].append(measure(command, env))
+        full = json.loads(figures.add("ours_full", runs["ours_full"]).out)
+        print(f"ours_full_uploaded_bytes={full['bytes_uploaded']}")
+        print(f"ours_full_saved_bytes={full['bytes_saved']}")
+        rerun = json.loads(figures.add("ours_rerun", runs["ours_rerun"]).out)
+        print(f"ours_rerun_unchanged={rerun['unchanged']}")
+        if peers:
+            for name in (
+                "restic_full",
+                "restic_rerun",
+                "rclone_full",
+                "rclone_rerun",
+                "ours_plain_full",
+            ):
+                figures.add(name, runs[name])
+            figures.ratio("full_ours_over_restic", "ours_full", "restic_full")
+            figures.ratio("full_ours_over_rclone", "ours_full", "rclone_full")
+            figures.ratio("rerun_ours_over_restic", "ours_rerun", "restic_rerun")
+            figures.ratio("plain_full_ours_over_rclone", "ours_plain_full", "rclone_full")
 
-        if not args.skip_peers:
-            s3_env = {
-                **env,
-                "AWS_ACCESS_KEY_ID": s3.access_key,
-                "AWS_SECRET_ACCESS_KEY": s3.secret_key,
-                "RESTIC_PASSWORD": "bench",
-                "RESTIC_CACHE_DIR": str(work / "restic-cache"),
-            }
-            repo = f"s3:http://{s3.endpoint}/restic"
-            subprocess.run(
-                ["restic", "-r", repo, "init"], env=s3_env, check=True, capture_output=True
-            )
-            restic = ["restic", "-r", repo, "backup", "--quiet", str(data)]
-            for run in ("full", "rerun"):
-                seconds, rss, _ = run_measured(restic, s3_env)
-                results[f"restic_{run}"] = seconds
-                print(f"restic_{run}_seconds={seconds:.2f}")
-                print(f"restic_{run}_peak_rss_mb={rss:.0f}")
-            # A CA bundle in the environment makes rclone refuse a plain-HTTP endpoint.
-            rclone_env = {
-                **{k: v for k, v in env.items() if k != "AWS_CA_BUNDLE"},
-                "RCLONE_CONFIG_BENCH_TYPE": "s3",
-                "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
-                "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": s3.access_key,
-                "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": s3.secret_key,
-                "RCLONE_CONFIG_BENCH_ENDPOINT": f"http://{s3.endpoint}",
-            }
-            subprocess.run(["rclone", "mkdir", "bench:rclone"], env=rclone_env, check=True)
-            rclone = [
-                "rclone",
-                "copy",
-                "--transfers",
-                "16",
-                "--checkers",
-                "16",
-                str(data),
-                "bench:rclone",
-            ]
-            for run in ("full", "rerun"):
-                seconds, rss, _ = run_measured(rclone, rclone_env)
-                results[f"rclone_{run}"] = seconds
-                print(f"rclone_{run}_seconds={seconds:.2f}")
-                print(f"rclone_{run}_peak_rss_mb={rss:.0f}")
-            print(
-                f"ratio_full_ours_over_restic={results['ours_full'] / results['restic_full']:.2f}"
-            )
-            print(
-                f"ratio_full_ours_over_rclone={results['ours_full'] / results['rclone_full']:.2f}"
-            )
-            print(
-                "ratio_rerun_ours_over_restic="
-                f"{results['ours_rerun'] / results['restic_rerun']:.2f}"
-            )
-
-            # Packing off: every file its own object, as rclone stores them.
-            seconds, rss, _ = run_measured([*ours[:-1], "ours-plain", "--pack-threshold", "0"], env)
-            print(f"ours_plain_full_seconds={seconds:.2f}")
-            print(f"ratio_plain_full_ours_over_rclone={seconds / results['rclone_full']:.2f}")
-
-            # Restoring the whole tree.
-            restored_ours = work / "restore-ours"
-            seconds, rss, _ = run_measured(
-                [
-                    sys.executable,
-                    "-m",
-                    "backup_operator",
-                    "restore",
-                    str(stats["job_id"]),
-                    str(restored_ours),
-                ],
-                env,
-            )
-            results["ours_restore"] = seconds
-            print(f"ours_restore_seconds={seconds:.2f}")
-            print(f"ours_restore_peak_rss_mb={rss:.0f}")
-            shutil.rmtree(restored_ours)
-            restored_restic = work / "restore-restic"
-            seconds, rss, _ = run_measured(
-                ["restic", "-r", repo, "restore", "latest", "--target", str(restored_restic)],
-                s3_env,
-            )
-            print(f"restic_restore_seconds={seconds:.2f}")
-            print(f"restic_restore_peak_rss_mb={rss:.0f}")
-            print(f"ratio_restore_ours_over_restic={results['ours_restore'] / seconds:.2f}")
-            shutil.rmtree(restored_restic)
+            # Restoring the whole tree, from each tool's first backup of it.
+            for _ in rounds:
+                target = work / "restored"
+                runs["ours_restore"].append(
+                    measure(ours("restore", str(full["job_id"]), str(target)), env)
+                )
+                shutil.rmtree(target)
+                command = restic("restic-0", "restore", "latest", "--target", str(target))
+                runs["restic_restore"].append(measure(command, s3_env))
+                shutil.rmtree(target)
+            figures.add("ours_restore", runs["ours_restore"])
+            figures.add("restic_restore", runs["restic_restore"])
+            figures.ratio("restore_ours_over_restic", "ours_restore", "restic_restore")
 
             if args.small_files:
                 small = work / "small"
-                rng = random.Random(5)
-                for i in range(args.small_files):
-                    directory = small / f"d{i // 1000:03}"
-                    if i % 1000 == 0:
-                        directory.mkdir(parents=True)
-                    (directory / f"s{i:06}").write_bytes(rng.randbytes(rng.randint(0, 4096)))
+                make_small_tree(small, args.small_files)
                 print(f"small_files={args.small_files}")
-                seconds, rss, _ = run_measured(
-                    [
-                        sys.executable,
-                        "-m",
-                        "backup_operator",
-                        "backup",
-                        str(small),
-                        "--bucket",
-                        "small",
-                    ],
-                    env,
-                )
-                print(f"ours_small_full_seconds={seconds:.2f}")
-                print(f"ours_small_full_peak_rss_mb={rss:.0f}")
-                small_restic = ["restic", "-r", repo, "backup", "--quiet", str(small)]
-                restic_seconds, rss, _ = run_measured(small_restic, s3_env)
-                print(f"restic_small_full_seconds={restic_seconds:.2f}")
-                print(f"restic_small_full_peak_rss_mb={rss:.0f}")
-                print(f"ratio_small_full_ours_over_restic={seconds / restic_seconds:.2f}")
-                if args.small_plain:  # packing off: one object per file, as rclone stores
-                    plain_seconds, _, _ = run_measured(
-                        [*ours[:4], str(small), "--bucket", "small-plain", "--pack-threshold", "0"],
-                        env,
-                    )
-                    print(f"ours_small_plain_full_seconds={plain_seconds:.2f}")
-                    subprocess.run(
-                        ["rclone", "mkdir", "bench:rclone-small"], env=rclone_env, check=True
-                    )
-                    rclone_seconds, _, _ = run_measured(
-                        [*rclone[:-2], str(small), "bench:rclone-small"], rclone_env
-                    )
-                    print(f"rclone_small_full_seconds={rclone_seconds:.2f}")
-                    print(
-                        "ratio_small_plain_full_ours_over_rclone="
-                        f"{plain_seconds / rclone_seconds:.2f}"
+                for i in rounds:
+                    command = ours("backup", str(small), "--bucket", f"small-{i}")
+                    runs["ours_small_full"].append(measure(command, env))
+                    new_restic(f"restic-small-{i}")
+                    command = restic(f"restic-small-{i}", "backup", "--quiet", str(small))
+                    runs["restic_small_full"].append(measure(command, s3_env))
+                    if args.small_plain:  # packing off: one object per file, as rclone stores
+                        command = ours(
+                            "backup",
+                            str(small),
+                            "--bucket",
+                            f"small-plain-{i}",
+                            "--pack-threshold",
+                            "0",
+                        )
+                        runs["ours_small_plain_full"].append(measure(command, env))
+                        command = rclone_copy(small, f"rclone-small-{i}")
+                        runs["rclone_small_full"].append(measure(command, rclone_env))
+                figures.add("ours_small_full", runs["ours_small_full"])
+                figures.add("restic_small_full", runs["restic_small_full"])
+                figures.ratio("small_full_ours_over_restic", "ours_small_full", "restic_small_full")
+                if args.small_plain:
+                    figures.add("ours_small_plain_full", runs["ours_small_plain_full"])
+                    figures.add("rclone_small_full", runs["rclone_small_full"])
+                    figures.ratio(
+                        "small_plain_full_ours_over_rclone",
+                        "ours_small_plain_full",
+                        "rclone_small_full",
                     )
                 shutil.rmtree(small)
 
-        target = work / "restore"
-        seconds, rss, out = run_measured(
-            [
-                sys.executable,
-                "-m",
-                "backup_operator",
-                "restore",
-                str(full_job),
-                str(target),
-                "--prefix",
-                "large/",
-            ],
-            env,
-        )
-        restored = json.loads(out)
+        for _ in rounds:
+            target = work / "restored"
+            command = ours("restore", str(full["job_id"]), str(target), "--prefix", "large/")
+            runs["restore_large"].append(measure(command, env))
+            shutil.rmtree(target)
+        restored = json.loads(figures.add("restore_large", runs["restore_large"]).out)
         print(f"restore_large_files={restored['files']}")
-        print(f"restore_large_mb_per_second={restored['bytes'] / 1e6 / seconds:.0f}")
-        print(f"restore_large_peak_rss_mb={rss:.0f}")
-        shutil.rmtree(target)
+        print(
+            f"restore_large_mb_per_second={restored['bytes'] / 1e6 / figures.seconds['restore_large']:.0f}"
+        )
 
         if args.empty_files:
             empty = work / "empty"
@@ -302,21 +367,10 @@ def main() -> None:
                 if i % 10_000 == 0:
                     directory.mkdir(parents=True)
                 os.close(os.open(directory / f"e{i:07}", os.O_CREAT | os.O_WRONLY, 0o644))
-            seconds, rss, out = run_measured(
-                [
-                    sys.executable,
-                    "-m",
-                    "backup_operator",
-                    "backup",
-                    str(empty),
-                    "--bucket",
-                    "empty-files",
-                ],
-                env,
-            )
-            print(f"empty_files={json.loads(out)['files_seen']}")
-            print(f"empty_files_seconds={seconds:.1f}")
-            print(f"empty_files_peak_rss_mb={rss:.0f}")
+            run = measure(ours("backup", str(empty), "--bucket", "empty-files"), env)
+            print(f"empty_files={json.loads(run.out)['files_seen']}")
+            print(f"empty_files_seconds={run.seconds:.1f}")
+            print(f"empty_files_peak_rss_mb={run.rss_mb:.0f}")
 
 
 if __name__ == "__main__":

@@ -239,7 +239,7 @@ def main() -> None:
     parser.add_argument("--churn", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=100)
     args = parser.parse_args()
-    with bench_servers("lineage") as (url, s3, work):
+    with bench_servers("lineage") as (url, s3, work, _):
         env = {
             **os.environ,
             "SQLALCHEMY_DATABASE_URL": url,

@@ -61,7 +61,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="operator-bench-"))
     empty = work / "empty"
     empty.mkdir()
-    with bench_servers("operator") as (url, s3, _), control_plane(work / "k8s") as cluster:
+    with bench_servers("operator") as (url, s3, _, _), control_plane(work / "k8s") as cluster:
         namespace = cluster.new_namespace("bench")
         kubeconfig = cluster.kubeconfig(work / "kubeconfig", namespace=namespace)
         env = {

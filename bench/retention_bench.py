@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=1_000_000)
     parser.add_argument("--deletions", type=int, default=100_000)
     args = parser.parse_args()
-    with bench_servers("retention") as (url, s3, _):
+    with bench_servers("retention") as (url, s3, _, _):
         sessions = make_sessionmaker(make_engine(url))
         client = make_client(s3.endpoint, s3.access_key, s3.secret_key, secure=False)
         store = ObjectStore(client)

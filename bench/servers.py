@@ -20,8 +20,8 @@ from backup_operator.migrate import upgrade
 
 
 @contextlib.contextmanager
-def bench_servers(name: str) -> Iterator[tuple[str, EmbeddedS3, Path]]:
-    """Answer (catalog URL, S3 server, work directory); all removed afterwards."""
+def bench_servers(name: str) -> Iterator[tuple[str, EmbeddedS3, Path, EmbeddedPostgres]]:
+    """Answer (catalog URL, S3 server, work directory, PostgreSQL); all removed afterwards."""
     work = Path(tempfile.mkdtemp(prefix=f"{name}-bench-"))
     # Sized like a real catalog server, so the figures are not about buffer eviction.
     pg = EmbeddedPostgres(work / "pg", shared_buffers="2GB").start()
@@ -31,7 +31,7 @@ def bench_servers(name: str) -> Iterator[tuple[str, EmbeddedS3, Path]]:
             conn.execute("CREATE DATABASE bench")
         url = pg.url("bench")
         upgrade(url)
-        yield url, s3, work
+        yield url, s3, work, pg
     finally:
         s3.stop()
         pg.stop()

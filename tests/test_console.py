@@ -175,10 +175,10 @@ def test_killed_worker_is_resumed_without_uploading_again(
         # Each upload counted once across the two attempts: those the catalog records.
         assert job.stats["uploads"] == len(recorded)
         # What was uploaded and not recorded at the kill is left untracked (verify finds
-        # it, repair removes it): at most the packs under way, or one batch's plain
-        # uploads (recorded together once all are up), nothing more.
+        # it, repair removes it): at most the packs under way, or the plain uploads of
+        # the batch being recorded and of the next one, nothing more.
         untracked = in_store_at_kill - recorded
-        assert len(untracked) <= (IN_FLIGHT if pack_threshold else 250)
+        assert len(untracked) <= (IN_FLIGHT if pack_threshold else 2 * 250)
         drift = verify(session, store, job.bucket_id, repair=True, delete_untracked=True)
         assert not drift.missing and set(drift.untracked) == untracked
         # No pack the catalog references is missing or truncated.

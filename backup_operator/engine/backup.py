@@ -59,6 +59,9 @@ CHECKPOINT_SECONDS = 1.0
 
 # Files from this size on are hashed by the pool of hash workers (see _prepare).
 HASH_ON_POOL_FROM = 1024 * 1024
+# New contents smaller than this (or than the pack threshold) are uploaded while the
+# batch before is recorded; larger ones after it (see _upload_new).
+UPLOAD_AHEAD_BELOW = 1024 * 1024
 
 
 def failed_paths(stats: dict[str, Any]) -> list[str]:
@@ -461,21 +464,23 @@ class Backup:
         return staged
 
     def _upload_new(self, prepared: Prepared) -> Staged:
-        """Pack and upload the batch's new small contents now; its large files wait for
-        the batch before to be recorded (a kill then leaves untracked no more than the
-        uploads under way and one batch's packs)."""
+        """Upload the batch's new small contents now (packed, or each its own object with
+        packing off); its large files wait for the batch before to be recorded (a kill
+        then leaves untracked no more than the large uploads under way and two batches'
+        small ones)."""
         to_register, contents, by_path = prepared
         with self.sessions() as session:
             shas = sorted({f.sha256 for f in to_register} - self.uploaded_before)
             stored = stored_contents(session, self.bucket_id, shas) | self.uploaded_before
-        small: dict[str, FileIn] = {}
-        large: dict[str, FileIn] = {}
+        now: dict[str, FileIn] = {}
+        later: dict[str, FileIn] = {}
+        ahead_below = max(self.pack_threshold, UPLOAD_AHEAD_BELOW)
         for item in to_register:
             if item.sha256 not in stored:
-                (small if item.size < self.pack_threshold else large).setdefault(item.sha256, item)
-        uploads, dropped = self._store(small, contents, by_path)
+                (now if item.size < ahead_below else later).setdefault(item.sha256, item)
+        uploads, dropped = self._store(now, contents, by_path)
         files = [f for f in to_register if f.path not in dropped]
-        return Staged(files, by_path, uploads, large)  # contents no longer held
+        return Staged(files, by_path, uploads, later)  # contents no longer held
 
     def _record(self, staged: Staged) -> list[FileRecord]:
         """Record a batch's new versions and register its files in one transaction:
