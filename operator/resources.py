@@ -3,6 +3,7 @@ spec to the domain's arguments, and the status built from a catalog job. Pure co
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,6 +67,11 @@ def start_time(spec: Mapping[str, Any]) -> datetime | None:
     return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
 
 
+# What the CRDs (metav1.Condition) allow.
+REASON = re.compile(r"[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?")
+MAX_MESSAGE = 32768
+
+
 def condition(
     kind: str, ok: bool, reason: str, message: str, previous: list[dict[str, Any]], generation: int
 ) -> dict[str, Any]:
@@ -77,7 +83,7 @@ def condition(
         "type": kind,
         "status": status,
         "reason": reason,
-        "message": message,
+        "message": message[:MAX_MESSAGE],
         "lastTransitionTime": since,
         "observedGeneration": generation,
     }
@@ -87,7 +93,10 @@ def job_conditions(
     phase: str, error: str | None, previous: list[dict[str, Any]], generation: int
 ) -> list[dict[str, Any]]:
     """Ready, Running and Failed, rebuilt whole from the phase (the same however often)."""
-    reason = error.split(":", 1)[0] if error else phase
+    # An error names its kind first ("WorkerLost: ..."); a condition's reason must be a
+    # word like that (the API server refuses the whole status otherwise).
+    kind = error.split(":", 1)[0] if error else ""
+    reason = kind if REASON.fullmatch(kind) else phase
     failed = phase in {"Failed", "PartiallyFailed"}
     return [
         condition(

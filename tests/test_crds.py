@@ -357,3 +357,51 @@ def test_status_is_only_written_through_the_status_subresource(api: Any) -> None
     assert after["status"]["phase"] == "Running"
     assert after["spec"] == before["spec"]  # the status subresource changes nothing else
     assert after["metadata"]["generation"] == before["metadata"]["generation"]
+
+
+def _patch_status(api: Any, name: str, status: dict[str, Any]) -> Any:
+    import json
+
+    return api.cluster.kubectl(
+        "patch",
+        "bj",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+        kubeconfig=api.user_kubeconfig(),
+    )
+
+
+def _condition(kind: str, reason: str = "Completed", **extra: Any) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "status": "True",
+        "reason": reason,
+        "message": "the backup is completed",
+        "lastTransitionTime": "2026-12-03T10:00:00Z",
+        **extra,
+    }
+
+
+def test_status_is_a_schema_with_conditions_keyed_by_type(api: Any) -> None:
+    manifest = example("backupjob-path.yaml")
+    manifest["metadata"]["name"] = "status-schema"
+    assert server_apply(api, manifest).returncode == 0
+    key = "minio-backup.dev/v1alpha1/backupjobs"
+    # What the schema does not name is pruned from status, as from spec.
+    done = _patch_status(api, "status-schema", {"phase": "Completed", "secretToken": "x"})
+    assert done.returncode == 0, done.stderr
+    assert api.get(key, "status-schema")["status"] == {"phase": "Completed"}
+    # Conditions are a map keyed by type: one of each, with a Kubernetes condition's fields.
+    twice = _patch_status(api, "status-schema", {"conditions": [_condition("Ready")] * 2})
+    assert twice.returncode != 0 and 'Duplicate value: {"type":"Ready"}' in twice.stderr
+    unnamed = {k: v for k, v in _condition("Ready").items() if k != "reason"}
+    missing = _patch_status(api, "status-schema", {"conditions": [unnamed]})
+    assert missing.returncode != 0 and "status.conditions[0].reason: Required" in missing.stderr
+    sentence = _patch_status(api, "status-schema", {"conditions": [_condition("Ready", "a b")]})
+    assert sentence.returncode != 0 and "status.conditions[0].reason" in sentence.stderr
+    good = [_condition("Ready"), _condition("Failed", "WorkerLost", status="False")]
+    assert _patch_status(api, "status-schema", {"conditions": good}).returncode == 0
+    assert api.get(key, "status-schema")["status"]["conditions"] == good

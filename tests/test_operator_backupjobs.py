@@ -18,6 +18,7 @@ from backup_operator.catalog.models import (
     BackupJob,
     Bucket,
     File,
+    JobStatus,
     RetentionRun,
 )
 from backup_operator.embedded import EmbeddedS3
@@ -92,6 +93,23 @@ def test_a_broken_source_ends_failed_with_a_reason(
     assert why["status"] == "True" and why["reason"] == "SourceMissing"
     assert "missing" in why["message"]
     assert condition(failed, "Ready")["status"] == "False"
+
+
+def test_a_job_failed_with_any_error_text_shows_it_with_a_valid_reason(
+    op: Operator, tmp_path: Path, bucket_name: str, sessions: sessionmaker[Session]
+) -> None:
+    # An API user may fail a job with free text (PATCH /backup-jobs/{id}); a condition's
+    # reason must be one word, or the API server refuses the whole status.
+    write(tmp_path / "src", "a", b"a")
+    op.apply(path_job("told", tmp_path / "src", bucket_name, startAt="2099-01-01T00:00:00Z"))
+    waiting = op.wait_for(JOBS, "told", lambda o: phase(o) == "Pending")
+    with sessions() as session:
+        jobs.set_status(
+            session, waiting["status"]["jobId"], JobStatus.FAILED, error="the NAS is full"
+        )
+    failed = op.wait_for(JOBS, "told", lambda o: phase(o) == "Failed")
+    why = condition(failed, "Failed")
+    assert (why["reason"], why["message"]) == ("Failed", "the NAS is full")
 
 
 def test_a_bad_bucket_name_fails_naming_the_field(op: Operator, tmp_path: Path) -> None:
