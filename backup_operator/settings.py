@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # A job's `pack_threshold` overrides it.
     pack_threshold_bytes: int = Field(1024 * 1024, ge=0, le=64 * 1024 * 1024)
     pack_size_bytes: int = Field(8 * 1024 * 1024, ge=1024 * 1024, le=256 * 1024 * 1024)
+    # File contents a backup holds in memory at once (its batch, packs and upload parts):
+    # a smaller budget runs fewer large uploads at once.
+    backup_memory_mib: int = Field(256, ge=64, le=65536)
     # A jobs policy's run rewrites the packs whose content bytes are at least this share
     # unreferenced by kept files (1: never; a pack referenced by none is always deleted).
     pack_prune_waste: float = Field(0.5, gt=0, le=1)
@@ -103,6 +106,14 @@ class Settings(BaseSettings):
     agent_store_secret: str = "minio-backup-operator-store"
     agent_service_account: str | None = None
     agent_backoff_limit: int = Field(2, ge=0, le=20)
+    # Their resources (JSON), unless a BackupJob sets `spec.resources`; half the memory
+    # limit is their BACKUP_MEMORY_MIB.
+    agent_resources: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {
+            "requests": {"cpu": "250m", "memory": "256Mi"},
+            "limits": {"memory": "512Mi"},
+        }
+    )
 
     # `make dev` only: where the embedded servers keep their data, and the S3 port.
     dev_data_dir: str = ".dev-data"

@@ -31,6 +31,7 @@ MAX_TAG_VALUE = 256
 # Multipart part size: big enough to keep part counts low, small enough to stream.
 MIB = 1024 * 1024
 PART_SIZE = 16 * MIB
+PARALLEL_PARTS = 3  # parts of one multipart upload sent at once (each held in memory)
 MAX_PARTS = 10_000
 DELETE_BATCH = 1000
 
@@ -233,6 +234,7 @@ class ObjectStore:
                 cast(BinaryIO, data),
                 length,
                 part_size=part_size_for(length),
+                num_parallel_uploads=PARALLEL_PARTS,
                 retention=retention,
                 legal_hold=bool(lock and lock.legal_hold),
                 tags=s3_tags,

@@ -4,6 +4,8 @@ at its default settings:
 
 - latency: BackupJobs of an empty source created one after the other, each timed from
   its creation to status Completed (median, p90);
+- memory: the operator's RSS when idle, and its peak (VmHWM) while it backs up a path
+  source of 16 files of 48 MB in its own process (at the default BACKUP_MEMORY_MIB);
 - load: 500 BackupJobs created at once, time until all are Completed, and the operator's
   peak RSS (VmHWM).
 
@@ -46,9 +48,10 @@ def completed(cluster: Cluster, namespace: str) -> set[str]:
     return {name for name, phase in phases.items() if phase == "Completed"}
 
 
-def peak_rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """The process's peak (VmHWM) or current (VmRSS) resident memory."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -57,10 +60,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sequential", type=int, default=20)
     parser.add_argument("--burst", type=int, default=500)
+    parser.add_argument("--large-files", type=int, default=16, help="files of 48 MB")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="operator-bench-"))
     empty = work / "empty"
     empty.mkdir()
+    large = work / "large"
+    large.mkdir()
+    for i in range(args.large_files):
+        with (large / f"f{i:02}").open("wb") as handle:
+            for _ in range(48):
+                handle.write(os.urandom(1024 * 1024))
     with bench_servers("operator") as (url, s3, _, _), control_plane(work / "k8s") as cluster:
         namespace = cluster.new_namespace("bench")
         kubeconfig = cluster.kubeconfig(work / "kubeconfig", namespace=namespace)
@@ -101,6 +111,17 @@ def main() -> None:
 
             create("warm-up")  # bucket creation and first connections are not measured
             wait({"warm-up"}, 60)
+            print(f"operator_idle_rss_mb={rss_mb(operator.pid, 'VmRSS'):.0f}")
+            if args.large_files:
+                custom.create_namespaced_custom_object(
+                    "minio-backup.dev", "v1alpha1", namespace, "backupjobs", job("large", large)
+                )
+                started = time.perf_counter()
+                wait({"large"}, 600, every=0.2)
+                seconds = time.perf_counter() - started
+                print(f"large_backup_mb={args.large_files * 48}")
+                print(f"large_backup_seconds={seconds:.1f}")
+                print(f"operator_large_backup_peak_rss_mb={rss_mb(operator.pid):.0f}")
             latencies = []
             for i in range(args.sequential):
                 started = time.perf_counter()
@@ -121,7 +142,7 @@ def main() -> None:
             print(f"burst_jobs={len(burst)}")
             print(f"burst_create_seconds={created:.1f}")
             print(f"burst_all_completed_seconds={time.perf_counter() - started:.1f}")
-            print(f"operator_peak_rss_mb={peak_rss_mb(operator.pid):.0f}")
+            print(f"operator_peak_rss_mb={rss_mb(operator.pid):.0f}")
         finally:
             operator.terminate()
             operator.wait(60)

@@ -29,7 +29,7 @@ from .resources import (
 )
 from .runtime import InvalidSpec, domain_errors, finalize_within
 from .status import patch_status
-from .workload import backup_workload, workload_failure
+from .workload import backup_workload, memory_budget_mib, workload_failure
 
 POLL_SECONDS = get_settings().operator_poll_seconds
 
@@ -75,6 +75,9 @@ def register(
                         field="spec.source.path",
                         setting="SOURCE_ROOTS",
                     )
+            else:
+                with domain_errors():
+                    memory_budget_mib(spec.get("resources") or memo.app.agent_resources)
             with domain_errors(field="spec.bucket"):
                 bucket = buckets.bucket_named(session, memo.store, spec["bucket"], create=True)
             with domain_errors():
@@ -191,6 +194,7 @@ def _start_workload(
         store_secure=app.minio_secure,
         backoff_limit=app.agent_backoff_limit,
         service_account=app.agent_service_account,
+        default_resources=app.agent_resources,
     )
     try:
         memo.batch.create_namespaced_job(namespace, manifest)

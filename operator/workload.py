@@ -7,6 +7,9 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+from kubernetes.utils import parse_quantity
+
+from ..errors import Invalid
 from .resources import GROUP, MOUNT_PATH, VERSION
 
 
@@ -31,8 +34,10 @@ def backup_workload(
     store_secure: bool,
     backoff_limit: int,
     service_account: str | None,
+    default_resources: Mapping[str, Any],
 ) -> dict[str, Any]:
     pvc = spec["source"]["pvc"]
+    resources = dict(spec.get("resources") or default_resources)
     credentials = spec.get("credentialsSecretRef")
     if credentials:
         access = (credentials["name"], credentials.get("accessKeyKey", "accessKey"))
@@ -70,9 +75,10 @@ def backup_workload(
                     {"name": "MINIO_SECURE", "value": "true" if store_secure else "false"},
                     _from_secret("MINIO_ACCESS_KEY", *access),
                     _from_secret("MINIO_SECRET_KEY", *secret),
+                    *_memory_budget(resources),
                 ],
                 "volumeMounts": [mount, {"name": "tmp", "mountPath": "/tmp"}],
-                "resources": dict(spec.get("resources") or {}),
+                "resources": resources,
                 "securityContext": {
                     "allowPrivilegeEscalation": False,
                     "readOnlyRootFilesystem": True,
@@ -118,6 +124,24 @@ def backup_workload(
         # Kubernetes stops the pod itself; the catalog fails the job by the same deadline.
         manifest["spec"]["activeDeadlineSeconds"] = spec["activeDeadlineSeconds"]
     return manifest
+
+
+def memory_budget_mib(resources: Mapping[str, Any]) -> int | None:
+    """Half the pod's memory limit for file contents (BACKUP_MEMORY_MIB), the rest for
+    the process itself (about 100 MiB) and a margin; no limit, the engine's default."""
+    limit = (resources.get("limits") or {}).get("memory")
+    if limit is None:
+        return None
+    try:
+        size = parse_quantity(limit)  # type: ignore[no-untyped-call]
+    except ValueError:
+        raise Invalid(f"{limit!r} is not a quantity", field="resources.limits.memory") from None
+    return max(64, int(size // (2 * 1024 * 1024)))
+
+
+def _memory_budget(resources: Mapping[str, Any]) -> list[dict[str, Any]]:
+    mib = memory_budget_mib(resources)
+    return [] if mib is None else [{"name": "BACKUP_MEMORY_MIB", "value": str(mib)}]
 
 
 def _from_secret(variable: str, secret: str, key: str) -> dict[str, Any]:

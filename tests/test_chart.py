@@ -417,3 +417,50 @@ def test_source_and_restore_roots_are_the_pods_mounts_and_none_by_default() -> N
     assert {"name": "restores", "mountPath": "/restores"} in pod["containers"][0]["volumeMounts"]
     with pytest.raises(helm.HelmValuesError):
         render({**REQUIRED, "api": {"restoreRoots": ["relative"]}})
+
+
+def test_backup_pods_get_the_values_resources_and_a_memory_budget_within_them() -> None:
+    from backup_operator.operator.workload import backup_workload
+    from backup_operator.settings import Settings
+
+    agent = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
+    docs = render({**REQUIRED, "agent": {"resources": agent}, "operator": {"backupMemoryMiB": 192}})
+    (operator,) = [
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-operator")
+    ]
+    env = env_of(operator["spec"]["template"]["spec"]["containers"][0])
+    # What the operator's settings read from its environment.
+    settings = Settings(
+        agent_resources=json.loads(env["AGENT_RESOURCES"]["value"]),
+        backup_memory_mib=int(env["BACKUP_MEMORY_MIB"]["value"]),
+    )
+    assert (settings.agent_resources, settings.backup_memory_mib) == (agent, 192)
+
+    def pod_of(spec: dict[str, Any]) -> dict[str, Any]:
+        manifest = backup_workload(
+            name="nightly",
+            namespace="apps",
+            uid="3f1c",
+            spec={"source": {"pvc": {"claimName": "data"}}, **spec},
+            catalog_job_id=7,
+            image="minio-backup-operator:0.1.0",
+            database_secret="db",
+            database_secret_key="url",
+            store_secret="store",
+            store_endpoint="minio:9000",
+            store_secure=False,
+            backoff_limit=2,
+            service_account=None,
+            default_resources=settings.agent_resources,
+        )
+        (container,) = manifest["spec"]["template"]["spec"]["containers"]
+        return {"resources": container["resources"], "env": env_of(container)}
+
+    default = pod_of({})
+    assert default["resources"] == agent
+    assert default["env"]["BACKUP_MEMORY_MIB"]["value"] == "1024"  # half the limit
+    own = pod_of({"resources": {"limits": {"memory": "300Mi"}}})  # the BackupJob's win
+    assert own["resources"] == {"limits": {"memory": "300Mi"}}
+    assert own["env"]["BACKUP_MEMORY_MIB"]["value"] == "150"
+    unlimited = pod_of({"resources": {"requests": {"cpu": "1"}}})
+    assert "BACKUP_MEMORY_MIB" not in unlimited["env"]  # the engine's default

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -454,3 +457,45 @@ def test_a_file_that_keeps_changing_is_not_stored(tmp_path: Path) -> None:
         stop.set()
         writer.join()
     assert hash_file(os.fsencode(path)).size == path.stat().st_size  # settled: hashed
+
+
+class ObservedStore(ObjectStore):
+    """The real store, noting the bytes of large uploads under way at once."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        super().__init__(store.client)
+        self.lock = threading.Lock()
+        self.under_way = 0
+        self.most = 0
+
+    def put(self, bucket: str, key: str, data: Any, length: int, **options: Any) -> Any:
+        with self.lock:
+            self.under_way += length
+            self.most = max(self.most, self.under_way)
+        try:
+            time.sleep(0.05)  # a slower store: uploads overlap as far as they may
+            return super().put(bucket, key, data, length, **options)
+        finally:
+            with self.lock:
+                self.under_way -= length
+
+
+@pytest.mark.parametrize("memory_mib", [128, 256])
+def test_large_uploads_at_once_stay_within_the_memory_budget(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    tmp_path: Path,
+    memory_mib: int,
+) -> None:
+    for i in range(40):
+        write(tmp_path / "src", f"big{i:02}.bin", os.urandom(2 * 1024 * 1024))
+    observed = ObservedStore(store)
+    _, stats = back_up(
+        sessions, observed, bucket_id, tmp_path / "src", memory_bytes=memory_mib * 1024 * 1024
+    )
+    assert stats["new"] == 40 and stats["uploads"] == 40
+    # 128 MiB: batches of 20 MiB (half of what packs and parts in flight leave), so at
+    # most 11 of these files upload at once; 256 MiB: as many as the 16 upload threads.
+    most = 11 if memory_mib == 128 else 16
+    assert most * 2 * 1024 * 1024 >= observed.most > (most - 4) * 2 * 1024 * 1024

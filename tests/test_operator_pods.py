@@ -115,6 +115,7 @@ def test_a_pvc_job_runs_as_a_batch_job_whose_pod_completes_it(
     }
     assert "value" not in env["SQLALCHEMY_DATABASE_URL"]  # from a Secret, never inline
     assert container["resources"] == manifest["spec"]["resources"]
+    assert env["BACKUP_MEMORY_MIB"]["value"] == "512"  # half its 1Gi limit, for contents
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     with sessions() as session:
@@ -160,6 +161,19 @@ def test_a_batch_job_that_fails_for_good_fails_the_backup_job(
     workload = op.api.objects(BATCH_JOBS)[failed["status"]["workload"]]
     assert workload["status"]["failed"] == 3
     op.wait_for_event(name, "Failed")
+
+
+def test_a_memory_limit_that_is_no_quantity_fails_naming_the_field(
+    op: Operator, bucket_name: str
+) -> None:
+    manifest = pvc_job(bucket_name, resources={"limits": {"memory": "lots"}})
+    op.apply(manifest)  # the CRD takes any string (int-or-string), as Kubernetes' own do
+    name = manifest["metadata"]["name"]
+    failed = op.wait_for(JOBS, name, lambda o: phase(o) == "Failed")
+    why = next(c for c in failed["status"]["conditions"] if c["type"] == "Failed")
+    assert why["reason"] == "InvalidSpec"
+    assert why["message"] == "spec.resources.limits.memory: 'lots' is not a quantity"
+    assert not op.api.objects(BATCH_JOBS)  # no pod was started
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["evicted", "killed"])

@@ -41,9 +41,9 @@ from ..catalog.objects import (
 from ..catalog.retention import lock_for, locking_policies
 from ..retry import retrying, tries_within
 from ..settings import Settings
-from ..storage import Lock, ObjectStore
+from ..storage import PARALLEL_PARTS, PART_SIZE, Lock, ObjectStore
 from .hashing import ChangedWhileReading, Hashed, hash_file
-from .packs import Packer
+from .packs import IN_FLIGHT, Packer
 from .walk import Entry, Kind, walk
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ HASH_ON_POOL_FROM = 1024 * 1024
 # New contents smaller than this (or than the pack threshold) are uploaded while the
 # batch before is recorded; larger ones after it (see _upload_new).
 UPLOAD_AHEAD_BELOW = 1024 * 1024
+MIN_BATCH_BYTES = 8 * 1024 * 1024
 
 
 def failed_paths(stats: dict[str, Any]) -> list[str]:
@@ -100,6 +101,9 @@ class Options:
     # A batch also ends at this many bytes of files to read: small files' contents are
     # held from their hashing to their pack.
     batch_bytes: int = 64 * 1024 * 1024
+    # File contents a run holds at once (BACKUP_MEMORY_MIB), roughly: under a smaller
+    # budget batches hold fewer bytes (so fewer large files are uploaded at once).
+    memory_bytes: int = 256 * 1024 * 1024
 
     @classmethod
     def for_settings(cls, settings: Settings, **options: Any) -> Options:
@@ -107,6 +111,7 @@ class Options:
             outage_seconds=settings.job_heartbeat_timeout_seconds / 2,
             pack_threshold=settings.pack_threshold_bytes,
             pack_size=settings.pack_size_bytes,
+            memory_bytes=settings.backup_memory_mib * 1024 * 1024,
             **options,
         )
 
@@ -290,6 +295,13 @@ class Backup:
         self.tries = tries_within(options.outage_seconds)
         self.hashers = ThreadPoolExecutor(options.hash_workers, thread_name_prefix="hash")
         self.uploaders = ThreadPoolExecutor(options.upload_workers, thread_name_prefix="upload")
+        # Held at once: the batch being read (its small contents), the batch before's
+        # large files under upload (as many bytes, and up to three parts of the one
+        # that ended it), and the packs under way: two batches and what is fixed.
+        fixed = (IN_FLIGHT + 1) * options.pack_size + PARALLEL_PARTS * PART_SIZE
+        self.batch_bytes = min(
+            options.batch_bytes, max(MIN_BATCH_BYTES, (options.memory_bytes - fixed) // 2)
+        )
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
@@ -307,7 +319,7 @@ class Backup:
         staged: Future[Staged | None] | None = None
         try:
             files = self._classify(walk(self.source))
-            for batch in _batches(files, self.options.batch_files, self.options.batch_bytes):
+            for batch in _batches(files, self.options.batch_files, self.batch_bytes):
                 current, staged = staged, ahead.submit(self._stage, batch)
                 if current is not None:
                     self._commit(current.result())
