@@ -136,7 +136,10 @@ def create_app(
         app.state.metrics = CollectorRegistry(auto_describe=False)
         app.state.metrics.register(
             CatalogCollector(
-                app.state.sessions, app.state.store, max_series=settings.metrics_max_series
+                app.state.sessions,
+                app.state.store,
+                max_series=settings.metrics_max_series,
+                max_age=settings.metrics_max_age_seconds,
             )
         )
         scheduler = None

@@ -9,6 +9,8 @@ cardinality is bounded: past `max_series` label sets, the least active are folde
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -111,26 +113,44 @@ _ROWS = text("""
 
 class CatalogCollector(Collector):
     def __init__(
-        self, sessions: sessionmaker[Session], store: ObjectStore, *, max_series: int = 500
+        self,
+        sessions: sessionmaker[Session],
+        store: ObjectStore,
+        *,
+        max_series: int = 500,
+        max_age: float = 0.0,
     ) -> None:
+        """`max_age`: seconds the catalog's figures are served from the last scrape's
+        (several scrapers, or replicas behind one, do not each aggregate the catalog)."""
         self.sessions = sessions
         self.store = store
         self.max_series = max_series
+        self.max_age = max_age
+        self.cached: tuple[float, list[Metric]] | None = None
+        self.lock = threading.Lock()
 
     def describe(self) -> list[Metric]:
         return []  # collected on demand: no describe-time queries
 
     def collect(self) -> Iterator[Metric]:
         yield self._store_up()
-        try:
-            with self.sessions() as session:
-                jobs = session.execute(_JOBS).all()
-                runs = session.execute(_RUNS).all()
-                rows = session.execute(_ROWS).all()
-                sizes = session.execute(_BUCKET_BYTES).all()
-        except Exception as error:  # the catalog is down: say so in logs, export the rest
-            logger.warning("metrics: catalog unavailable: %s", error)
-            return
+        with self.lock:  # concurrent scrapes wait for one aggregation
+            now = time.monotonic()
+            if self.cached is None or now - self.cached[0] >= self.max_age:
+                try:
+                    self.cached = (now, list(self._catalog()))
+                except Exception as error:  # the catalog is down: log it, export the rest
+                    logger.warning("metrics: catalog unavailable: %s", error)
+                    self.cached = None
+                    return
+            yield from self.cached[1]
+
+    def _catalog(self) -> Iterator[Metric]:
+        with self.sessions() as session:
+            jobs = session.execute(_JOBS).all()
+            runs = session.execute(_RUNS).all()
+            rows = session.execute(_ROWS).all()
+            sizes = session.execute(_BUCKET_BYTES).all()
         yield from self._jobs(jobs)
         yield from self._runs(runs)
         catalog = GaugeMetricFamily(

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
 
     # Label sets per metric before the least active are folded into "other".
     metrics_max_series: int = Field(500, ge=1, le=100_000)
+    # Seconds a scrape may be answered from the last one's catalog figures.
+    metrics_max_age_seconds: float = Field(15.0, ge=0, le=3600)
     # The operator's /metrics port (0: none).
     metrics_port: int = Field(9090, ge=0, le=65535)
 

@@ -90,7 +90,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
     if app.metrics_port:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(
-            CatalogCollector(memo.sessions, memo.store, max_series=app.metrics_max_series)
+            CatalogCollector(
+                memo.sessions,
+                memo.store,
+                max_series=app.metrics_max_series,
+                max_age=app.metrics_max_age_seconds,
+            )
         )
         registry.register(SCHEDULE_INTERVAL)
         memo.metrics_server, _ = start_http_server(app.metrics_port, registry=registry)

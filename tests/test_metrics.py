@@ -3,6 +3,7 @@ names, labels, values, bounded cardinality, and the object store's reachability.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -145,3 +146,35 @@ def test_an_unreachable_object_store_is_a_zero(db_url: str, private_s3: Embedded
         assert value(scrape(client), "minio_backup_object_store_up") == 1
         private_s3.stop()
         assert value(scrape(client), "minio_backup_object_store_up") == 0
+
+
+def test_scrapes_within_the_max_age_share_one_aggregation_of_the_catalog(
+    db_url: str,
+    s3_endpoint: tuple[str, str, str],
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_name: str,
+    tmp_path: Path,
+) -> None:
+    from sqlalchemy import event
+
+    live = make_settings(db_url, *s3_endpoint, metrics_max_age_seconds=1.0)
+    with sessions() as session:
+        bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
+    write(tmp_path / "src", "a.txt", b"alpha")
+    with TestClient(create_app(live)) as client:
+        queries: list[str] = []
+        engine = client.app.state.sessions.kw["bind"]  # type: ignore[attr-defined]
+        event.listen(engine, "before_cursor_execute", lambda *a: queries.append(a[2]))
+        before = scrape(client)
+        asked = len(queries)
+        assert asked > 0
+        back_up(sessions, store, bucket.id, tmp_path / "src")
+        again = scrape(client)  # within a second: the same figures, no query
+        assert len(queries) == asked
+        finished = "minio_backup_jobs_finished_total"
+        assert again.get(finished) == before.get(finished)
+        time.sleep(1.1)
+        fresh = scrape(client)  # past it: the catalog is asked again
+        assert len(queries) > asked
+        assert value(fresh, finished, outcome="completed") == 1
