@@ -7,7 +7,10 @@ at its default settings:
 - memory: the operator's RSS when idle, and its peak (VmHWM) while it backs up a path
   source of 16 files of 48 MB in its own process (at the default BACKUP_MEMORY_MIB);
 - load: 500 BackupJobs created at once, time until all are Completed, and the operator's
-  peak RSS (VmHWM).
+  peak RSS (VmHWM);
+- idle: with those finished BackupJobs and 200 BackupSchedules (next firing a year
+  away), the requests per second the API server serves and the transactions per second
+  PostgreSQL commits while nothing happens, and the operator's RSS.
 
 Prints `name=value` lines.
 """
@@ -28,10 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import kubernetes  # noqa: E402
+import psycopg  # noqa: E402
 from apiserver import Cluster, control_plane  # noqa: E402
 from servers import bench_servers  # noqa: E402
 
 JOBS = "minio-backup.dev/v1alpha1/backupjobs"
+SCHEDULES = "minio-backup.dev/v1alpha1/backupschedules"
 
 
 def job(name: str, source: Path) -> dict[str, Any]:
@@ -41,6 +46,29 @@ def job(name: str, source: Path) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {"source": {"path": str(source)}, "bucket": "bench-operator"},
     }
+
+
+def schedule(name: str, source: Path) -> dict[str, Any]:
+    return {
+        "apiVersion": "minio-backup.dev/v1alpha1",
+        "kind": "BackupSchedule",
+        "metadata": {"name": name},
+        "spec": {
+            "schedule": "0 0 1 1 *",  # once a year: idle for the whole measurement
+            "jobTemplate": {"spec": job(name, source)["spec"]},
+        },
+    }
+
+
+def catalog_transactions(url: str) -> int:
+    """Transactions PostgreSQL has committed or rolled back in the catalog's database."""
+    with psycopg.connect(url.replace("+psycopg", "")) as connection:
+        row = connection.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database"
+            " WHERE datname = current_database()"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def completed(cluster: Cluster, namespace: str) -> set[str]:
@@ -61,6 +89,8 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=20)
     parser.add_argument("--burst", type=int, default=500)
     parser.add_argument("--large-files", type=int, default=16, help="files of 48 MB")
+    parser.add_argument("--schedules", type=int, default=200)
+    parser.add_argument("--idle-seconds", type=float, default=30)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="operator-bench-"))
     empty = work / "empty"
@@ -143,6 +173,40 @@ def main() -> None:
             print(f"burst_create_seconds={created:.1f}")
             print(f"burst_all_completed_seconds={time.perf_counter() - started:.1f}")
             print(f"operator_peak_rss_mb={rss_mb(operator.pid):.0f}")
+
+            schedules = {f"idle-{i}" for i in range(args.schedules)}
+            for name in sorted(schedules):
+                custom.create_namespaced_custom_object(
+                    "minio-backup.dev",
+                    "v1alpha1",
+                    namespace,
+                    "backupschedules",
+                    schedule(name, empty),
+                )
+            deadline = time.monotonic() + 300
+            while True:  # each has ticked once: its next firing is in its status
+                scheduled = cluster.objects(SCHEDULES, namespace)
+                ticked = {
+                    n
+                    for n, o in scheduled.items()
+                    if (o.get("status") or {}).get("nextScheduleTime")
+                }
+                if schedules <= ticked:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"schedules did not tick; see {work / 'operator.log'}")
+                time.sleep(1)
+            time.sleep(5)  # the last status writes settle
+            requests_before = cluster.metric("apiserver_request_total")
+            commits_before = catalog_transactions(url)
+            time.sleep(args.idle_seconds)
+            requests = cluster.metric("apiserver_request_total") - requests_before - 1
+            commits = catalog_transactions(url) - commits_before - 1
+            print(f"idle_backup_jobs={len(burst) + args.sequential + 1}")
+            print(f"idle_schedules={len(schedules)}")
+            print(f"idle_api_requests_per_second={requests / args.idle_seconds:.2f}")
+            print(f"idle_catalog_transactions_per_second={commits / args.idle_seconds:.2f}")
+            print(f"idle_operator_rss_mb={rss_mb(operator.pid, 'VmRSS'):.0f}")
         finally:
             operator.terminate()
             operator.wait(60)

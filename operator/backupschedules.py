@@ -6,9 +6,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import kopf
+import kubernetes
 from croniter import croniter
 
 from ..settings import get_settings
@@ -73,21 +74,52 @@ def _job_manifest(schedule: Any, name: str, namespace: str, uid: str, at: dateti
     }
 
 
-def _prune(memo: kopf.Memo, namespace: str, finished: list[Any], keep: int) -> list[str]:
+class Child(NamedTuple):
+    """A BackupJob a schedule made, as the index keeps it."""
+
+    name: str
+    phase: str | None
+    fired: tuple[str, str]  # (its firing, its creation): the pruning order
+
+
+@kopf.index(GROUP, VERSION, BACKUP_JOBS, labels={SCHEDULE_LABEL: kopf.PRESENT})
+def scheduled_jobs(
+    namespace: Any, name: Any, labels: Any, annotations: Any, meta: Any, status: Any, **_: Any
+) -> dict[tuple[str, str], Child]:
+    """Each schedule's BackupJobs, kept current from the watch: a tick reads them here
+    instead of listing them from the API server."""
+    fired = ((annotations or {}).get(SCHEDULED_AT, ""), meta.get("creationTimestamp") or "")
+    return {(namespace, labels[SCHEDULE_LABEL]): Child(name, status.get("phase"), fired)}
+
+
+def _prune(memo: kopf.Memo, namespace: str, finished: list[Child], keep: int) -> list[str]:
     """Delete all but the newest `keep` of these finished jobs; answer their names."""
-
-    def fired(job: Any) -> tuple[str, str]:
-        meta = job["metadata"]
-        return (meta.get("annotations") or {}).get(SCHEDULED_AT, ""), meta["creationTimestamp"]
-
-    newest_first = sorted(finished, key=fired, reverse=True)
+    newest_first = sorted(finished, key=lambda child: child.fired, reverse=True)
     pruned = []
-    for job in newest_first[keep:]:
-        memo.custom.delete_namespaced_custom_object(
-            GROUP, VERSION, namespace, BACKUP_JOBS, job["metadata"]["name"]
-        )
-        pruned.append(job["metadata"]["name"])
+    for child in newest_first[keep:]:
+        try:
+            memo.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, BACKUP_JOBS, child.name
+            )
+        except kubernetes.client.ApiException as error:
+            if error.status != 404:  # gone already (the index had not heard yet)
+                raise
+        else:
+            pruned.append(child.name)
     return pruned
+
+
+def _unchanged(status: Any, new: dict[str, Any]) -> bool:
+    """Status already says this: then a tick writes nothing (an idle schedule sends the
+    API server no request)."""
+    fields = all(status.get(k) == v for k, v in new.items() if k != "conditions")
+    before = {c.get("type"): c for c in status.get("conditions") or []}
+    same = all(
+        {k: before.get(c["type"], {}).get(k) for k in ("status", "reason", "message")}
+        == {k: c[k] for k in ("status", "reason", "message")}
+        for c in new.get("conditions", [])
+    )
+    return fields and same
 
 
 @kopf.timer(GROUP, VERSION, BACKUP_SCHEDULES, interval=POLL_SECONDS)
@@ -101,8 +133,9 @@ def tick(
     body: Any,
     patch: kopf.Patch,
     memo: kopf.Memo,
-    **_: Any,
+    **indices: Any,
 ) -> None:
+    scheduled: kopf.Index[tuple[str, str], Child] = indices["scheduled_jobs"]
     generation = meta.get("generation", 1)
     previous = list(status.get("conditions") or [])
     expression = spec.get("schedule", "")
@@ -111,7 +144,9 @@ def tick(
         if status.get("observedGeneration") != generation:
             kopf.warn(body, reason="InvalidSpec", message=message)
         invalid = condition("Ready", False, "InvalidSpec", message, previous, generation)
-        patch_status(patch, {"observedGeneration": generation, "conditions": [invalid]})
+        verdict = {"observedGeneration": generation, "conditions": [invalid]}
+        if not _unchanged(status, verdict):
+            patch_status(patch, verdict)
         return
     spread = int(spec.get("randomOffsetSeconds", 0))
     now = datetime.now(UTC)
@@ -119,24 +154,17 @@ def tick(
     period = (croniter(expression, first).get_next(datetime) - first).total_seconds()
     SCHEDULE_INTERVAL.labels(namespace, name).set(period)
     with domain_errors():
-        children = memo.custom.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, BACKUP_JOBS, label_selector=f"{SCHEDULE_LABEL}={name}"
-        )["items"]
-        # (Filtered here too: the selector is only a hint to a server that may ignore it.)
-        children = [
-            c for c in children if (c["metadata"].get("labels") or {}).get(SCHEDULE_LABEL) == name
-        ]
-        phases = {c["metadata"]["name"]: (c.get("status") or {}).get("phase") for c in children}
-        active = sorted(n for n, p in phases.items() if p not in FINISHED)
+        children = list(scheduled.get((namespace, name), []))
+        active = sorted(c.name for c in children if c.phase not in FINISHED)
         pruned = _prune(
             memo,
             namespace,
-            [c for c in children if phases[c["metadata"]["name"]] == "Completed"],
+            [c for c in children if c.phase == "Completed"],
             int(spec.get("successfulJobsHistoryLimit", 3)),
         ) + _prune(
             memo,
             namespace,
-            [c for c in children if phases[c["metadata"]["name"]] in {"Failed", "Cancelled"}],
+            [c for c in children if c.phase in {"Failed", "Cancelled"}],
             int(spec.get("failedJobsHistoryLimit", 1)),
         )
         due = status.get("nextScheduleTime")
@@ -168,7 +196,8 @@ def tick(
             condition("Ready", True, "Scheduled", f"next at {due}", previous, generation)
         ],
     }
-    patch_status(patch, new)
+    if not _unchanged(status, new):
+        patch_status(patch, new)
 
 
 @kopf.on.delete(GROUP, VERSION, BACKUP_SCHEDULES, optional=True)
