@@ -132,9 +132,14 @@ class Scheduler:
         notifier: Notifier | None = None,
         max_attempts: int | None = None,
         interval: float = 2.0,
+        idle_interval: float | None = None,
         heartbeat_timeout: float = 60.0,
         worker_id: str | None = None,
     ) -> None:
+        """`idle_interval`: with nothing due, the catalog is asked again only when its
+        next known event comes (a start time, a heartbeat going stale, a deadline) or
+        after this long, whichever is first; `wake()` cuts it short. Default: `interval`
+        (for schedulers whose jobs other processes create without waking them)."""
         self.sessions = sessions
         self.runner = runner
         self.claims = claims
@@ -142,6 +147,7 @@ class Scheduler:
         self.notifier: Notifier = notifier or NoWebhook()
         self._wake = threading.Event()
         self.interval = interval
+        self.idle_interval = interval if idle_interval is None else max(interval, idle_interval)
         self.heartbeat_timeout = timedelta(seconds=heartbeat_timeout)
         self.worker_id = worker_id or default_worker_id()
         self._stop = threading.Event()
@@ -163,9 +169,11 @@ class Scheduler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            wait = self.interval
             try:
                 while self.run_once() and not self._stop.is_set():
                     pass
+                wait = self._idle_wait()
             except Exception as error:
                 why = outage(error)
                 if why is None:
@@ -174,8 +182,18 @@ class Scheduler:
                     )
                 else:  # an outage: one line, no traceback
                     logger.warning("scheduler: %s; retrying in %.0fs", why, self.interval)
-            self._wake.wait(self.interval)
+            self._wake.wait(wait)
             self._wake.clear()
+
+    def _idle_wait(self) -> float:
+        if self.idle_interval == self.interval:
+            return self.interval
+        with self.sessions() as session:
+            until = jobs.seconds_to_next_event(
+                session, runner=self.claims, heartbeat_timeout=self.heartbeat_timeout
+            )
+        # (At least `interval`: an event that has just come is handled a moment later.)
+        return min(self.idle_interval, max(self.interval, until or self.idle_interval))
 
     def run_once(self) -> bool:
         """Release stale jobs, claim one due job and run it. Answers whether one ran."""

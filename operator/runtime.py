@@ -42,6 +42,8 @@ SCHEDULE_INTERVAL = Gauge(
     ["namespace", "schedule"],
     registry=None,
 )
+# The operator's worker asks the catalog for due jobs at least this often when idle.
+IDLE_SECONDS = 30.0
 OPERATOR_EXPORTED = {f"{PREFIX}_schedule_interval_seconds"}
 
 
@@ -81,6 +83,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
         ),
         claims=Runner.OPERATOR,
         interval=app.operator_poll_seconds,
+        # Its jobs are made by this operator, which wakes it (register, spec changes).
+        idle_interval=IDLE_SECONDS,
         heartbeat_timeout=app.job_heartbeat_timeout_seconds,
         notifier=memo.notifier,
         max_attempts=app.job_max_attempts,

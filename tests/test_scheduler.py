@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import event, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.api.app import create_app
@@ -265,3 +265,44 @@ class Recorded:
 
     def close(self, timeout: float) -> None:
         pass
+
+
+def test_an_idle_scheduler_sleeps_until_its_next_event_or_a_wake_up(
+    sessions: sessionmaker[Session], session: Session, bucket: dict
+) -> None:
+    started: dict[int, float] = {}
+
+    def runner(session: Session, job: BackupJob, heartbeat) -> dict:  # type: ignore[no-untyped-def]
+        started[job.id] = time.monotonic()
+        return {}
+
+    def new_job(start_in: float | None) -> int:
+        at = None if start_in is None else datetime.now(UTC) + timedelta(seconds=start_in)
+        job = jobs.create_job(
+            session, job_name="j", source_system="/srv", bucket_id=bucket["id"], start_time=at
+        )
+        session.commit()
+        return job.id
+
+    queries: list[str] = []
+    engine = sessions.kw["bind"]
+    scheduler = Scheduler(sessions, runner=runner, interval=0.1, idle_interval=30)
+    event.listen(engine, "before_cursor_execute", lambda *a: queries.append(a[2]))
+    scheduler.start()
+    try:
+        time.sleep(0.5)  # idle, with nothing to wait for: asleep for up to 30 s
+        asked, since = len(queries), time.monotonic()
+        time.sleep(2)
+        assert len(queries) == asked  # no query while idle (at interval=0.1: about 60)
+        later = new_job(start_in=2)  # nobody tells it: it finds it when its time comes
+        scheduler.wake()  # (as a registration does; the job is not due yet)
+        now = new_job(start_in=None)
+        scheduler.wake()
+        deadline = time.monotonic() + 10
+        while len(started) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started[now] - since < 2.5 + 0.5  # at the wake-up, not 30 s later
+        created = started[now]
+        assert 1.5 < started[later] - created < 3.0  # at its start time, not 30 s later
+    finally:
+        scheduler.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, overload
 
-from sqlalchemy import delete, false, func, insert, select, update
+from sqlalchemy import delete, false, func, insert, select, union_all, update
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, NotFound
@@ -351,6 +351,28 @@ def fail_overdue_jobs(session: Session, *, job_id: int | None = None) -> list[in
     if job_id is not None:
         overdue = overdue.where(BackupJob.id == job_id)
     return list(session.scalars(overdue).all())
+
+
+def seconds_to_next_event(
+    session: Session, *, runner: Runner, heartbeat_timeout: timedelta
+) -> float | None:
+    """Seconds until the catalog next needs a scheduler of `runner` without anyone
+    telling it (None: never): a pending job's start time, a running job's heartbeat
+    going stale, a deadline passing. Jobs made to start now come with a wake-up."""
+    deadline = func.make_interval(0, 0, 0, 0, 0, 0, BackupJob.active_deadline_seconds)
+    unfinished = BackupJob.status.in_([JobStatus.RUNNING, JobStatus.PENDING])
+    events = union_all(
+        select(func.min(BackupJob.start_time).label("at")).where(
+            BackupJob.status == JobStatus.PENDING, BackupJob.runner == runner
+        ),
+        select(func.min(BackupJob.heartbeat_at + heartbeat_timeout)).where(
+            BackupJob.status == JobStatus.RUNNING
+        ),
+        select(func.min(BackupJob.started_at + deadline)).where(unfinished),
+    ).subquery()
+    seconds = session.scalar(select(func.extract("epoch", func.min(events.c.at) - func.now())))
+    session.commit()
+    return None if seconds is None else max(0.0, float(seconds))
 
 
 def _overdue() -> Any:
