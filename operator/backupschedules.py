@@ -109,19 +109,6 @@ def _prune(memo: kopf.Memo, namespace: str, finished: list[Child], keep: int) ->
     return pruned
 
 
-def _unchanged(status: Any, new: dict[str, Any]) -> bool:
-    """Status already says this: then a tick writes nothing (an idle schedule sends the
-    API server no request)."""
-    fields = all(status.get(k) == v for k, v in new.items() if k != "conditions")
-    before = {c.get("type"): c for c in status.get("conditions") or []}
-    same = all(
-        {k: before.get(c["type"], {}).get(k) for k in ("status", "reason", "message")}
-        == {k: c[k] for k in ("status", "reason", "message")}
-        for c in new.get("conditions", [])
-    )
-    return fields and same
-
-
 @kopf.timer(GROUP, VERSION, BACKUP_SCHEDULES, interval=POLL_SECONDS)
 def tick(
     spec: Any,
@@ -145,8 +132,7 @@ def tick(
             kopf.warn(body, reason="InvalidSpec", message=message)
         invalid = condition("Ready", False, "InvalidSpec", message, previous, generation)
         verdict = {"observedGeneration": generation, "conditions": [invalid]}
-        if not _unchanged(status, verdict):
-            patch_status(patch, verdict)
+        patch_status(patch, verdict, unless_already=status)
         return
     spread = int(spec.get("randomOffsetSeconds", 0))
     now = datetime.now(UTC)
@@ -196,8 +182,8 @@ def tick(
             condition("Ready", True, "Scheduled", f"next at {due}", previous, generation)
         ],
     }
-    if not _unchanged(status, new):
-        patch_status(patch, new)
+    # An idle schedule writes nothing: it sends the API server no request.
+    patch_status(patch, new, unless_already=status)
 
 
 @kopf.on.delete(GROUP, VERSION, BACKUP_SCHEDULES, optional=True)

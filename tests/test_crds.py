@@ -6,6 +6,7 @@ serves printer columns and the status subresource)."""
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import jsonschema
@@ -269,8 +270,6 @@ def test_the_api_server_fills_in_the_crds_defaults(api: Any) -> None:
 
 
 def test_kubectl_shows_the_printer_columns_with_real_values(api: Any) -> None:
-    import json
-
     assert server_apply(api, example("backupjob-pvc.yaml")).returncode == 0
     status = {
         "phase": "Completed",
@@ -324,34 +323,14 @@ def test_kubectl_shows_the_printer_columns_with_real_values(api: Any) -> None:
 
 
 def test_status_is_only_written_through_the_status_subresource(api: Any) -> None:
-    import json
-
     assert server_apply(api, example("backupjob-path.yaml")).returncode == 0
     name = example("backupjob-path.yaml")["metadata"]["name"]
     key = "minio-backup.dev/v1alpha1/backupjobs"
-    kubeconfig = api.user_kubeconfig()
-    main = api.cluster.kubectl(
-        "patch",
-        "bj",
-        name,
-        "--type=merge",
-        "-p",
-        json.dumps({"status": {"phase": "Completed"}}),
-        kubeconfig=kubeconfig,
-    )
+    main = _patch(api, name, {"status": {"phase": "Completed"}}, status=False)
     assert main.returncode == 0, main.stderr
     assert "status" not in api.get(key, name)  # ignored on the main resource
     before = api.get(key, name)
-    sub = api.cluster.kubectl(
-        "patch",
-        "bj",
-        name,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": {"phase": "Running"}, "spec": {"bucket": "elsewhere"}}),
-        kubeconfig=kubeconfig,
-    )
+    sub = _patch(api, name, {"status": {"phase": "Running"}, "spec": {"bucket": "elsewhere"}})
     assert sub.returncode == 0, sub.stderr
     after = api.get(key, name)
     assert after["status"]["phase"] == "Running"
@@ -359,19 +338,24 @@ def test_status_is_only_written_through_the_status_subresource(api: Any) -> None
     assert after["metadata"]["generation"] == before["metadata"]["generation"]
 
 
-def _patch_status(api: Any, name: str, status: dict[str, Any]) -> Any:
-    import json
-
+def _patch(api: Any, name: str, body: dict[str, Any], *, status: bool = True) -> Any:
+    """A merge patch of a BackupJob as the test's user, through the status subresource
+    unless `status` is False."""
+    subresource = ["--subresource=status"] if status else []
     return api.cluster.kubectl(
         "patch",
         "bj",
         name,
-        "--subresource=status",
+        *subresource,
         "--type=merge",
         "-p",
-        json.dumps({"status": status}),
+        json.dumps(body),
         kubeconfig=api.user_kubeconfig(),
     )
+
+
+def _patch_status(api: Any, name: str, status: dict[str, Any]) -> Any:
+    return _patch(api, name, {"status": status})
 
 
 def _condition(kind: str, reason: str = "Completed", **extra: Any) -> dict[str, Any]:
