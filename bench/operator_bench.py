@@ -8,9 +8,10 @@ at its default settings:
   source of 16 files of 48 MB in its own process (at the default BACKUP_MEMORY_MIB);
 - load: 500 BackupJobs created at once, time until all are Completed, and the operator's
   peak RSS (VmHWM);
-- idle: with those finished BackupJobs and 200 BackupSchedules (next firing a year
-  away), the requests per second the API server serves and the transactions per second
-  PostgreSQL commits while nothing happens, and the operator's RSS.
+- idle: with 2,000 finished BackupJobs and 200 BackupSchedules (next firing a year
+  away), the requests per second the API server serves and the statements per second
+  the operator sends PostgreSQL (counted in its statement log) while nothing happens,
+  and the operator's RSS.
 
 Prints `name=value` lines.
 """
@@ -24,6 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +65,34 @@ def schedule(name: str, source: Path) -> dict[str, Any]:
     }
 
 
-def catalog_transactions(url: str) -> int:
-    """Transactions PostgreSQL has committed or rolled back in the catalog's database."""
-    with psycopg.connect(url.replace("+psycopg", "")) as connection:
-        row = connection.execute(
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database"
-            " WHERE datname = current_database()"
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
+@contextmanager
+def statements_logged(url: str, log: Path) -> Iterator[Callable[[], Counter[tuple[str, str]]]]:
+    """While inside, PostgreSQL logs every statement with its application's name; answers
+    a count of the statements logged so far, by application and text."""
+    settings = {"log_statement": "'all'", "log_line_prefix": "'app=%a '"}
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as connection:
+        for name, value in settings.items():
+            connection.execute(f"ALTER SYSTEM SET {name} = {value}")
+        connection.execute("SELECT pg_reload_conf()")
+        start = log.stat().st_size
+
+        def counted() -> Counter[tuple[str, str]]:
+            with log.open("rb") as handle:
+                handle.seek(start)
+                lines = handle.read().decode(errors="replace").splitlines()
+            found = (
+                (line.split(" ", 1)[0].removeprefix("app="), line.split("statement: ", 1)[1][:60])
+                for line in lines
+                if line.startswith("app=") and "statement: " in line
+            )
+            return Counter(found)
+
+        try:
+            yield counted
+        finally:
+            for name in settings:
+                connection.execute(f"ALTER SYSTEM RESET {name}")
+            connection.execute("SELECT pg_reload_conf()")
 
 
 def completed(cluster: Cluster, namespace: str) -> set[str]:
@@ -91,6 +114,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=500)
     parser.add_argument("--large-files", type=int, default=16, help="files of 48 MB")
     parser.add_argument("--schedules", type=int, default=200)
+    parser.add_argument("--idle-jobs", type=int, default=2000, help="finished, while idle")
     parser.add_argument("--idle-seconds", type=float, default=30)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="operator-bench-"))
@@ -102,7 +126,7 @@ def main() -> None:
         with (large / f"f{i:02}").open("wb") as handle:
             for _ in range(48):
                 handle.write(os.urandom(1024 * 1024))
-    with bench_servers("operator") as (url, s3, _, _), control_plane(work / "k8s") as cluster:
+    with bench_servers("operator") as (url, s3, _, pg), control_plane(work / "k8s") as cluster:
         namespace = cluster.new_namespace("bench")
         kubeconfig = cluster.kubeconfig(work / "kubeconfig", namespace=namespace)
         env = {
@@ -180,6 +204,11 @@ def main() -> None:
             print(f"burst_all_completed_seconds={time.perf_counter() - started:.1f}")
             print(f"operator_peak_rss_mb={rss_mb(operator.pid):.0f}")
 
+            made = len(burst) + args.sequential + 1 + (1 if args.large_files else 0)
+            more = {f"more-{i}" for i in range(max(args.idle_jobs - made, 0))}
+            for name in sorted(more):
+                create(name)
+            wait(more, 3600, every=1.0)
             schedules = {f"idle-{i}" for i in range(args.schedules)}
             for name in sorted(schedules):
                 custom.create_namespaced_custom_object(
@@ -204,14 +233,24 @@ def main() -> None:
                 time.sleep(1)
             time.sleep(5)  # the last status writes settle
             requests_before = cluster.metric("apiserver_request_total")
-            commits_before = catalog_transactions(url)
-            time.sleep(args.idle_seconds)
-            requests = cluster.metric("apiserver_request_total") - requests_before - 1
-            commits = catalog_transactions(url) - commits_before - 1
-            print(f"idle_backup_jobs={len(burst) + args.sequential + 1}")
+            with statements_logged(url, pg.data_dir / "postgres.log") as statements:
+                time.sleep(args.idle_seconds)
+                with psycopg.connect(url.replace("+psycopg", "")) as canary:
+                    canary.execute("SELECT 'the log is being read'")
+                time.sleep(1)  # (the log is written asynchronously)
+                logged = statements()
+            # (this counts every client, the benchmark's first scrape of /metrics included)
+            requests = cluster.metric("apiserver_request_total") - requests_before
+            ours = {k: n for k, n in logged.items() if k[0].startswith("minio-backup-operator")}
+            if not logged:
+                raise RuntimeError("PostgreSQL logged no statement, not even the canary")
+            print(f"idle_backup_jobs={made + len(more)}")
             print(f"idle_schedules={len(schedules)}")
             print(f"idle_api_requests_per_second={requests / args.idle_seconds:.2f}")
-            print(f"idle_catalog_transactions_per_second={commits / args.idle_seconds:.2f}")
+            total = sum(ours.values())
+            print(f"idle_catalog_statements_per_second={total / args.idle_seconds:.2f}")
+            for (application, text), count in Counter(ours).most_common(3):
+                print(f"#   {count} x {application}: {text}")
             print(f"idle_operator_rss_mb={rss_mb(operator.pid, 'VmRSS'):.0f}")
         finally:
             operator.terminate()

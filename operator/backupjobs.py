@@ -4,8 +4,10 @@ delete) its backup when the resource goes."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import kopf
 import kubernetes
@@ -28,10 +30,13 @@ from .resources import (
     start_time,
 )
 from .runtime import InvalidSpec, domain_errors, finalize_within
-from .status import patch_status
+from .status import patch_status, write_status
 from .workload import backup_workload, memory_budget_mib, workload_failure
 
 POLL_SECONDS = get_settings().operator_poll_seconds
+# While the catalog announces changes, an unfinished job is looked at unprompted at
+# least this often anyway (announcements are not lost, but a bug should not be forever).
+RESYNC_SECONDS = 300.0
 
 
 def _invalid(error: InvalidSpec, status: Any, generation: int) -> dict[str, Any]:
@@ -119,20 +124,38 @@ def _unfinished(status: Any, **_: Any) -> bool:
     return bool(status.get("jobId")) and status.get("phase") not in FINISHED
 
 
-@kopf.timer(GROUP, VERSION, BACKUP_JOBS, interval=POLL_SECONDS, when=_unfinished)
-def poll(
-    spec: Any,
-    name: Any,
-    namespace: Any,
-    uid: str,
-    meta: Any,
-    status: Any,
-    body: Any,
-    patch: kopf.Patch,
-    memo: kopf.Memo,
-    **_: Any,
-) -> None:
-    """Start a PVC job's batch Job when due; mirror the catalog's progress into status."""
+@kopf.daemon(GROUP, VERSION, BACKUP_JOBS, when=_unfinished, cancellation_timeout=5.0)
+async def follow(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """While the job is unfinished: look at it whenever the catalog says it changed, and
+    when something falls due that nobody will announce (its start time, its deadline,
+    its batch Job's state); without the catalog's announcements, every poll interval."""
+    written: tuple[str, Any] | None = None  # (resourceVersion patched, resource after)
+    with memo.followers.following(body["status"]["jobId"]) as changed:
+        while True:
+            changed.clear()
+            # Until the watch brings our own last write, the resource as it answered is
+            # the fresher one (a phase announced twice would be two Events).
+            stale = written is not None and body["metadata"]["resourceVersion"] == written[0]
+            current = written[1] if written is not None and stale else body
+            before = current["metadata"]["resourceVersion"]
+            look = await asyncio.to_thread(_look, memo, current)
+            if look.written is not None:
+                written = (before, look.written)
+            if look.again is None:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=look.again)
+
+
+class Look(NamedTuple):
+    written: Any  # the resource as its status write left it; None: nothing was written
+    again: float | None  # seconds until it must look again unprompted; None: finished
+
+
+def _look(memo: kopf.Memo, body: Any) -> Look:
+    """Start a PVC job's batch Job when due; mirror the catalog's job into status."""
+    spec, meta, status = body["spec"], body["metadata"], body.get("status") or {}
+    name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
     workload = status.get("workload")
     with domain_errors(), memo.sessions() as session:
         if spec.get("activeDeadlineSeconds"):
@@ -169,7 +192,25 @@ def poll(
         kopf.event(
             body, type="Warning" if failed else "Normal", reason=new["phase"], message=message
         )
-    patch_status(patch, new)
+    with domain_errors():
+        written = write_status(memo.custom, BACKUP_JOBS, body, new, unless_already=status)
+    return Look(written, None if job.status.finished else _next_look(memo, job, workload))
+
+
+def _next_look(memo: kopf.Memo, job: Any, workload: str | None) -> float:
+    """Seconds until a look nobody will prompt: without the catalog's announcements, the
+    poll interval; with them, what falls due (at the latest, RESYNC_SECONDS)."""
+    if not memo.changes.listening.is_set():
+        return POLL_SECONDS
+    now, due = _now(), [RESYNC_SECONDS]
+    if workload is not None:
+        due.append(POLL_SECONDS)  # its batch Job's state is the API server's, not the catalog's
+    if job.status is JobStatus.PENDING and job.start_time is not None:
+        due.append((jobs.as_utc(job.start_time) - now).total_seconds())
+    if job.active_deadline_seconds and job.started_at is not None:
+        deadline = jobs.as_utc(job.started_at) + timedelta(seconds=job.active_deadline_seconds)
+        due.append((deadline - now).total_seconds())
+    return max(min(due), 0.05)
 
 
 def _now() -> datetime:

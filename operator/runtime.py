@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ..catalog import jobs
+from ..catalog.changes import JobChangeListener
 from ..catalog.models import BackupJob, JobStatus, Runner
 from ..db import make_engine, make_sessionmaker
 from ..deadline import Deadline, DeadlineExceeded, run_within
@@ -29,6 +30,7 @@ from ..retry import RetriesExhausted, outage
 from ..scheduler import JobCancelled, JobRunner, Scheduler
 from ..settings import Settings, get_settings
 from ..storage import ObjectStore
+from .followers import Followers
 from .resources import BACKUP_JOBS, GROUP, VERSION
 
 T = TypeVar("T")
@@ -90,6 +92,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
         max_attempts=app.job_max_attempts,
     )
     memo.scheduler.start()
+    memo.followers = Followers()
+    memo.changes = JobChangeListener(
+        app.database_url(), memo.followers.changed, memo.followers.everyone
+    )
+    memo.changes.start()
     memo.metrics_server = None
     if app.metrics_port:
         registry = CollectorRegistry(auto_describe=False)
@@ -139,6 +146,7 @@ class ForLiveResources:
 def shut_down(memo: kopf.Memo) -> None:
     """Running jobs are handed back as pending, to be resumed by the next operator."""
     memo.scheduler.stop(timeout=30)
+    memo.changes.stop()
     memo.notifier.close(timeout=10)
     memo.engine.dispose()
     if memo.metrics_server is not None:

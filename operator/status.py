@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
+import kubernetes
+
+from .resources import GROUP, VERSION
 
 
 def patch_status(
@@ -24,7 +28,7 @@ def patch_status(
 
 
 def _set_status(
-    body: kopf.RawBody, fields: dict[str, Any], conditions: list[dict[str, Any]]
+    body: kopf.RawBody | dict[str, Any], fields: dict[str, Any], conditions: list[dict[str, Any]]
 ) -> None:
     status = body.setdefault("status", {})
     for key, value in fields.items():
@@ -52,3 +56,42 @@ def _says(status: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
         [before.get(c["type"], {}).get(k) for k in compared] == [c[k] for k in compared]
         for c in new.get("conditions") or []
     )
+
+
+def write_status(
+    custom: Any,
+    plural: str,
+    body: Mapping[str, Any],
+    new: Mapping[str, Any],
+    *,
+    unless_already: Mapping[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """What `patch_status` does, sent now, for a daemon (Kopf applies a daemon's patch only
+    when it returns): a JSON patch guarded by a test that status is still what it was in
+    `body` (other changes, to annotations say, do not refuse it), tried once more on the
+    resource read afresh if status changed meanwhile. Answers the resource as written
+    (None: nothing was)."""
+    if unless_already is not None and _says(unless_already, new):
+        return None
+    fields = dict(new)
+    conditions = list(fields.pop("conditions", None) or [])
+    meta = body["metadata"]
+    where = (GROUP, VERSION, meta["namespace"], plural, meta["name"])
+    current: Mapping[str, Any] = body
+    for attempt in (1, 2):
+        fresh = copy.deepcopy(dict(current))
+        _set_status(fresh, fields, conditions)
+        change = [
+            {"op": "test", "path": "/status", "value": current.get("status") or {}},
+            {"op": "replace", "path": "/status", "value": fresh["status"]},
+        ]
+        try:
+            written: dict[str, Any] = custom.patch_namespaced_custom_object_status(
+                *where, change, _content_type="application/json-patch+json"
+            )
+            return written
+        except kubernetes.client.ApiException as error:
+            if error.status != 422 or attempt == 2:  # 422: the test failed
+                raise
+            current = custom.get_namespaced_custom_object(*where)
+    return None

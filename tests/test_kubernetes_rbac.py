@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from apiserver import url_of
@@ -80,7 +81,7 @@ def test_status_patches_that_lose_a_race_are_reapplied_and_keep_every_condition(
     # status: the server refuses the operator's resourceVersion-guarded JSON patches
     # (422, a failed `test` op: the body changed), and Kopf re-applies them to the
     # fresher body. Nothing may be lost: neither the other writer's changes, nor the
-    # condition the change handler adds while the poll timer writes progress.
+    # condition the change handler adds while the job's follower writes progress.
     source = tmp_path / "src"
     for i in range(2000):
         write(source, f"d{i % 20}/f{i}.bin", f"{i}".encode() * 500)
@@ -113,11 +114,15 @@ def test_status_patches_that_lose_a_race_are_reapplied_and_keep_every_condition(
         op.kubectl(
             "patch", "bj", name, "--type=merge", "-p", json.dumps({"spec": {"rehash": True}})
         )
+        # The change handler and the job's follower write status independently: the
+        # job may complete before the refusal is written, never without it.
         done = op.wait_for(JOBS, name, lambda o: phase(o) == "Completed", timeout=120)
+        done = op.wait_for(JOBS, name, lambda o: "SpecRejected" in _types(o), timeout=30)
     finally:
         stop.set()
         racer.join()
     conditions = {c["type"]: c for c in done["status"]["conditions"]}
+    assert phase(done) == "Completed"
     assert conditions["SpecRejected"]["status"] == "True"
     assert "spec.rehash" in conditions["SpecRejected"]["message"]
     assert (conditions["Ready"]["status"], conditions["Failed"]["status"]) == ("True", "False")
@@ -127,3 +132,7 @@ def test_status_patches_that_lose_a_race_are_reapplied_and_keep_every_condition(
     assert op.api.cluster.metric("apiserver_request_total", **refused) > before, (
         f"no status patch lost a race in {len(writes)} concurrent writes"
     )
+
+
+def _types(resource: dict[str, Any]) -> set[str]:
+    return {c["type"] for c in (resource.get("status") or {}).get("conditions") or []}

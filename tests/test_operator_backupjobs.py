@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
-from conftest import catalog_versions, endpoint_of, frozen, write
+from conftest import catalog_versions, endpoint_of, frozen, migrated_catalog, plain, write
 from operator_harness import JOBS, KubeNamespace, Operator, example, operator, path_job, phase
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,7 +22,7 @@ from backup_operator.catalog.models import (
     JobStatus,
     RetentionRun,
 )
-from backup_operator.embedded import EmbeddedS3
+from backup_operator.embedded import EmbeddedPostgres, EmbeddedS3
 from backup_operator.engine.backup import Options, run_backup
 from backup_operator.operator.resources import FINISHED as FINISHED_PHASES
 from backup_operator.storage import ObjectStore
@@ -338,3 +339,50 @@ def test_a_path_source_outside_the_source_roots_fails_naming_the_field(op: Opera
         why = condition(failed, "Failed")
         assert why["reason"] == "InvalidSpec" and why["message"].startswith("spec.source.path")
         assert failed["status"].get("jobId") is None  # nothing was recorded
+
+
+def test_status_follows_the_catalog_as_it_changes_not_at_the_poll_interval(
+    api: KubeNamespace,
+    tmp_path: Path,
+    db_url: str,
+    s3_endpoint: tuple[str, str, str],
+    bucket_name: str,
+    sessions: sessionmaker[Session],
+) -> None:
+    # Polling every 10 minutes: only the catalog's announcements can bring these changes
+    # into status within the waits below.
+    write(tmp_path / "src", "a.txt", b"a")
+    with operator(api, tmp_path, db_url, s3_endpoint, OPERATOR_POLL_SECONDS="600") as op:
+        op.apply(path_job("now", tmp_path / "src", bucket_name))
+        done = op.wait_for(JOBS, "now", lambda o: phase(o) == "Completed", timeout=20)
+        assert done["status"]["files"] == 1
+        op.apply(path_job("later", tmp_path / "src", bucket_name, startAt="2099-01-01T00:00:00Z"))
+        pending = op.wait_for(JOBS, "later", lambda o: phase(o) == "Pending")
+        with sessions() as session:  # another client of the catalog (the API, the CLI)
+            jobs.cancel_job(session, pending["status"]["jobId"])
+        cancelled = op.wait_for(JOBS, "later", lambda o: phase(o) == "Cancelled", timeout=20)
+        assert condition(cancelled, "Ready")["status"] == "False"
+        op.wait_for_event("later", "Cancelled")
+
+
+def test_after_a_catalog_outage_status_follows_again_without_waiting_for_the_poll(
+    api: KubeNamespace,
+    tmp_path: Path,
+    private_pg: EmbeddedPostgres,
+    s3_endpoint: tuple[str, str, str],
+    bucket_name: str,
+) -> None:
+    url = migrated_catalog(private_pg)
+    write(tmp_path / "src", "a.txt", b"a")
+    later = path_job("later", tmp_path / "src", bucket_name, startAt="2099-01-01T00:00:00Z")
+    with operator(api, tmp_path, url, s3_endpoint, OPERATOR_POLL_SECONDS="600") as op:
+        op.apply(later)
+        job_id = op.wait_for(JOBS, "later", lambda o: phase(o) == "Pending")["status"]["jobId"]
+        private_pg.stop()
+        time.sleep(3)  # the listener has lost its connection and retries
+        private_pg.start()
+        with psycopg.connect(plain(url)) as conn:  # as the API would, once the catalog is back
+            conn.execute("UPDATE backup_jobs SET status = 'cancelled' WHERE id = %s", [job_id])
+        op.wait_for(JOBS, "later", lambda o: phase(o) == "Cancelled", timeout=30)
+        assert "Traceback" not in op.logs()
+        assert op.logs().count("polling until the catalog is back") == 1  # said once
