@@ -40,6 +40,9 @@ class BucketOut(Out):
     id: int
     name: str
     object_lock: bool
+    namespace: str | None = Field(
+        description="the Kubernetes namespace whose resources alone may use it (null: none yet)"
+    )
     created_at: datetime
 
 
@@ -345,6 +348,9 @@ class PolicyUpdate(In):
 class PolicyOut(Out):
     id: int
     name: str
+    namespace: str | None = Field(
+        description="a RetentionPolicy's namespace: its scope reaches that namespace's buckets only"
+    )
     description: str
     keep_last: int | None
     max_age_days: int | None

@@ -84,7 +84,9 @@ def register(
                 with domain_errors():
                     memory_budget_mib(spec.get("resources") or memo.app.agent_resources)
             with domain_errors(field="spec.bucket"):
-                bucket = buckets.bucket_named(session, memo.store, spec["bucket"], create=True)
+                bucket = buckets.bucket_named(
+                    session, memo.store, spec["bucket"], create=True, namespace=namespace
+                )
             with domain_errors():
                 job = jobs.create_job(
                     session,

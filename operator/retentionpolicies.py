@@ -63,9 +63,10 @@ def reconcile(
             if scope.get("bucket"):
                 with domain_errors(field="spec.scope.bucket"):
                     bucket = buckets.bucket_named(
-                        session, memo.store, scope["bucket"], create=False
+                        session, memo.store, scope["bucket"], create=False, namespace=namespace
                     )
                 fields["bucket_id"] = bucket.id
+            fields["namespace"] = namespace  # whatever its scope, its namespace's buckets
             with domain_errors(naming=spec_field):
                 policy = retention.put_policy(session, name=catalog_name(namespace, name), **fields)
     except InvalidSpec as error:

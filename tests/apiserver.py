@@ -38,7 +38,10 @@ from backup_operator.embedded import free_port
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "tests" / "k8s" / "build.sh"
 # The controllers a cluster runs that this project's resources depend on.
-CONTROLLERS = "garbage-collector-controller,job-controller,serviceaccount-controller,namespace-controller,ttl-after-finished-controller"
+CONTROLLERS = (
+    "garbage-collector-controller,job-controller,serviceaccount-controller,namespace-controller,"
+    "ttl-after-finished-controller,clusterrole-aggregation-controller"
+)
 
 
 def servers_dir() -> Path:

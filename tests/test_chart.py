@@ -156,9 +156,40 @@ def granted(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
     return verbs
 
 
+def operator_cluster_roles(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The operator's ClusterRoles, not those the chart offers namespaces' own people."""
+    tenants = ("-edit", "-view")
+    return [r for r in by_kind(docs, "ClusterRole") if not r["metadata"]["name"].endswith(tenants)]
+
+
+def test_namespaces_people_get_roles_to_manage_or_read_backups_and_never_write_status() -> None:
+    docs = render(VALUE_SETS["defaults"])
+    roles = {r["metadata"]["name"].rsplit("-", 1)[1]: r for r in by_kind(docs, "ClusterRole")}
+    assert set(roles) == {"edit", "view"}
+    edit, view = granted(roles["edit"]), granted(roles["view"])
+    kinds = ("backupjobs", "backupschedules", "retentionpolicies")
+    for kind in kinds:
+        assert {"create", "patch", "delete"} <= edit[("minio-backup.dev", kind)]
+        assert view[("minio-backup.dev", kind)] == {"get", "list", "watch"}
+        assert edit[("minio-backup.dev", f"{kind}/status")] == {"get"}  # the operator's
+    everything = set(edit) | set(view)
+    assert all(group == "minio-backup.dev" for group, _ in everything)  # no Secrets, no Jobs
+    labels = roles["edit"]["metadata"]["labels"]
+    assert labels["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert roles["view"]["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"]
+    alone = render({**VALUE_SETS["defaults"], "tenantRoles": {"aggregateToDefaultRoles": False}})
+    assert not any(
+        "aggregate" in key
+        for role in by_kind(alone, "ClusterRole")
+        for key in role["metadata"]["labels"]
+    )
+    none = render({**VALUE_SETS["defaults"], "tenantRoles": {"create": False}})
+    assert by_kind(none, "ClusterRole") == []
+
+
 def test_rbac_is_a_role_per_watched_namespace_with_exactly_the_verbs_used() -> None:
     docs = render(VALUE_SETS["namespaces"])
-    assert by_kind(docs, "ClusterRole") == [] and by_kind(docs, "ClusterRoleBinding") == []
+    assert operator_cluster_roles(docs) == [] and by_kind(docs, "ClusterRoleBinding") == []
     roles = by_kind(docs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for role in roles:
@@ -179,7 +210,7 @@ def test_rbac_is_a_role_per_watched_namespace_with_exactly_the_verbs_used() -> N
 def test_rbac_is_a_cluster_role_when_watching_the_whole_cluster() -> None:
     docs = render(VALUE_SETS["cluster-wide"])
     assert by_kind(docs, "Role") == []
-    (role,) = by_kind(docs, "ClusterRole")
+    (role,) = operator_cluster_roles(docs)
     assert granted(role) == {**OPERATOR_RULES, **CLUSTER_EXTRA}
     assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in role["rules"])
     (operator,) = [

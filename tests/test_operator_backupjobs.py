@@ -14,7 +14,7 @@ from operator_harness import JOBS, KubeNamespace, Operator, example, operator, p
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from backup_operator.catalog import jobs
+from backup_operator.catalog import buckets, jobs
 from backup_operator.catalog.models import (
     BackupJob,
     Bucket,
@@ -120,6 +120,26 @@ def test_a_bad_bucket_name_fails_naming_the_field(op: Operator, tmp_path: Path) 
     failed = op.wait_for(JOBS, "bad-bucket", lambda o: phase(o) == "Failed")
     why = condition(failed, "Failed")
     assert why["reason"] == "InvalidSpec" and why["message"].startswith("spec.bucket")
+
+
+def test_a_bucket_of_another_namespace_is_refused_naming_the_field(
+    op: Operator,
+    tmp_path: Path,
+    bucket_name: str,
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+) -> None:
+    with sessions() as session:  # another tenant backed up into it first
+        buckets.bucket_named(session, store, bucket_name, create=True, namespace="another-team")
+    write(tmp_path / "src", "a.txt", b"a")
+    op.apply(path_job("intruder", tmp_path / "src", bucket_name))
+    failed = op.wait_for(JOBS, "intruder", lambda o: phase(o) == "Failed")
+    why = condition(failed, "Failed")
+    assert why["reason"] == "InvalidSpec"
+    assert why["message"].startswith("spec.bucket: ")
+    assert "belongs to namespace 'another-team'" in why["message"]
+    assert "jobId" not in failed["status"]  # nothing was registered, nothing uploaded
+    assert not list(store.client.list_objects(bucket_name, recursive=True))
 
 
 def test_a_spec_change_after_start_is_refused_with_a_condition(

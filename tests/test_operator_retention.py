@@ -22,7 +22,7 @@ from conftest import (
 from operator_harness import JOBS, POLICIES, KubeNamespace, Operator, example, operator, phase
 from sqlalchemy.orm import Session, sessionmaker
 
-from backup_operator.catalog.buckets import create_bucket
+from backup_operator.catalog.buckets import bucket_named, create_bucket
 from backup_operator.catalog.retention import governed_objects
 from backup_operator.embedded import EmbeddedPostgres, EmbeddedS3
 from backup_operator.storage import ObjectStore
@@ -95,6 +95,23 @@ def test_a_policy_the_operator_cannot_act_on_is_not_ready_and_says_which_field(
     ready = bad["status"]["conditions"][0]
     assert ready["status"] == "False" and ready["reason"] == "InvalidSpec", ready
     assert ready["message"].startswith("spec.rules.timezone"), ready
+
+
+def test_a_policy_scoped_to_another_namespaces_bucket_is_not_ready_and_says_why(
+    op: Operator, bucket_name: str, sessions: sessionmaker[Session], store: ObjectStore
+) -> None:
+    with sessions() as session:
+        bucket_named(session, store, bucket_name, create=True, namespace="another-team")
+    policy = copy.deepcopy(example("retentionpolicy.yaml"))
+    policy["spec"] = {"rules": {"keepLast": 1}, "scope": {"bucket": bucket_name}}
+    op.apply(policy)
+    name = policy["metadata"]["name"]
+    bad = op.wait_for(POLICIES, name, lambda o: bool((o.get("status") or {}).get("conditions")))
+    ready = bad["status"]["conditions"][0]
+    assert ready["status"] == "False" and ready["reason"] == "InvalidSpec", ready
+    assert ready["message"].startswith("spec.scope.bucket: "), ready
+    assert "belongs to namespace 'another-team'" in ready["message"]
+    assert "policyId" not in bad["status"]
 
 
 def test_a_backup_job_naming_a_policy_puts_what_it_stored_under_it(

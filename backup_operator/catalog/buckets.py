@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -39,11 +39,18 @@ def validate_bucket_name(name: str) -> None:
         )
 
 
-def create_bucket(session: Session, store: ObjectStore, *, name: str, object_lock: bool) -> Bucket:
+def create_bucket(
+    session: Session,
+    store: ObjectStore,
+    *,
+    name: str,
+    object_lock: bool,
+    namespace: str | None = None,
+) -> Bucket:
     validate_bucket_name(name)
     if session.scalar(select(Bucket.id).where(Bucket.name == name)) is not None:
         raise Conflict(f"bucket {name!r} already exists", field="name")
-    bucket = Bucket(name=name, object_lock=object_lock)
+    bucket = Bucket(name=name, object_lock=object_lock, namespace=namespace)
     session.add(bucket)
     session.flush()  # the unique constraint speaks before the store is touched
     store.create_bucket(name, object_lock=object_lock)
@@ -51,19 +58,43 @@ def create_bucket(session: Session, store: ObjectStore, *, name: str, object_loc
     return bucket
 
 
-def bucket_named(session: Session, store: ObjectStore, name: str, *, create: bool) -> Bucket:
+def bucket_named(
+    session: Session,
+    store: ObjectStore,
+    name: str,
+    *,
+    create: bool,
+    namespace: str | None = None,
+) -> Bucket:
     """The bucket of this name; with `create`, made (versioned) if the catalog lacks it,
-    also when other workers make it at the same moment."""
+    also when other workers make it at the same moment. With `namespace` (a Kubernetes
+    resource's), it must be that namespace's: one nobody has claimed becomes it."""
     found = session.scalar(select(Bucket).where(Bucket.name == name))
-    if found is not None:
+    if found is None:
+        if not create:
+            raise NotFound(f"bucket {name!r} is not in the catalog", field="bucket")
+        try:
+            found = create_bucket(session, store, name=name, object_lock=False, namespace=namespace)
+        except (Conflict, IntegrityError):
+            session.rollback()  # another worker made it first
+            found = session.scalars(select(Bucket).where(Bucket.name == name)).one()
+    if namespace is None or found.namespace == namespace:
         return found
-    if not create:
-        raise NotFound(f"bucket {name!r} is not in the catalog", field="bucket")
-    try:
-        return create_bucket(session, store, name=name, object_lock=False)
-    except (Conflict, IntegrityError):
-        session.rollback()  # another worker made it first
-        return session.scalars(select(Bucket).where(Bucket.name == name)).one()
+    # One statement: of two namespaces claiming it at once, one wins.
+    session.execute(
+        update(Bucket)
+        .where(Bucket.id == found.id, Bucket.namespace.is_(None))
+        .values(namespace=namespace)
+    )
+    session.commit()
+    session.refresh(found)
+    if found.namespace != namespace:
+        raise Conflict(
+            f"bucket {name!r} belongs to namespace {found.namespace!r}; a namespace's "
+            "resources may use only its own buckets",
+            field="bucket",
+        )
+    return found
 
 
 def get_bucket(session: Session, bucket_id: int) -> Bucket:

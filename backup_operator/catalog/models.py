@@ -112,6 +112,8 @@ class Bucket(Base):
     id: Mapped[id_pk]
     name: Mapped[str] = mapped_column(String(63), unique=True)
     object_lock: Mapped[bool] = mapped_column(server_default=text("false"))
+    # The Kubernetes namespace whose resources alone may use it (None: not claimed yet).
+    namespace: Mapped[str | None] = mapped_column(String(253))
     created_at: Mapped[created_at]
 
 
@@ -429,6 +431,8 @@ class RetentionPolicy(Base):
 
     id: Mapped[id_pk]
     name: Mapped[str] = mapped_column(String(253), unique=True)
+    # A RetentionPolicy's namespace: its scope reaches that namespace's buckets only.
+    namespace: Mapped[str | None] = mapped_column(String(253))
     description: Mapped[str] = mapped_column(Text, server_default="")
     keep_last: Mapped[int | None]
     max_age_days: Mapped[int | None]

@@ -131,6 +131,7 @@ def create_policy(
     session: Session,
     *,
     name: str,
+    namespace: str | None = None,
     description: str = "",
     keep_last: int | None = None,
     max_age_days: int | None = None,
@@ -155,6 +156,7 @@ def create_policy(
         raise Conflict(f"retention policy {name!r} already exists", field="name")
     policy = RetentionPolicy(
         name=name,
+        namespace=namespace,
         description=description,
         keep_last=keep_last,
         max_age_days=max_age_days,
@@ -480,6 +482,9 @@ def governed_ids(policy: RetentionPolicy) -> Any:
     if not has_scope(policy):
         return attached
     scoped = select(BackupObject.id).where(~BackupObject.is_pack)
+    if policy.namespace is not None:  # a tenant's policy: its namespace's buckets only
+        owned = select(Bucket.id).where(Bucket.namespace == policy.namespace)
+        scoped = scoped.where(BackupObject.bucket_id.in_(owned))
     if policy.bucket_id is not None:
         scoped = scoped.where(BackupObject.bucket_id == policy.bucket_id)
     if policy.key_prefix:
