@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     # catalog URL (key SQLALCHEMY_DATABASE_URL) and the default store credentials
     # (keys MINIO_ACCESS_KEY, MINIO_SECRET_KEY) from.
     agent_image: str = "minio-backup-operator:0.1.0"
+    # "per-job": each pod gets a catalog login of its own job's (a role confined to its
+    # bucket, dropped when the job ends; needs a catalog user with CREATEROLE); "shared":
+    # pods read the catalog URL from AGENT_DATABASE_SECRET in their namespace.
+    agent_catalog_access: Literal["per-job", "shared"] = "per-job"
     agent_database_secret: str = "minio-backup-operator-database"
     agent_database_secret_key: str = "SQLALCHEMY_DATABASE_URL"
     agent_store_secret: str = "minio-backup-operator-store"

@@ -13,7 +13,7 @@ import kopf
 import kubernetes
 
 from .. import paths
-from ..catalog import buckets, jobs, retention
+from ..catalog import buckets, credentials, jobs, retention
 from ..catalog.models import JobStatus, Runner
 from ..deadline import Deadline
 from ..notify import notify_ended
@@ -31,12 +31,22 @@ from .resources import (
 )
 from .runtime import InvalidSpec, domain_errors, finalize_within
 from .status import patch_status, write_status
-from .workload import backup_workload, memory_budget_mib, workload_failure
+from .workload import (
+    CATALOG_SECRET_KEY,
+    backup_workload,
+    catalog_secret,
+    job_name,
+    memory_budget_mib,
+    workload_failure,
+)
 
 POLL_SECONDS = get_settings().operator_poll_seconds
 # While the catalog announces changes, an unfinished job is looked at unprompted at
 # least this often anyway (announcements are not lost, but a bug should not be forever).
 RESYNC_SECONDS = 300.0
+# A PVC pod's catalog login outlives its job's deadline by an hour, or lasts this long
+# without one (it is dropped as soon as the job ends anyway).
+LOGIN_SECONDS = 7 * 86400
 
 
 def _invalid(error: InvalidSpec, status: Any, generation: int) -> dict[str, Any]:
@@ -104,6 +114,8 @@ def register(
                     tags=spec.get("tags"),
                     pack_threshold=spec.get("packThreshold"),
                 )
+            if job.status.finished:  # it ended while no operator was looking
+                credentials.revoke(session, job.id)
             new = job_status(job, status, generation, status.get("workload"), spec.get("tags"))
             _tell_if_resumed(body, status, job)
     except InvalidSpec as error:
@@ -168,7 +180,7 @@ def _look(memo: kopf.Memo, body: Any) -> Look:
         job = jobs.get_job(session, status["jobId"])
         if job.runner is Runner.KUBERNETES and not job.status.finished:
             if workload is None and (job.start_time is None or job.start_time <= _now()):
-                workload = _start_workload(memo, spec, name, namespace, uid, job.id)
+                workload = _start_workload(memo, session, spec, name, namespace, uid, job.id)
                 kopf.info(body, reason="Started", message=f"batch Job {workload} created")
             elif workload is not None:
                 failure = _workload_failure(memo, namespace, workload)
@@ -178,6 +190,7 @@ def _look(memo: kopf.Memo, body: Any) -> Look:
         new = job_status(job, status, meta.get("generation", 1), workload, spec.get("tags"))
         _tell_if_resumed(body, status, job)
         if job.runner is Runner.KUBERNETES and job.status.finished:
+            credentials.revoke(session, job.id)  # its pod's login: useless from now on
             # Its pod has no webhook settings: the operator tells of its end, once.
             notify_ended(session, memo.notifier, job.id)
         reference = (spec.get("retentionPolicyRef") or {}).get("name")
@@ -220,9 +233,29 @@ def _now() -> datetime:
 
 
 def _start_workload(
-    memo: kopf.Memo, spec: Any, name: str, namespace: str, uid: str, job_id: int
+    memo: kopf.Memo, session: Any, spec: Any, name: str, namespace: str, uid: str, job_id: int
 ) -> str:
     app = memo.app
+    workload = job_name(name, uid)
+    try:  # made by an earlier try of this handler: its pod has its login already
+        memo.batch.read_namespaced_job(workload, namespace)
+        return workload
+    except kubernetes.client.ApiException as error:
+        if error.status != 404:
+            raise
+    database_secret, database_key = app.agent_database_secret, app.agent_database_secret_key
+    if app.agent_catalog_access == "per-job":
+        deadline = spec.get("activeDeadlineSeconds") or LOGIN_SECONDS
+        login = credentials.issue(session, job_id, valid_for=timedelta(seconds=deadline + 3600))
+        secret = catalog_secret(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            suffix=login.role.rsplit("_", 1)[1],
+            url=login.url(app.database_url()),
+        )
+        memo.core.create_namespaced_secret(namespace, secret)
+        database_secret, database_key = secret["metadata"]["name"], CATALOG_SECRET_KEY
     manifest = backup_workload(
         name=name,
         namespace=namespace,
@@ -230,8 +263,8 @@ def _start_workload(
         spec=spec,
         catalog_job_id=job_id,
         image=app.agent_image,
-        database_secret=app.agent_database_secret,
-        database_secret_key=app.agent_database_secret_key,
+        database_secret=database_secret,
+        database_secret_key=database_key,
         store_secret=app.agent_store_secret,
         store_endpoint=app.minio_endpoint,
         store_secure=app.minio_secure,
@@ -242,9 +275,9 @@ def _start_workload(
     try:
         memo.batch.create_namespaced_job(namespace, manifest)
     except kubernetes.client.ApiException as error:
-        if error.status != 409:  # 409: made by an earlier try of this handler
+        if error.status != 409:  # 409: made meanwhile by another try
             raise
-    return str(manifest["metadata"]["name"])
+    return workload
 
 
 def _workload_failure(memo: kopf.Memo, namespace: str, workload: str) -> str | None:
@@ -363,6 +396,7 @@ def _release(
         job = jobs.get_job(session, job_id)
         if not job.status.finished:
             jobs.cancel_job(session, job_id)
+        credentials.revoke(session, job_id)
         if not spec.get("deleteObjectsOnDelete", False):
             return None
         return retention.forget_job(

@@ -71,6 +71,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
         kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
     api = kubernetes.client.ApiClient()
     memo.batch = kubernetes.client.BatchV1Api(api)
+    memo.core = kubernetes.client.CoreV1Api(api)
     memo.custom = kubernetes.client.CustomObjectsApi(api)
     memo.scheduler = Scheduler(
         memo.sessions,

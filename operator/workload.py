@@ -12,6 +12,8 @@ from kubernetes.utils import parse_quantity
 from ..errors import Invalid
 from .resources import GROUP, MOUNT_PATH, VERSION
 
+CATALOG_SECRET_KEY = "SQLALCHEMY_DATABASE_URL"
+
 
 def job_name(backup_name: str, uid: str) -> str:
     # Deterministic (a retried handler finds the Job it made) and within 63 characters.
@@ -68,9 +70,7 @@ def backup_workload(
                 "image": image,
                 "args": ["backup", "--job", str(catalog_job_id), "--source", MOUNT_PATH],
                 "env": [
-                    _from_secret(
-                        "SQLALCHEMY_DATABASE_URL", database_secret, "SQLALCHEMY_DATABASE_URL"
-                    ),
+                    _from_secret("SQLALCHEMY_DATABASE_URL", database_secret, database_secret_key),
                     {"name": "MINIO_ENDPOINT", "value": store_endpoint},
                     {"name": "MINIO_SECURE", "value": "true" if store_secure else "false"},
                     _from_secret("MINIO_ACCESS_KEY", *access),
@@ -103,16 +103,7 @@ def backup_workload(
             "name": job_name(name, uid),
             "namespace": namespace,
             "labels": labels,
-            "ownerReferences": [
-                {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": "BackupJob",
-                    "name": name,
-                    "uid": uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [_owned_by(name, uid)],
         },
         "spec": {
             "backoffLimit": backoff_limit,
@@ -124,6 +115,38 @@ def backup_workload(
         # Kubernetes stops the pod itself; the catalog fails the job by the same deadline.
         manifest["spec"]["activeDeadlineSeconds"] = spec["activeDeadlineSeconds"]
     return manifest
+
+
+def catalog_secret(*, name: str, namespace: str, uid: str, suffix: str, url: str) -> dict[str, Any]:
+    """The Secret holding a PVC job's own catalog login (its pod's only access to the
+    catalog), collected with its BackupJob."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": f"{job_name(name, uid)}-catalog-{suffix}",
+            "namespace": namespace,
+            "labels": {
+                "app.kubernetes.io/name": "minio-backup-operator",
+                "app.kubernetes.io/component": "backup",
+                f"{GROUP}/backupjob": name,
+            },
+            "ownerReferences": [_owned_by(name, uid)],
+        },
+        "type": "Opaque",
+        "stringData": {CATALOG_SECRET_KEY: url},
+    }
+
+
+def _owned_by(name: str, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "BackupJob",
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def memory_budget_mib(resources: Mapping[str, Any]) -> int | None:

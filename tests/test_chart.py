@@ -138,6 +138,7 @@ OPERATOR_RULES = {
     ("minio-backup.dev", "retentionpolicies/status"): {"get", "patch"},
     ("", "events"): {"create"},
     ("batch", "jobs"): {"create", "get"},
+    ("", "secrets"): {"create"},  # a PVC backup's own catalog login, never read back
     ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
 }
 CLUSTER_EXTRA = {

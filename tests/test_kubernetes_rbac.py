@@ -50,12 +50,14 @@ def test_the_operator_account_gets_exactly_what_the_chart_grants(
         ("create", "jobs.batch"),
         ("get", "jobs.batch"),
         ("create", "events"),
+        ("create", "secrets"),
     ]:
         assert can_i(api, verb, resource), (verb, resource)
         assert can_i(api, verb, resource, other) is cluster_wide, (verb, resource, other)
     for verb, resource in [
         ("get", "secrets"),
         ("list", "secrets"),
+        ("patch", "secrets"),  # (a patch answers the Secret: a way to read it)
         ("get", "configmaps"),
         ("create", "pods"),
         ("delete", "jobs.batch"),

@@ -5,6 +5,7 @@ the claim mapped to a local folder, and the Job controller decides Complete or F
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 from pathlib import Path
@@ -12,8 +13,9 @@ from typing import Any
 
 import pytest
 from conftest import write
-from operator_harness import JOBS, KubeNamespace, Operator, example, phase
-from sqlalchemy import func, select
+from operator_harness import JOBS, KubeNamespace, Operator, example, operator, phase
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog.models import BackupJob, BackupObject, File, Tag
@@ -22,9 +24,12 @@ from backup_operator.operator.workload import workload_failure
 BATCH_JOBS = "batch/v1/jobs"
 
 
-def prepare(api: KubeNamespace, db_url: str, s3: tuple[str, str, str], volume: Path) -> None:
+def prepare(
+    api: KubeNamespace, s3: tuple[str, str, str], volume: Path, shared_catalog: str | None = None
+) -> None:
     """What a namespace holds before a PVC backup: the claim (backed by `volume`), and
-    the Secrets its pod reads: the catalog's URL and the store's credentials."""
+    the Secret of the store's credentials its pod reads (its catalog login, the
+    operator makes for each job, or with AGENT_CATALOG_ACCESS=shared, `shared_catalog`)."""
     api.cluster.create(
         "v1/persistentvolumeclaims",
         {
@@ -37,7 +42,8 @@ def prepare(api: KubeNamespace, db_url: str, s3: tuple[str, str, str], volume: P
         api.name,
     )
     api.kubelet.provide_claim(api.name, "app-data", volume)
-    api.secret("minio-backup-operator-database", {"SQLALCHEMY_DATABASE_URL": db_url})
+    if shared_catalog is not None:
+        api.secret("minio-backup-operator-database", {"SQLALCHEMY_DATABASE_URL": shared_catalog})
     api.secret("minio-credentials", {"accessKey": s3[1], "secretKey": s3[2]})
 
 
@@ -78,7 +84,7 @@ def test_a_pvc_job_runs_as_a_batch_job_whose_pod_completes_it(
     write(volume, "uploads/report.csv", b"a,b\n1,2\n")
     write(volume, "uploads/img/logo.png", b"\x89PNG")
     write(volume, "elsewhere.txt", b"not under the sub-path")
-    prepare(op.api, db_url, s3_endpoint, volume)
+    prepare(op.api, s3_endpoint, volume)
     manifest = pvc_job(bucket_name)
     op.apply(manifest)
     name = manifest["metadata"]["name"]
@@ -113,7 +119,18 @@ def test_a_pvc_job_runs_as_a_batch_job_whose_pod_completes_it(
         "name": "minio-credentials",
         "key": "accessKey",
     }
-    assert "value" not in env["SQLALCHEMY_DATABASE_URL"]  # from a Secret, never inline
+    # The catalog: a login of this job's own, from a Secret the operator made for it
+    # (the namespace holds no Secret with the catalog's URL), gone once the job ended.
+    login = env["SQLALCHEMY_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert login["name"].startswith(workload["metadata"]["name"] + "-catalog-")
+    made = op.api.get("v1/secrets", login["name"])
+    assert made is not None and made["metadata"]["ownerReferences"][0]["uid"] == owner["uid"]
+    role = make_url(base64.b64decode(made["data"][login["key"]]).decode()).username
+    assert role and role.startswith(f"backup_job_{job_id}_")
+    with sessions() as session:
+        assert not session.scalar(
+            text("SELECT count(*) FROM pg_roles WHERE rolname = :r"), {"r": role}
+        )
     assert container["resources"] == manifest["spec"]["resources"]
     assert env["BACKUP_MEMORY_MIB"]["value"] == "512"  # half its 1Gi limit, for contents
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -142,14 +159,21 @@ def test_a_pvc_job_runs_as_a_batch_job_whose_pod_completes_it(
 
 
 def test_a_batch_job_that_fails_for_good_fails_the_backup_job(
-    op: Operator,
+    api: KubeNamespace,
     tmp_path: Path,
     bucket_name: str,
     db_url: str,
     s3_endpoint: tuple[str, str, str],
 ) -> None:
-    prepare(op.api, "not-a-database-url", s3_endpoint, tmp_path / "volume")
+    # The shared catalog Secret of AGENT_CATALOG_ACCESS=shared, holding no usable URL:
+    # every pod fails before it reaches the catalog.
+    prepare(api, s3_endpoint, tmp_path / "volume", shared_catalog="not-a-database-url")
     manifest = pvc_job(bucket_name)
+    with operator(api, tmp_path, db_url, s3_endpoint, AGENT_CATALOG_ACCESS="shared") as op:
+        _fails_for_good(op, manifest)
+
+
+def _fails_for_good(op: Operator, manifest: dict[str, Any]) -> None:
     op.apply(manifest)
     name = manifest["metadata"]["name"]
     failed = op.wait_for(JOBS, name, lambda o: phase(o) in {"Completed", "Failed"}, timeout=120)
@@ -189,7 +213,7 @@ def test_a_backup_pod_stopped_mid_backup_is_retried_and_the_job_completes(
     volume = tmp_path / "volume"
     for i in range(3000):
         write(volume, f"uploads/d{i % 30}/f{i}.bin", f"{i}".encode() * 1000)
-    prepare(op.api, db_url, s3_endpoint, volume)
+    prepare(op.api, s3_endpoint, volume)
     manifest = pvc_job(bucket_name)
     op.apply(manifest)
     name = manifest["metadata"]["name"]

@@ -227,6 +227,21 @@ class JobFailure(Base):
     created_at: Mapped[created_at]
 
 
+class JobCredential(Base):
+    """A login role of one job's backup pod: row-level security (migration 0023) confines
+    it to the job's bucket. Dropped, with its row, when the job ends."""
+
+    __tablename__ = "job_credentials"
+    __table_args__ = (Index("ix_job_credentials_job_id", "job_id"),)
+
+    role_name: Mapped[str] = mapped_column(Text, primary_key=True)
+    job_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("backup_jobs.id", ondelete="CASCADE")
+    )
+    bucket_id: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[created_at]
+
+
 class File(Base):
     """A state of an original file: a path with one content and metadata, opened by the
     job that first saw it (`job_id`) and open until a later job of its source saw it
