@@ -180,8 +180,12 @@ def _look(memo: kopf.Memo, body: Any) -> Look:
         job = jobs.get_job(session, status["jobId"])
         if job.runner is Runner.KUBERNETES and not job.status.finished:
             if workload is None and (job.start_time is None or job.start_time <= _now()):
-                workload = _start_workload(memo, session, spec, name, namespace, uid, job.id)
-                kopf.info(body, reason="Started", message=f"batch Job {workload} created")
+                try:
+                    workload = _start_workload(memo, session, spec, name, namespace, uid, job.id)
+                    kopf.info(body, reason="Started", message=f"batch Job {workload} created")
+                except credentials.CannotIssue as error:
+                    why = f"CatalogLoginRefused: {error}"
+                    job = jobs.set_status(session, job.id, JobStatus.FAILED, error=why)
             elif workload is not None:
                 failure = _workload_failure(memo, namespace, workload)
                 session.refresh(job)  # its pod may have finished it since it was read

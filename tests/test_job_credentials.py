@@ -7,6 +7,7 @@ here: that a role is confined, and that it is gone, is.)"""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -14,12 +15,13 @@ from pathlib import Path
 import psycopg
 import pytest
 from sqlalchemy import func, select, text, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog import credentials, jobs
 from backup_operator.catalog.buckets import create_bucket
-from backup_operator.catalog.models import BackupJob, File, JobStatus
+from backup_operator.catalog.models import BackupJob, File, JobCredential, JobStatus
 from backup_operator.db import make_engine, make_sessionmaker
 from backup_operator.engine.backup import Options, run_backup
 from backup_operator.storage import ObjectStore
@@ -131,3 +133,26 @@ def test_a_jobs_login_is_gone_once_revoked(
         psycopg.connect(plain(credential.url(db_url)))
     with pytest.raises(OperationalError), agent() as later:
         later.execute(text("SELECT 1"))
+
+
+def test_a_catalog_user_that_may_not_create_roles_is_told_what_to_do(
+    db_url: str, session: Session, store: ObjectStore, bucket_name: str
+) -> None:
+    bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
+    job = jobs.create_job(session, job_name="pod", source_system="/x", bucket_id=bucket.id)
+    user = f"app_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(plain(db_url), autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {user} LOGIN NOCREATEROLE")
+        admin.execute(f"GRANT SELECT, INSERT, DELETE ON job_credentials, backup_jobs TO {user}")
+        engine = make_engine(make_url(db_url).set(username=user).render_as_string(False))
+        try:
+            with (
+                make_sessionmaker(engine)() as app,
+                pytest.raises(credentials.CannotIssue, match="CREATEROLE"),
+            ):
+                credentials.issue(app, job.id, valid_for=timedelta(hours=1))
+        finally:
+            engine.dispose()
+            admin.execute(f"DROP OWNED BY {user}")
+            admin.execute(f"DROP ROLE {user}")
+    assert session.scalar(select(func.count()).select_from(JobCredential)) == 0

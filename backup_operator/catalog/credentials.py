@@ -34,6 +34,10 @@ WRITES = (
 )
 
 
+class CannotIssue(Exception):
+    """The catalog user may not create roles: per-job logins cannot be had."""
+
+
 class Credential(NamedTuple):
     role: str
     password: str
@@ -61,11 +65,18 @@ def issue(session: Session, job_id: int, *, valid_for: timedelta) -> Credential:
         "INSERT, DELETE": WRITES,
     }
     with connection.cursor() as cursor:
-        cursor.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} VALID UNTIL {}").format(
-                sql.Identifier(role), sql.Literal(verifier.decode()), sql.Literal(until)
+        try:
+            cursor.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} VALID UNTIL {}").format(
+                    sql.Identifier(role), sql.Literal(verifier.decode()), sql.Literal(until)
+                )
             )
-        )
+        except psycopg.errors.InsufficientPrivilege as error:
+            session.rollback()
+            raise CannotIssue(
+                f"the catalog user may not create roles ({error.diag.message_primary}): "
+                "grant it CREATEROLE, or set AGENT_CATALOG_ACCESS=shared"
+            ) from None
         for privileges, names in tables.items():
             cursor.execute(
                 sql.SQL("GRANT {} ON {} TO {}").format(
@@ -95,10 +106,16 @@ def revoke(session: Session, job_id: int) -> list[str]:
     with connection.cursor() as cursor:
         for role in roles:
             cursor.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(role)))
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
-                [role],
-            )
+            try:
+                with connection.transaction():  # a savepoint
+                    cursor.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                        [role],
+                    )
+            except psycopg.errors.InsufficientPrivilege:
+                # (PostgreSQL 16+ gives a role's creator no right to signal it): its
+                # sessions end with its pod; NOLOGIN and DROP ROLE refuse new ones.
+                pass
             cursor.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
             cursor.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
     session.execute(delete(JobCredential).where(JobCredential.job_id == job_id))
