@@ -7,6 +7,7 @@ import json
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -89,12 +90,19 @@ def test_a_policy_the_operator_cannot_act_on_is_not_ready_and_says_which_field(
         op.apply(policy)
     # One it cannot check (a time zone that does not exist): the operator says which.
     policy["spec"] = {"rules": {"keepDaily": 7, "timezone": "Mars/Olympus_Mons"}}
+    ready = _refused(op, policy)
+    assert ready["message"].startswith("spec.rules.timezone"), ready
+
+
+def _refused(op: Operator, policy: dict[str, Any]) -> dict[str, Any]:
+    """The Ready condition of a policy the operator cannot act on: False, InvalidSpec."""
     op.apply(policy)
     name = policy["metadata"]["name"]
     bad = op.wait_for(POLICIES, name, lambda o: bool((o.get("status") or {}).get("conditions")))
-    ready = bad["status"]["conditions"][0]
+    assert "policyId" not in bad["status"]
+    ready: dict[str, Any] = bad["status"]["conditions"][0]
     assert ready["status"] == "False" and ready["reason"] == "InvalidSpec", ready
-    assert ready["message"].startswith("spec.rules.timezone"), ready
+    return ready
 
 
 def test_a_policy_scoped_to_another_namespaces_bucket_is_not_ready_and_says_why(
@@ -104,14 +112,9 @@ def test_a_policy_scoped_to_another_namespaces_bucket_is_not_ready_and_says_why(
         bucket_named(session, store, bucket_name, create=True, namespace="another-team")
     policy = copy.deepcopy(example("retentionpolicy.yaml"))
     policy["spec"] = {"rules": {"keepLast": 1}, "scope": {"bucket": bucket_name}}
-    op.apply(policy)
-    name = policy["metadata"]["name"]
-    bad = op.wait_for(POLICIES, name, lambda o: bool((o.get("status") or {}).get("conditions")))
-    ready = bad["status"]["conditions"][0]
-    assert ready["status"] == "False" and ready["reason"] == "InvalidSpec", ready
+    ready = _refused(op, policy)
     assert ready["message"].startswith("spec.scope.bucket: "), ready
     assert "belongs to namespace 'another-team'" in ready["message"]
-    assert "policyId" not in bad["status"]
 
 
 def test_a_backup_job_naming_a_policy_puts_what_it_stored_under_it(
