@@ -11,7 +11,7 @@ at its default settings:
 - idle: with 2,000 finished BackupJobs and 200 BackupSchedules (next firing a year
   away), the requests per second the API server serves and the statements per second
   the operator sends PostgreSQL (counted in its statement log) while nothing happens,
-  and the operator's RSS.
+  and the operator's CPU use and RSS.
 
 Prints `name=value` lines.
 """
@@ -98,6 +98,12 @@ def statements_logged(url: str, log: Path) -> Iterator[Callable[[], Counter[tupl
 def completed(cluster: Cluster, namespace: str) -> set[str]:
     phases = cluster.phases(JOBS, namespace)
     return {name for name, phase in phases.items() if phase == "Completed"}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int, field: str = "VmHWM") -> float:
@@ -233,8 +239,10 @@ def main() -> None:
                 time.sleep(1)
             time.sleep(5)  # the last status writes settle
             requests_before = cluster.metric("apiserver_request_total")
+            cpu_before = cpu_seconds(operator.pid)
             with statements_logged(url, pg.data_dir / "postgres.log") as statements:
                 time.sleep(args.idle_seconds)
+                cpu = cpu_seconds(operator.pid) - cpu_before
                 with psycopg.connect(url.replace("+psycopg", "")) as canary:
                     canary.execute("SELECT 'the log is being read'")
                 time.sleep(1)  # (the log is written asynchronously)
@@ -251,6 +259,7 @@ def main() -> None:
             print(f"idle_catalog_statements_per_second={total / args.idle_seconds:.2f}")
             for (application, text), count in Counter(ours).most_common(3):
                 print(f"#   {count} x {application}: {text}")
+            print(f"idle_operator_cpu_percent={100 * cpu / args.idle_seconds:.1f}")
             print(f"idle_operator_rss_mb={rss_mb(operator.pid, 'VmRSS'):.0f}")
         finally:
             operator.terminate()

@@ -4,10 +4,8 @@ delete) its backup when the resource goes."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 import kopf
 import kubernetes
@@ -19,6 +17,7 @@ from ..deadline import Deadline
 from ..notify import notify_ended
 from ..settings import get_settings
 from .backupschedules import SCHEDULE_LABEL
+from .followers import Look, looking
 from .resources import (
     BACKUP_JOBS,
     FINISHED,
@@ -143,27 +142,8 @@ async def follow(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """While the job is unfinished: look at it whenever the catalog says it changed, and
     when something falls due that nobody will announce (its start time, its deadline,
     its batch Job's state); without the catalog's announcements, every poll interval."""
-    written: tuple[str, Any] | None = None  # (resourceVersion patched, resource after)
     with memo.followers.following(body["status"]["jobId"]) as changed:
-        while True:
-            changed.clear()
-            # Until the watch brings our own last write, the resource as it answered is
-            # the fresher one (a phase announced twice would be two Events).
-            stale = written is not None and body["metadata"]["resourceVersion"] == written[0]
-            current = written[1] if written is not None and stale else body
-            before = current["metadata"]["resourceVersion"]
-            look = await asyncio.to_thread(_look, memo, current)
-            if look.written is not None:
-                written = (before, look.written)
-            if look.again is None:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=look.again)
-
-
-class Look(NamedTuple):
-    written: Any  # the resource as its status write left it; None: nothing was written
-    again: float | None  # seconds until it must look again unprompted; None: finished
+        await looking(body, changed, lambda current: _look(memo, current))
 
 
 def _look(memo: kopf.Memo, body: Any) -> Look:

@@ -12,7 +12,7 @@ import kopf
 import kubernetes
 from croniter import croniter
 
-from ..settings import get_settings
+from .followers import Look, looking
 from .resources import (
     BACKUP_JOBS,
     BACKUP_SCHEDULES,
@@ -23,9 +23,10 @@ from .resources import (
     iso,
 )
 from .runtime import SCHEDULE_INTERVAL, domain_errors
-from .status import patch_status
+from .status import write_status
 
-POLL_SECONDS = get_settings().operator_poll_seconds
+# A schedule is looked at unprompted at least this often (its firing, or a missed wake-up).
+RESYNC_SECONDS = 300.0
 SCHEDULE_LABEL = f"{GROUP}/schedule"
 SCHEDULED_AT = f"{GROUP}/scheduled-at"  # the firing a job was made for: the pruning order
 
@@ -86,8 +87,8 @@ class Child(NamedTuple):
 def scheduled_jobs(
     namespace: Any, name: Any, labels: Any, annotations: Any, meta: Any, status: Any, **_: Any
 ) -> dict[tuple[str, str], Child]:
-    """Each schedule's BackupJobs, kept current from the watch: a tick reads them here
-    instead of listing them from the API server."""
+    """Each schedule's BackupJobs, kept current from the watch: a schedule reads them
+    here instead of listing them from the API server."""
     fired = ((annotations or {}).get(SCHEDULED_AT, ""), meta.get("creationTimestamp") or "")
     return {(namespace, labels[SCHEDULE_LABEL]): Child(name, status.get("phase"), fired)}
 
@@ -109,20 +110,29 @@ def _prune(memo: kopf.Memo, namespace: str, finished: list[Child], keep: int) ->
     return pruned
 
 
-@kopf.timer(GROUP, VERSION, BACKUP_SCHEDULES, interval=POLL_SECONDS)
-def tick(
-    spec: Any,
-    name: Any,
-    namespace: Any,
-    uid: Any,
-    meta: Any,
-    status: Any,
-    body: Any,
-    patch: kopf.Patch,
-    memo: kopf.Memo,
-    **indices: Any,
-) -> None:
+@kopf.on.event(GROUP, VERSION, BACKUP_SCHEDULES)
+async def schedule_changed(namespace: Any, name: Any, memo: kopf.Memo, **_: Any) -> None:
+    memo.schedules.changed((namespace, name))
+
+
+@kopf.on.event(GROUP, VERSION, BACKUP_JOBS, labels={SCHEDULE_LABEL: kopf.PRESENT})
+async def scheduled_job_changed(namespace: Any, labels: Any, memo: kopf.Memo, **_: Any) -> None:
+    """A schedule's job started, ended or went: its schedule looks (active, pruning)."""
+    memo.schedules.changed((namespace, labels[SCHEDULE_LABEL]))
+
+
+@kopf.daemon(GROUP, VERSION, BACKUP_SCHEDULES, cancellation_timeout=5.0)
+async def run(body: kopf.Body, memo: kopf.Memo, **indices: Any) -> None:
+    """Sleeps until the schedule's next firing, or until it or one of its jobs changes."""
     scheduled: kopf.Index[tuple[str, str], Child] = indices["scheduled_jobs"]
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    with memo.schedules.following(key) as changed:
+        await looking(body, changed, lambda current: _tick(memo, current, scheduled))
+
+
+def _tick(memo: kopf.Memo, body: Any, scheduled: kopf.Index[tuple[str, str], Child]) -> Look:
+    spec, meta, status = body["spec"], body["metadata"], body.get("status") or {}
+    name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
     generation = meta.get("generation", 1)
     previous = list(status.get("conditions") or [])
     expression = spec.get("schedule", "")
@@ -132,13 +142,17 @@ def tick(
             kopf.warn(body, reason="InvalidSpec", message=message)
         invalid = condition("Ready", False, "InvalidSpec", message, previous, generation)
         verdict = {"observedGeneration": generation, "conditions": [invalid]}
-        patch_status(patch, verdict, unless_already=status)
-        return
+        with domain_errors():
+            written = write_status(
+                memo.custom, BACKUP_SCHEDULES, body, verdict, unless_already=status
+            )
+        return Look(written, RESYNC_SECONDS)  # until its spec changes
     spread = int(spec.get("randomOffsetSeconds", 0))
     now = datetime.now(UTC)
     first = croniter(expression, now).get_next(datetime)
     period = (croniter(expression, first).get_next(datetime) - first).total_seconds()
     SCHEDULE_INTERVAL.labels(namespace, name).set(period)
+    new: dict[str, Any] = {}
     with domain_errors():
         children = list(scheduled.get((namespace, name), []))
         active = sorted(c.name for c in children if c.phase not in FINISHED)
@@ -169,21 +183,24 @@ def tick(
                     if getattr(error, "status", None) != 409:
                         raise
                 active.append(manifest["metadata"]["name"])
-                patch.status["lastScheduleTime"] = due
+                new["lastScheduleTime"] = due
                 kopf.info(body, reason="Created", message=manifest["metadata"]["name"])
             due = iso(next_fire(expression, now, uid, spread))
-    for gone in pruned:
-        kopf.info(body, reason="Pruned", message=gone)
-    new = {
-        "nextScheduleTime": due,
-        "active": active,
-        "observedGeneration": generation,
-        "conditions": [
-            condition("Ready", True, "Scheduled", f"next at {due}", previous, generation)
-        ],
-    }
-    # An idle schedule writes nothing: it sends the API server no request.
-    patch_status(patch, new, unless_already=status)
+        for gone in pruned:
+            kopf.info(body, reason="Pruned", message=gone)
+        new.update(
+            nextScheduleTime=due,
+            active=active,
+            observedGeneration=generation,
+            conditions=[
+                condition("Ready", True, "Scheduled", f"next at {due}", previous, generation)
+            ],
+        )
+        # An idle schedule writes nothing: it sends the API server no request.
+        written = write_status(memo.custom, BACKUP_SCHEDULES, body, new, unless_already=status)
+    # A suspended or skipped firing is looked at again when its spec or a job changes.
+    until = (_parse(str(due)) - datetime.now(UTC)).total_seconds()
+    return Look(written, min(max(until, 0.05), RESYNC_SECONDS))
 
 
 @kopf.on.delete(GROUP, VERSION, BACKUP_SCHEDULES, optional=True)

@@ -81,10 +81,17 @@ def write_status(
     for attempt in (1, 2):
         fresh = copy.deepcopy(dict(current))
         _set_status(fresh, fields, conditions)
-        change = [
-            {"op": "test", "path": "/status", "value": current.get("status") or {}},
-            {"op": "replace", "path": "/status", "value": fresh["status"]},
-        ]
+        # (a first status has no earlier one to test: the whole resource is guarded)
+        guard = (
+            {"op": "test", "path": "/status", "value": current["status"]}
+            if "status" in current
+            else {
+                "op": "test",
+                "path": "/metadata/resourceVersion",
+                "value": current["metadata"]["resourceVersion"],
+            }
+        )
+        change = [guard, {"op": "add", "path": "/status", "value": fresh["status"]}]
         try:
             written: dict[str, Any] = custom.patch_namespaced_custom_object_status(
                 *where, change, _content_type="application/json-patch+json"
