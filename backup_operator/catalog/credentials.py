@@ -7,7 +7,9 @@ the roles it made, which is all this needs)."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
@@ -17,6 +19,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from ..errors import Unavailable
 from .jobs import get_job
 from .models import JobCredential
 
@@ -50,6 +53,11 @@ class Credential(NamedTuple):
 
 def issue(session: Session, job_id: int, *, valid_for: timedelta) -> Credential:
     """A new role for job `job_id`, its earlier ones revoked (a try that was cut short)."""
+    with _outages_said():
+        return _issue(session, job_id, valid_for)
+
+
+def _issue(session: Session, job_id: int, valid_for: timedelta) -> Credential:
     revoke(session, job_id)
     job = get_job(session, job_id)
     role, password = f"backup_job_{job_id}_{secrets.token_hex(4)}", secrets.token_urlsafe(32)
@@ -97,6 +105,11 @@ def issue(session: Session, job_id: int, *, valid_for: timedelta) -> Credential:
 
 def revoke(session: Session, job_id: int) -> list[str]:
     """Drop every role of job `job_id`, ending its sessions: a leaked one is useless."""
+    with _outages_said():
+        return _revoke(session, job_id)
+
+
+def _revoke(session: Session, job_id: int) -> list[str]:
     roles = list(
         session.scalars(select(JobCredential.role_name).where(JobCredential.job_id == job_id))
     )
@@ -129,3 +142,12 @@ def _psycopg(session: Session) -> psycopg.Connection[object]:
     driver = session.connection().connection.driver_connection
     assert isinstance(driver, psycopg.Connection)
     return driver
+
+
+@contextlib.contextmanager
+def _outages_said() -> Iterator[None]:
+    """psycopg's own errors (these statements bypass SQLAlchemy): an outage is said as one."""
+    try:
+        yield
+    except psycopg.OperationalError as error:
+        raise Unavailable("the database", str(error).splitlines()[0]) from None
