@@ -11,6 +11,8 @@ import kubernetes
 
 from .resources import GROUP, VERSION
 
+WRITE_ATTEMPTS = 5
+
 
 def patch_status(
     patch: kopf.Patch, new: Mapping[str, Any], *, unless_already: Mapping[str, Any] | None = None
@@ -69,7 +71,8 @@ def write_status(
     """What `patch_status` does, sent now, for a daemon (Kopf applies a daemon's patch only
     when it returns): a JSON patch guarded by a test that status is still what it was in
     `body` (other changes, to annotations say, do not refuse it), tried once more on the
-    resource read afresh if status changed meanwhile. Answers the resource as written
+    resource read afresh while status changed meanwhile (a daemon's write that is lost
+    would have it act again: a retention run, say). Answers the resource as written
     (None: nothing was)."""
     if unless_already is not None and _says(unless_already, new):
         return None
@@ -78,7 +81,7 @@ def write_status(
     meta = body["metadata"]
     where = (GROUP, VERSION, meta["namespace"], plural, meta["name"])
     current: Mapping[str, Any] = body
-    for attempt in (1, 2):
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
         fresh = copy.deepcopy(dict(current))
         _set_status(fresh, fields, conditions)
         # (a first status has no earlier one to test: the whole resource is guarded)
@@ -98,7 +101,7 @@ def write_status(
             )
             return written
         except kubernetes.client.ApiException as error:
-            if error.status != 422 or attempt == 2:  # 422: the test failed
+            if error.status != 422 or attempt == WRITE_ATTEMPTS:  # 422: the test failed
                 raise
             current = custom.get_namespaced_custom_object(*where)
     return None
