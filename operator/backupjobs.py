@@ -17,7 +17,7 @@ from ..deadline import Deadline
 from ..notify import notify_ended
 from ..settings import get_settings
 from .backupschedules import SCHEDULE_LABEL
-from .followers import Look, looking
+from .followers import RESYNC_SECONDS, Look, looking
 from .resources import (
     BACKUP_JOBS,
     FINISHED,
@@ -40,9 +40,6 @@ from .workload import (
 )
 
 POLL_SECONDS = get_settings().operator_poll_seconds
-# While the catalog announces changes, an unfinished job is looked at unprompted at
-# least this often anyway (announcements are not lost, but a bug should not be forever).
-RESYNC_SECONDS = 300.0
 # A PVC pod's catalog login outlives its job's deadline by an hour, or lasts this long
 # without one (it is dropped as soon as the job ends anyway).
 LOGIN_SECONDS = 7 * 86400
@@ -113,8 +110,8 @@ def register(
                     tags=spec.get("tags"),
                     pack_threshold=spec.get("packThreshold"),
                 )
-            if job.status.finished:  # it ended while no operator was looking
-                credentials.revoke(session, job.id)
+            if job.status.finished and job.runner is Runner.KUBERNETES:
+                credentials.revoke(session, job.id)  # it ended while nobody was looking
             new = job_status(job, status, generation, status.get("workload"), spec.get("tags"))
             _tell_if_resumed(body, status, job)
     except InvalidSpec as error:
@@ -380,7 +377,8 @@ def _release(
         job = jobs.get_job(session, job_id)
         if not job.status.finished:
             jobs.cancel_job(session, job_id)
-        credentials.revoke(session, job_id)
+        if job.runner is Runner.KUBERNETES:
+            credentials.revoke(session, job_id)
         if not spec.get("deleteObjectsOnDelete", False):
             return None
         return retention.forget_job(

@@ -12,7 +12,7 @@ import kopf
 import kubernetes
 from croniter import croniter
 
-from .followers import Look, looking
+from .followers import RESYNC_SECONDS, Look, looking, seconds_until
 from .resources import (
     BACKUP_JOBS,
     BACKUP_SCHEDULES,
@@ -21,12 +21,11 @@ from .resources import (
     VERSION,
     condition,
     iso,
+    parse_time,
 )
 from .runtime import SCHEDULE_INTERVAL, domain_errors
 from .status import write_status
 
-# A schedule is looked at unprompted at least this often (its firing, or a missed wake-up).
-RESYNC_SECONDS = 300.0
 SCHEDULE_LABEL = f"{GROUP}/schedule"
 SCHEDULED_AT = f"{GROUP}/scheduled-at"  # the firing a job was made for: the pruning order
 
@@ -43,10 +42,6 @@ def next_fire(expression: str, after: datetime, uid: str, spread: int) -> dateti
     base = after - offset(uid, spread)
     fire: datetime = croniter(expression, base).get_next(datetime)
     return fire + offset(uid, spread)
-
-
-def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _job_manifest(schedule: Any, name: str, namespace: str, uid: str, at: datetime) -> Any:
@@ -170,11 +165,11 @@ def _tick(memo: kopf.Memo, body: Any, scheduled: kopf.Index[tuple[str, str], Chi
         due = status.get("nextScheduleTime")
         if due is None or status.get("observedGeneration") != generation:
             due = iso(next_fire(expression, now, uid, spread))  # (re)scheduled from now
-        elif _parse(due) <= now and not spec.get("suspend", False):
+        elif parse_time(due) <= now and not spec.get("suspend", False):
             if active and spec.get("concurrencyPolicy", "Forbid") == "Forbid":
                 kopf.info(body, reason="Skipped", message=f"{active[0]} is still unfinished")
             else:
-                manifest = _job_manifest(spec, name, namespace, uid, _parse(due))
+                manifest = _job_manifest(spec, name, namespace, uid, parse_time(due))
                 try:
                     memo.custom.create_namespaced_custom_object(
                         GROUP, VERSION, namespace, BACKUP_JOBS, manifest
@@ -199,8 +194,7 @@ def _tick(memo: kopf.Memo, body: Any, scheduled: kopf.Index[tuple[str, str], Chi
         # An idle schedule writes nothing: it sends the API server no request.
         written = write_status(memo.custom, BACKUP_SCHEDULES, body, new, unless_already=status)
     # A suspended or skipped firing is looked at again when its spec or a job changes.
-    until = (_parse(str(due)) - datetime.now(UTC)).total_seconds()
-    return Look(written, min(max(until, 0.05), RESYNC_SECONDS))
+    return Look(written, seconds_until(parse_time(str(due))))
 
 
 @kopf.on.delete(GROUP, VERSION, BACKUP_SCHEDULES, optional=True)

@@ -7,7 +7,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Hashable, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
+
+# A resource is looked at unprompted at least this often: what falls due is known, and
+# wake-ups are not lost, but a bug should not make one wait forever.
+RESYNC_SECONDS = 300.0
+
+
+def seconds_until(moment: datetime) -> float:
+    """How long to sleep until `moment` (soon if it has passed, RESYNC_SECONDS at most)."""
+    return min(max((moment - datetime.now(UTC)).total_seconds(), 0.05), RESYNC_SECONDS)
 
 
 class Look(NamedTuple):

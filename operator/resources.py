@@ -60,11 +60,14 @@ def source_of(spec: Mapping[str, Any], namespace: str) -> Source:
     return Source(source["path"], source["path"])
 
 
+def parse_time(text: str) -> datetime:
+    """A time as status and specs write it (`iso`)."""
+    return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+
+
 def start_time(spec: Mapping[str, Any]) -> datetime | None:
     text = spec.get("startAt")
-    if not text:
-        return None
-    return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    return parse_time(text) if text else None
 
 
 # What the CRDs (metav1.Condition) allow.

@@ -13,7 +13,7 @@ from ..catalog import buckets, retention
 from ..deadline import Deadline, DeadlineExceeded, run_within
 from ..errors import NotFound, Unavailable
 from ..retry import RetriesExhausted
-from .followers import Look, looking
+from ..settings import get_settings
 from .resources import (
     GROUP,
     RETENTION_POLICIES,
@@ -25,11 +25,10 @@ from .resources import (
     spec_field,
 )
 from .runtime import InvalidSpec, domain_errors, finalize_within
-from .status import patch_status, write_status
+from .status import patch_status
 
+POLL_SECONDS = get_settings().operator_poll_seconds
 RETRY_BLOCKED = timedelta(minutes=1)
-# A policy is looked at unprompted at least this often (its next run, or a missed wake-up).
-RESYNC_SECONDS = 300.0
 
 
 def catalog_name(namespace: str, name: str) -> str:
@@ -89,33 +88,28 @@ def _due(status: Any, **_: Any) -> bool:
     return bool(status.get("policyId"))
 
 
-@kopf.on.event(GROUP, VERSION, RETENTION_POLICIES)
-async def policy_changed(namespace: Any, name: Any, memo: kopf.Memo, **_: Any) -> None:
-    memo.policies.changed((namespace, name))
-
-
-@kopf.daemon(GROUP, VERSION, RETENTION_POLICIES, when=_due, cancellation_timeout=5.0)
-async def run(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Sleeps until the policy's next run (a changed policy runs at once)."""
-    key = (body["metadata"]["namespace"], body["metadata"]["name"])
-    with memo.policies.following(key) as changed:
-        await looking(body, changed, lambda current: _run_when_due(memo, current))
-
-
-def _run_when_due(memo: kopf.Memo, body: Any) -> Look:
-    spec, status = body["spec"], body.get("status") or {}
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+@kopf.timer(GROUP, VERSION, RETENTION_POLICIES, interval=POLL_SECONDS, when=_due)
+def run(
+    spec: Any,
+    name: Any,
+    namespace: Any,
+    status: Any,
+    body: Any,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
     now = datetime.now(UTC)
     next_run = status.get("nextRunAt")
-    if next_run and _parse(next_run) > now:
-        return Look(None, _until(_parse(next_run)))
+    if next_run and datetime.fromisoformat(next_run.replace("Z", "+00:00")) > now:
+        return
     policy_id = status["policyId"]
     actor = f"kubernetes:{namespace}/{name}"
     generation = body["metadata"].get("generation", 1)
     # With requireDryRun, the first run after each change is a dry run, for people to see.
     owed = spec.get("requireDryRun", False) and status.get("dryRunGeneration") != generation
     every = timedelta(seconds=interval_seconds(spec.get("interval", "1h")))
-    new: dict[str, Any] = {"lastRunAt": iso(now)}
+    patch.status["lastRunAt"] = iso(now)
     if spec.get("dryRun", False) or owed:
         with domain_errors(), memo.sessions() as session:
             plan = retention.dry_run(session, policy_id)
@@ -127,8 +121,8 @@ def _run_when_due(memo: kopf.Memo, body: Any) -> Look:
             "jobsForgotten": len(plan.jobs_to_forget),
             "bytesFreed": plan.bytes_to_free,
         }
-        new["dryRunGeneration"] = generation
-        new["lastDryRun"] = last
+        patch.status["dryRunGeneration"] = generation
+        patch.status["lastDryRun"] = last
     else:
         with domain_errors():
             try:
@@ -140,35 +134,24 @@ def _run_when_due(memo: kopf.Memo, body: Any) -> Look:
                 # Reported, and tried again soon; the next run carries on from what is left.
                 retry = min(every, RETRY_BLOCKED)
                 error = f"{type(blocked).__name__}: {blocked}"
-                new.update(lastRun={"dryRun": False, "error": error}, nextRunAt=iso(now + retry))
+                # (A merge patch: the last run's other figures are removed, not kept.)
+                gone = dict.fromkeys(status.get("lastRun") or {})
+                patch.status["lastRun"] = {**gone, "dryRun": False, "error": error}
+                patch.status["nextRunAt"] = iso(now + retry)
                 kopf.warn(
                     body,
                     reason="RunFailed",
                     message=f"{error}; tried again in {retry.total_seconds():g}s",
                 )
-                return _written(memo, body, new, now + retry)
-    new.update(lastRun=last, nextRunAt=iso(now + every))
+                return
+    patch.status["lastRun"] = last
+    patch.status["nextRunAt"] = iso(now + every)
     verb = "would delete" if last["dryRun"] else "deleted"
     kopf.info(
         body,
         reason="DryRun" if last["dryRun"] else "Applied",
         message=f"kept {last['kept']}, {verb} {last['deleted']} versions",
     )
-    return _written(memo, body, new, now + every)
-
-
-def _written(memo: kopf.Memo, body: Any, new: dict[str, Any], next_run: datetime) -> Look:
-    with domain_errors():
-        written = write_status(memo.custom, RETENTION_POLICIES, body, new)
-    return Look(written, _until(next_run))
-
-
-def _until(moment: datetime) -> float:
-    return min(max((moment - datetime.now(UTC)).total_seconds(), 0.05), RESYNC_SECONDS)
-
-
-def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _apply(memo: kopf.Memo, policy_id: int, actor: str, deadline: Deadline) -> dict[str, Any]:
@@ -190,6 +173,7 @@ def _apply(memo: kopf.Memo, policy_id: int, actor: str, deadline: Deadline) -> d
             "refused": len(result.refused),
             "jobsForgotten": result.run.forgotten_jobs,
             "bytesFreed": result.bytes_freed,
+            "error": None,  # (a merge patch: removes a previous run's error)
         }
 
 

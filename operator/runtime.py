@@ -95,7 +95,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
     memo.scheduler.start()
     memo.followers = Followers()  # of catalog jobs, by id
     memo.schedules = Followers()  # of BackupSchedules, by (namespace, name)
-    memo.policies = Followers()  # of RetentionPolicies, by (namespace, name)
     memo.changes = JobChangeListener(
         app.database_url(), memo.followers.changed, memo.followers.everyone
     )
