@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -25,6 +26,9 @@ from .notify import Notifier, NoWebhook, notify_ended
 from .retry import RetriesExhausted, outage, retrying, tries_within
 
 logger = logging.getLogger(__name__)
+
+# How soon a running job notices it was cancelled or taken over, at most.
+CHECK_SECONDS = 1.0
 
 
 class JobCancelled(Exception):
@@ -88,6 +92,7 @@ class Heartbeat:
         self.worker_id = worker_id
         self.interval = interval
         self.lost = False
+        self._checked_at = -CHECK_SECONDS
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
 
@@ -110,8 +115,13 @@ class Heartbeat:
                 logger.warning("heartbeat of job %s failed: %s", self.job_id, error)
 
     def check(self) -> None:
+        """Called at every batch; asks the catalog at most every CHECK_SECONDS (a batch
+        of small files takes milliseconds: a beat and its commit at each was a tenth)."""
         if self.lost:
             raise JobCancelled(f"job {self.job_id} is no longer ours to run")
+        if time.monotonic() - self._checked_at < CHECK_SECONDS:
+            return
+        self._checked_at = time.monotonic()
         with self.sessions() as session:
             if not jobs.heartbeat(session, self.job_id, worker_id=self.worker_id):
                 self.lost = True

@@ -409,19 +409,19 @@ def test_a_file_gone_before_it_is_read_is_reported(
     sessions: sessionmaker[Session], store: ObjectStore, bucket_id: int, tmp_path: Path
 ) -> None:
     root = tmp_path / "vanishing"
-    for i in range(15):
+    for i in range(25):
         write(root, f"f{i:02}", str(i).encode())
 
     def remove_after_first_batch(counters: dict) -> None:
-        # Listed already, not read yet: the second batch is being read while the first
-        # is stored, the third after.
-        (root / "f14").unlink(missing_ok=True)
+        # Listed already, not read yet: while the first batch is recorded, the second
+        # is sent and the third read; the fifth is read after.
+        (root / "f24").unlink(missing_ok=True)
 
     job_id, stats = back_up(
         sessions, store, bucket_id, root, batch_files=5, progress=remove_after_first_batch
     )
-    assert stats["new"] == 14
-    assert stats["problems"]["unreadable"]["paths"] == ["f14: No such file or directory"]
+    assert stats["new"] == 24
+    assert stats["problems"]["unreadable"]["paths"] == ["f24: No such file or directory"]
     # Not success: the job ended partially failed, and says which file and why.
     assert stats["failed_files"] == 1
     with sessions() as session:
@@ -429,7 +429,7 @@ def test_a_file_gone_before_it_is_read_is_reported(
         assert job.status == "partially_failed"
         page = jobs.list_failures(session, job_id, after=None, limit=10)
     assert [(f.path, f.kind, f.reason) for f in page.items] == [
-        ("f14", "unreadable", "No such file or directory")
+        ("f24", "unreadable", "No such file or directory")
     ]
 
 
@@ -495,7 +495,7 @@ def test_large_uploads_at_once_stay_within_the_memory_budget(
         sessions, observed, bucket_id, tmp_path / "src", memory_bytes=memory_mib * 1024 * 1024
     )
     assert stats["new"] == 40 and stats["uploads"] == 40
-    # 128 MiB: batches of 20 MiB (half of what packs and parts in flight leave), so at
-    # most 11 of these files upload at once; 256 MiB: as many as the 16 upload threads.
-    most = 11 if memory_mib == 128 else 16
+    # 128 MiB: batches of 13 MiB (a third of what packs and parts in flight leave), so
+    # at most 7 of these files upload at once; 256 MiB: as many as the 16 upload threads.
+    most = 7 if memory_mib == 128 else 16
     assert most * 2 * 1024 * 1024 >= observed.most > (most - 4) * 2 * 1024 * 1024

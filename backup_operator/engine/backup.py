@@ -10,6 +10,7 @@ uploads none of it again.
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import json
@@ -63,6 +64,8 @@ HASH_ON_POOL_FROM = 1024 * 1024
 # batch before is recorded; larger ones after it (see _upload_new).
 UPLOAD_AHEAD_BELOW = 1024 * 1024
 MIN_BATCH_BYTES = 8 * 1024 * 1024
+# Batches read or sent but not recorded yet.
+PIPELINE_DEPTH = 2
 
 
 def failed_paths(stats: dict[str, Any]) -> list[str]:
@@ -237,6 +240,10 @@ class Staged(NamedTuple):
     to_upload: dict[str, FileIn]
 
 
+class _End:
+    """What the pipeline answers once the walk has ended."""
+
+
 T = TypeVar("T")
 
 
@@ -288,19 +295,21 @@ class Backup:
             )
         # The parent's states this run saw (unchanged or replaced); the others are gone.
         self.seen = array("q")
-        # Contents the batch staged last uploaded (it may not be recorded yet).
-        self.uploaded_before: set[str] = set()
+        # Contents the batches sent last uploaded (they may not be recorded yet).
+        self.uploaded_before: collections.deque[set[str]] = collections.deque(maxlen=PIPELINE_DEPTH)
         self.report = Report.resumed(self.job_stats)
         self.checkpointed_at = -CHECKPOINT_SECONDS
         self.tries = tries_within(options.outage_seconds)
         self.hashers = ThreadPoolExecutor(options.hash_workers, thread_name_prefix="hash")
         self.uploaders = ThreadPoolExecutor(options.upload_workers, thread_name_prefix="upload")
-        # Held at once: the batch being read (its small contents), the batch before's
-        # large files under upload (as many bytes, and up to three parts of the one
-        # that ended it), and the packs under way: two batches and what is fixed.
+        # Held at once: the batch being read (its small contents), the one being sent
+        # (as many, in packs), the large files under upload of the one being recorded
+        # (as many bytes, and up to three parts of the one that ended it), and the packs
+        # under way: three batches and what is fixed.
         fixed = (IN_FLIGHT + 1) * options.pack_size + PARALLEL_PARTS * PART_SIZE
         self.batch_bytes = min(
-            options.batch_bytes, max(MIN_BATCH_BYTES, (options.memory_bytes - fixed) // 2)
+            options.batch_bytes,
+            max(MIN_BATCH_BYTES, (options.memory_bytes - fixed) // (PIPELINE_DEPTH + 1)),
         )
 
     def run(self) -> dict[str, Any]:
@@ -312,31 +321,39 @@ class Backup:
         with self.sessions() as session:
             forget_failures(session, self.job_id)  # a resumed run tries those files again
             session.commit()
-        # A pipeline one batch deep: the next batch is looked up, hashed and its new
-        # contents uploaded while this one is recorded (in order: a content uploaded by
-        # the batch before is not uploaded again, see _stage).
-        ahead = ThreadPoolExecutor(1, thread_name_prefix="prepare")
-        staged: Future[Staged | None] | None = None
+        # A pipeline of three stages, each on its own thread: a batch is read and hashed
+        # while the one before uploads its new contents and the one before that is
+        # recorded (in order: a content uploaded by a batch not yet recorded is not
+        # uploaded again, see _send). Waiting for a pack's PUT held the reading up for
+        # half its time when both were one stage.
+        readers = ThreadPoolExecutor(1, thread_name_prefix="prepare")
+        senders = ThreadPoolExecutor(1, thread_name_prefix="send")
+        staged: collections.deque[Future[Staged | _End | None]] = collections.deque()
         try:
             files = self._classify(walk(self.source))
-            for batch in _batches(files, self.options.batch_files, self.batch_bytes):
-                current, staged = staged, ahead.submit(self._stage, batch)
-                if current is not None:
-                    self._commit(current.result())
-            current, staged = staged, None
-            if current is not None:
-                self._commit(current.result())
+            # Walked on the reading thread too, batch by batch, so the recording does
+            # not wait for the walk.
+            batches = _batches(files, self.options.batch_files, self.batch_bytes)
+            while True:
+                staged.append(senders.submit(self._send, readers.submit(self._read, batches)))
+                if len(staged) > PIPELINE_DEPTH:
+                    if isinstance(oldest := staged.popleft().result(), _End):
+                        break  # (and so are those behind it)
+                    self._commit(oldest)
             self._retrying(self._record_deleted, "recording deleted files")
             self._retrying(functools.partial(self._checkpoint, final=True), "checkpoint")
         except BaseException:
-            ahead.shutdown(cancel_futures=True)
-            if staged is not None and not staged.cancelled() and staged.exception() is None:
-                unrecorded = staged.result()  # done: the shutdown waited for it
-                if unrecorded is not None:
-                    self._remove(unrecorded.uploads)  # leave no untracked object behind
+            readers.shutdown(cancel_futures=True)
+            senders.shutdown(cancel_futures=True)  # waits for the upload under way
+            for future in staged:
+                if not future.cancelled() and future.exception() is None:
+                    unrecorded = future.result()
+                    if isinstance(unrecorded, Staged):
+                        self._remove(unrecorded.uploads)  # leave no untracked object behind
             raise
         finally:
-            ahead.shutdown(cancel_futures=True)
+            readers.shutdown(cancel_futures=True)
+            senders.shutdown(cancel_futures=True)
             self.hashers.shutdown(cancel_futures=True)
             self.uploaders.shutdown(cancel_futures=True)
         seconds = time.monotonic() - started
@@ -462,17 +479,25 @@ class Backup:
             return None
         return Prepared(to_register, contents, {e.path: e for e in entries})
 
-    def _stage(self, batch: list[Entry]) -> Staged | None:
-        """Read a batch and upload the contents the bucket does not hold (one upload per
+    def _read(self, batches: Iterator[list[Entry]]) -> Prepared | _End | None:
+        """The next batch of the walk, read; _End after the last."""
+        batch = next(batches, None)
+        if batch is None:
+            return _End()
+        return self._retrying(functools.partial(self._prepare, batch), "reading a batch")
+
+    def _send(self, prepared: Future[Prepared | _End | None]) -> Staged | _End | None:
+        """Upload the contents of a read batch the bucket does not hold (one upload per
         content; the rest are duplicates). Its files are recorded afterwards, in order;
-        the batch before may not be recorded yet: what it uploaded is not looked up but
-        remembered."""
-        prepared = self._retrying(functools.partial(self._prepare, batch), "reading a batch")
-        if prepared is None:
-            return None
-        staged = self._retrying(functools.partial(self._upload_new, prepared), "uploading a batch")
-        self.uploaded_before = {sha for upload in staged.uploads for sha, _ in upload.contents()}
-        self.uploaded_before.update(staged.to_upload)
+        the PIPELINE_DEPTH batches before may not be recorded yet: what they uploaded is
+        not looked up but remembered."""
+        batch = prepared.result()
+        if batch is None or isinstance(batch, _End):
+            return batch
+        staged = self._retrying(functools.partial(self._upload_new, batch), "uploading a batch")
+        uploaded = {sha for upload in staged.uploads for sha, _ in upload.contents()}
+        uploaded.update(staged.to_upload)
+        self.uploaded_before.append(uploaded)
         return staged
 
     def _upload_new(self, prepared: Prepared) -> Staged:
@@ -481,9 +506,10 @@ class Backup:
         then leaves untracked no more than the large uploads under way and two batches'
         small ones)."""
         to_register, contents, by_path = prepared
+        uploaded_before = set().union(*self.uploaded_before)
         with self.sessions() as session:
-            shas = sorted({f.sha256 for f in to_register} - self.uploaded_before)
-            stored = stored_contents(session, self.bucket_id, shas) | self.uploaded_before
+            shas = sorted({f.sha256 for f in to_register} - uploaded_before)
+            stored = stored_contents(session, self.bucket_id, shas) | uploaded_before
         now: dict[str, FileIn] = {}
         later: dict[str, FileIn] = {}
         ahead_below = max(self.pack_threshold, UPLOAD_AHEAD_BELOW)
