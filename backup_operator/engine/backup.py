@@ -11,6 +11,7 @@ uploads none of it again.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import hashlib
 import json
@@ -60,9 +61,6 @@ CHECKPOINT_SECONDS = 1.0
 
 # Files from this size on are hashed by the pool of hash workers (see _prepare).
 HASH_ON_POOL_FROM = 1024 * 1024
-# New contents smaller than this (or than the pack threshold) are uploaded while the
-# batch before is recorded; larger ones after it (see _upload_new).
-UPLOAD_AHEAD_BELOW = 1024 * 1024
 MIN_BATCH_BYTES = 8 * 1024 * 1024
 # Batches read or sent but not recorded yet.
 PIPELINE_DEPTH = 2
@@ -229,15 +227,48 @@ class Prepared(NamedTuple):
     by_path: dict[str, Entry]
 
 
-class Staged(NamedTuple):
-    """A batch whose new contents are uploaded, its files not yet recorded."""
+class Storing:
+    """A batch's new contents on their way to the bucket: its packs and large files on
+    the upload pool. `wait()` answers the uploads and the paths that could not be stored
+    (changed or unreadable: not registered); on an error it removes what did upload."""
 
-    to_register: list[FileIn]  # those that could be stored
+    def __init__(self, backup: Backup) -> None:
+        self.backup = backup
+        self.packs: list[Future[Upload]] = []
+        self.large: list[tuple[str, Future[Upload | None]]] = []
+        self.dropped: set[str] = set()
+
+    def wait(self) -> tuple[list[Upload], set[str]]:
+        uploads: list[Upload] = []
+        failed: BaseException | None = None
+        for future in self.packs:
+            try:
+                uploads.append(future.result())
+            except BaseException as error:
+                failed = failed or error
+        for path, large in self.large:
+            try:
+                if (upload := large.result()) is not None:
+                    uploads.append(upload)
+                else:
+                    self.dropped.add(path)
+            except BaseException as error:
+                failed = failed or error
+        if failed is not None:
+            self.backup._remove(uploads)
+            raise failed
+        return uploads, self.dropped
+
+
+class Staged(NamedTuple):
+    """A batch whose new contents are being uploaded, its files not yet recorded."""
+
+    to_register: list[FileIn]
     by_path: dict[str, Entry]
-    uploads: list[Upload]
-    # New contents not uploaded yet (of files too large to pack: they wait for the
-    # batch before to be recorded), by sha256.
-    to_upload: dict[str, FileIn]
+    # The new contents, by sha256, and their uploads under way (None: to be uploaded
+    # when the batch is recorded, reading them again).
+    new: dict[str, FileIn]
+    storing: Storing | None
 
 
 class _End:
@@ -302,14 +333,16 @@ class Backup:
         self.tries = tries_within(options.outage_seconds)
         self.hashers = ThreadPoolExecutor(options.hash_workers, thread_name_prefix="hash")
         self.uploaders = ThreadPoolExecutor(options.upload_workers, thread_name_prefix="upload")
-        # Held at once: the batch being read (its small contents), the one being sent
-        # (as many, in packs), the large files under upload of the one being recorded
-        # (as many bytes, and up to three parts of the one that ended it), and the packs
-        # under way: three batches and what is fixed.
+        # Packs being uploaded at once, whichever batch they are of.
+        self.pack_slots = threading.BoundedSemaphore(IN_FLIGHT)
+        # Held at once: the batch being read (its small contents), the uploads under way
+        # of the one being recorded and of the PIPELINE_DEPTH sent after it (each as
+        # many bytes, in packs or parts of large files), and the packs and the parts
+        # that end batches: PIPELINE_DEPTH + 2 batches and what is fixed.
         fixed = (IN_FLIGHT + 1) * options.pack_size + PARALLEL_PARTS * PART_SIZE
         self.batch_bytes = min(
             options.batch_bytes,
-            max(MIN_BATCH_BYTES, (options.memory_bytes - fixed) // (PIPELINE_DEPTH + 1)),
+            max(MIN_BATCH_BYTES, (options.memory_bytes - fixed) // (PIPELINE_DEPTH + 2)),
         )
 
     def run(self) -> dict[str, Any]:
@@ -348,8 +381,9 @@ class Backup:
             for future in staged:
                 if not future.cancelled() and future.exception() is None:
                     unrecorded = future.result()
-                    if isinstance(unrecorded, Staged):
-                        self._remove(unrecorded.uploads)  # leave no untracked object behind
+                    if isinstance(unrecorded, Staged) and unrecorded.storing is not None:
+                        with contextlib.suppress(Exception):  # (it removes them itself)
+                            self._remove(unrecorded.storing.wait()[0])  # leave none untracked
             raise
         finally:
             readers.shutdown(cancel_futures=True)
@@ -372,25 +406,30 @@ class Backup:
             if lost:
                 again = [f for f in staged.to_register if f.sha256 in lost]
                 self._store_and_record(
-                    Staged(again, staged.by_path, [], {f.sha256: f for f in again})
+                    Staged(again, staged.by_path, {f.sha256: f for f in again}, None)
                 )
         self._retrying(self._checkpoint, "checkpoint")
 
     def _store_and_record(self, staged: Staged) -> list[FileRecord]:
-        """Upload what the batch has not uploaded yet, then record it."""
+        """Wait for the batch's uploads (again from the source, if they failed), then
+        record it."""
+        first = staged.storing
+
+        def upload() -> tuple[list[Upload], set[str]]:
+            nonlocal first
+            if first is not None:
+                storing, first = first, None
+                return storing.wait()
+            return self._store(staged.new, {}, staged.by_path).wait()
+
+        uploads, dropped = self._retrying(upload, "uploading a batch")
+        files = [f for f in staged.to_register if f.path not in dropped]
         try:
-            if staged.to_upload:
-                uploads, dropped = self._retrying(
-                    functools.partial(self._store, staged.to_upload, {}, staged.by_path),
-                    "uploading a batch",
-                )
-                staged = staged._replace(
-                    to_register=[f for f in staged.to_register if f.path not in dropped],
-                    uploads=staged.uploads + uploads,
-                )
-            return self._retrying(functools.partial(self._record, staged), "recording a batch")
+            return self._retrying(
+                functools.partial(self._record, files, uploads), "recording a batch"
+            )
         except BaseException:
-            self._remove_unless_recorded(staged.uploads)
+            self._remove_unless_recorded(uploads)
             raise
 
     def _classify(self, entries: Iterator[Entry]) -> Iterator[Entry]:
@@ -495,52 +534,42 @@ class Backup:
         if batch is None or isinstance(batch, _End):
             return batch
         staged = self._retrying(functools.partial(self._upload_new, batch), "uploading a batch")
-        uploaded = {sha for upload in staged.uploads for sha, _ in upload.contents()}
-        uploaded.update(staged.to_upload)
-        self.uploaded_before.append(uploaded)
+        self.uploaded_before.append(set(staged.new))
         return staged
 
     def _upload_new(self, prepared: Prepared) -> Staged:
-        """Upload the batch's new small contents now (packed, or each its own object with
-        packing off); its large files wait for the batch before to be recorded (a kill
-        then leaves untracked no more than the large uploads under way and two batches'
-        small ones)."""
+        """Start uploading the batch's new contents (packed, or each its own object);
+        they are waited for when it is recorded (so a kill leaves untracked no more than
+        the uploads of the PIPELINE_DEPTH + 1 batches under way)."""
         to_register, contents, by_path = prepared
         uploaded_before = set().union(*self.uploaded_before)
         with self.sessions() as session:
             shas = sorted({f.sha256 for f in to_register} - uploaded_before)
             stored = stored_contents(session, self.bucket_id, shas) | uploaded_before
-        now: dict[str, FileIn] = {}
-        later: dict[str, FileIn] = {}
-        ahead_below = max(self.pack_threshold, UPLOAD_AHEAD_BELOW)
+        new: dict[str, FileIn] = {}
         for item in to_register:
             if item.sha256 not in stored:
-                (now if item.size < ahead_below else later).setdefault(item.sha256, item)
-        uploads, dropped = self._store(now, contents, by_path)
-        files = [f for f in to_register if f.path not in dropped]
-        return Staged(files, by_path, uploads, later)  # contents no longer held
+                new.setdefault(item.sha256, item)
+        return Staged(to_register, by_path, new, self._store(new, contents, by_path))
 
-    def _record(self, staged: Staged) -> list[FileRecord]:
+    def _record(self, files: list[FileIn], uploads: list[Upload]) -> list[FileRecord]:
         """Record a batch's new versions and register its files in one transaction:
         each file row is written once, with where its content is."""
-        if not staged.to_register:
+        if not files:
             return []
         with self.sessions() as session:
-            links = record_versions(
-                session, self.bucket_id, staged.uploads, self.tags, job_id=self.job_id
-            )
+            links = record_versions(session, self.bucket_id, uploads, self.tags, job_id=self.job_id)
             where = {sha: (version, offset) for sha, version, offset in links}
-            return register_files(
-                session, self.job_id, staged.to_register, stored=where, whole_rows=False
-            )
+            return register_files(session, self.job_id, files, stored=where, whole_rows=False)
 
     def _store(
         self, pending: dict[str, FileIn], contents: dict[str, bytes], by_path: dict[str, Entry]
-    ) -> tuple[list[Upload], set[str]]:
-        """Upload new contents: large files one object each, small ones in packs, all on
-        the upload pool at once. Answers the uploads and the paths that could not be
-        stored (changed or unreadable: not registered)."""
-        large = [
+    ) -> Storing:
+        """Start uploading new contents: large files one object each, small ones in
+        packs, all on the upload pool at once (small contents not in `contents` are read
+        again from the source)."""
+        storing = Storing(self)
+        storing.large = [
             (item.path, self.uploaders.submit(self._upload, item, by_path[item.path]))
             for item in pending.values()
             if item.size >= self.pack_threshold
@@ -549,36 +578,26 @@ class Backup:
             self.store,
             self.bucket,
             self.uploaders,
+            self.pack_slots,
             pack_size=self.options.pack_size,
             tags=self.tags,
             uploaded=lambda size: self.report.add(uploaded=size, uploads=1),
         )
-        dropped: set[str] = set()
-        for sha, item in pending.items():
-            if item.size >= self.pack_threshold:
-                continue
-            data = contents.get(item.path)
-            if data is None:  # not hashed in this run (registered by an earlier attempt)
-                data = self._read_small(item, by_path[item.path])
-                if data is None:
-                    dropped.add(item.path)
+        try:
+            for sha, item in pending.items():
+                if item.size >= self.pack_threshold:
                     continue
-            self.report.add(packed=item.size)
-            packer.add(data, sha, self._lock(object_key(self.prefix, item.path), item.path))
-        packs, failed = packer.finish()
-        uploads: list[Upload] = list(packs)
-        for path, future in large:
-            try:
-                if (upload := future.result()) is not None:
-                    uploads.append(upload)
-                else:
-                    dropped.add(path)
-            except BaseException as error:
-                failed = failed or error
-        if failed is not None:
-            self._remove(uploads)
-            raise failed
-        return uploads, dropped
+                data = contents.get(item.path)
+                if data is None:  # not hashed in this run (registered earlier), or a retry
+                    data = self._read_small(item, by_path[item.path])
+                    if data is None:
+                        storing.dropped.add(item.path)
+                        continue
+                self.report.add(packed=item.size)
+                packer.add(data, sha, self._lock(object_key(self.prefix, item.path), item.path))
+        finally:
+            storing.packs = packer.finish()
+        return storing
 
     def _lock(self, key: str, path: str) -> Lock | None:
         lock = lock_for(self.lock_policies, key, datetime.now(UTC))

@@ -40,13 +40,15 @@ class _Pack:
 
 class Packer:
     """Collects contents into packs of about `pack_size` bytes and uploads each full one
-    on `pool`, at most IN_FLIGHT at a time; `finish()` answers the uploads."""
+    on `pool`, as many at a time as `slots` allow (IN_FLIGHT, shared by the packers of a
+    backup); `finish()` answers the uploads under way."""
 
     def __init__(
         self,
         store: ObjectStore,
         bucket: str,
         pool: ThreadPoolExecutor,
+        slots: threading.BoundedSemaphore,
         *,
         pack_size: int,
         tags: dict[str, str],
@@ -60,7 +62,7 @@ class Packer:
         self.uploaded = uploaded
         self._current = _Pack(bytearray(), [], [])
         self._futures: list[Future[Upload]] = []
-        self._slots = threading.BoundedSemaphore(IN_FLIGHT)
+        self._slots = slots
 
     def add(self, data: bytes, sha256: str, lock: Lock | None) -> None:
         pack = self._current
@@ -103,16 +105,8 @@ class Packer:
         finally:
             self._slots.release()
 
-    def finish(self) -> tuple[list[Upload], BaseException | None]:
-        """Send the last pack and wait for all: the packs uploaded, and the first error
-        (the caller records the packs, or removes them on an error)."""
+    def finish(self) -> list[Future[Upload]]:
+        """Send the last pack; answer every pack's upload (the caller records the packs,
+        or removes them on an error)."""
         self._send()
-        done: list[Upload] = []
-        first_error: BaseException | None = None
-        for future in self._futures:
-            try:
-                done.append(future.result())
-            except BaseException as error:
-                first_error = first_error or error
-        self._futures = []
-        return done, first_error
+        return self._futures
