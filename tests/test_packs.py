@@ -5,6 +5,9 @@ retention deletes a pack only when no kept file references it; locks and tags.""
 
 from __future__ import annotations
 
+import os
+import random
+import resource
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -282,3 +285,62 @@ def test_a_mostly_unreferenced_pack_is_rewritten_and_a_crash_loses_nothing(
     assert contents(tmp_path / "out") == contents(tmp_path / "again") == expected
     assert first_pack not in objects_in(store, bucket_name)  # rewritten, then deleted
     assert len(objects_in(store, bucket_name)) == 2  # the second job's, and the rewrite
+
+
+def _evict(root: Path) -> None:
+    """Out of the page cache: the next read of these files goes to the disk."""
+    os.sync()
+    for path in root.rglob("*"):
+        if path.is_file():
+            descriptor = os.open(path, os.O_RDONLY)
+            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(descriptor)
+
+
+def test_small_files_from_the_disk_are_read_on_several_threads(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from backup_operator.engine import backup as engine
+
+    rng = random.Random(3)
+    contents = {f"d{i % 4}/f{i:03}": rng.randbytes(rng.randint(1, 3000)) for i in range(400)}
+    for relative, content in contents.items():
+        write(tmp_path / "cold", relative, content)
+    _evict(tmp_path / "cold")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_inblock
+    (tmp_path / "cold/d0/f000").read_bytes()
+    if resource.getrusage(resource.RUSAGE_SELF).ru_inblock == before:
+        pytest.skip("this filesystem serves evicted files from memory")
+    _evict(tmp_path / "cold")
+    readers: list[str] = []
+    hash_file = engine.hash_file
+
+    def noting_the_thread(path: bytes, keep_below: int = 0) -> object:
+        readers.append(threading.current_thread().name)
+        return hash_file(path, keep_below)
+
+    monkeypatch.setattr(engine, "hash_file", noting_the_thread)
+    job_id, stats = back_up(
+        sessions, store, bucket_id, tmp_path / "cold", prefix="cold", pack_threshold=1 << 20,
+        batch_files=100,
+    )  # fmt: skip
+    assert stats["new"] == 400 and stats["failed_files"] == 0
+    # The first batch on the reading thread; once it came from the disk, the pool.
+    assert {name.split("_")[0] for name in readers[:100]} == {"prepare"}
+    assert {name.split("_")[0] for name in readers[100:]} == {"hash"}
+    with sessions() as session:
+        restored = restore(session, store, job_id, tmp_path / "out")
+    assert restored.ok and restored.files == 400
+    assert all((tmp_path / "out" / p).read_bytes() == c for p, c in contents.items())
+
+    # From the page cache (just read): all on the reading thread.
+    readers.clear()
+    back_up(sessions, store, bucket_id, tmp_path / "cold", prefix="warm", pack_threshold=1 << 20,
+            batch_files=100)  # fmt: skip
+    assert len(readers) == 400 and {name.split("_")[0] for name in readers} == {"prepare"}

@@ -14,13 +14,15 @@ import collections
 import contextlib
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import os
+import resource
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -333,6 +335,8 @@ class Backup:
         self.tries = tries_within(options.outage_seconds)
         self.hashers = ThreadPoolExecutor(options.hash_workers, thread_name_prefix="hash")
         self.uploaders = ThreadPoolExecutor(options.upload_workers, thread_name_prefix="upload")
+        # Whether the last batch's small files came from the disk (see _hash_small).
+        self.small_from_disk = False
         # Packs being uploaded at once, whichever batch they are of.
         self.pack_slots = threading.BoundedSemaphore(IN_FLIGHT)
         # Held at once: the batch being read (its small contents), the uploads under way
@@ -485,12 +489,9 @@ class Backup:
             else:
                 to_hash.append(entry)
         contents: dict[str, bytes] = {}  # small files' contents, read once, for packs
-        # Large files are hashed on the pool, small ones meanwhile on this thread: for
-        # them a pool costs more in handing the GIL over than the hashing itself
-        # (100,000 files of 0-4 KB: 1.0 s on one thread, 5.5 s on eight).
         large = [entry for entry in to_hash if entry.size >= HASH_ON_POOL_FROM]
         on_pool = self.hashers.map(self._hash, large)
-        results = {e.path: self._hash(e) for e in to_hash if e.size < HASH_ON_POOL_FROM}
+        results = self._hash_small([e for e in to_hash if e.size < HASH_ON_POOL_FROM])
         results.update(zip((entry.path for entry in large), on_pool, strict=True))
         for entry in to_hash:
             hashed = results[entry.path]
@@ -517,6 +518,29 @@ class Backup:
         if not to_register:
             return None
         return Prepared(to_register, contents, {e.path: e for e in entries})
+
+    def _hash_small(self, entries: list[Entry]) -> dict[str, Hashed | None]:
+        """Small files, while the large ones hash on the pool. From the page cache they
+        are read on this thread: a pool costs more in handing the GIL over than the
+        reading (100,000 files of 0-4 KB: 1.1 s here, 2.2 s on four threads); from the
+        disk, four threads overlap the waits (9.6 s here, 4.4 s on four). Which it is
+        the last batch told: its reads' blocks read from the disk."""
+        blocks_before = resource.getrusage(resource.RUSAGE_SELF).ru_inblock
+        hashed: Iterable[Hashed | None]
+        if self.small_from_disk:
+            share = max(1, len(entries) // (2 * self.options.hash_workers))
+            parts = [entries[i : i + share] for i in range(0, len(entries), share)]
+            hashed = itertools.chain.from_iterable(
+                self.hashers.map(lambda part: [self._hash(e) for e in part], parts)
+            )
+        else:
+            hashed = map(self._hash, entries)
+        results = {entry.path: result for entry, result in zip(entries, hashed, strict=True)}
+        # (a file read from the disk costs at least one 512-byte block, one in the page
+        # cache none: more blocks than files, and at least an eighth came from the disk)
+        blocks = resource.getrusage(resource.RUSAGE_SELF).ru_inblock - blocks_before
+        self.small_from_disk = blocks > len(entries)
+        return results
 
     def _read(self, batches: Iterator[list[Entry]]) -> Prepared | _End | None:
         """The next batch of the walk, read; _End after the last."""
