@@ -8,8 +8,10 @@ restore of the whole tree against restic's; 100,000 files of 0-4 KB against rest
 packing off, against rclone); peak RSS while backing up a tree of empty files, and
 restore speed of the 20 large files.
 Each case runs `--runs` times (3), the tools taking turns; its figures are medians, with
-the CPU seconds of the tool, of PostgreSQL and of the S3 server meanwhile. Prints one
-figure per line (`name=value`).
+the CPU seconds of the tool, of PostgreSQL and of the S3 server meanwhile. Every case
+starts with what it reads out of the page cache (the tree, or the store's data for a
+restore), as a backup of data not read lately does. Prints one figure per line
+(`name=value`).
 
 Needs Debian's `restic` and `rclone` (`make bench` installs them when missing).
 """
@@ -108,14 +110,33 @@ class Run:
     out: str
 
 
+def evict(root: Path) -> None:
+    """Take the files under `root` out of the page cache (written back first). This
+    machine pages out what has not been touched for seconds: without this, whichever
+    tool ran after a long one read the tree from the disk and the next from memory."""
+    os.sync()
+    for folder, _, names in os.walk(root):
+        for name in names:
+            try:
+                descriptor = os.open(os.path.join(folder, name), os.O_RDONLY)
+            except OSError:  # gone meanwhile
+                continue
+            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(descriptor)
+
+
 class Measure:
-    """Runs commands one at a time and says what each cost, the servers' CPU included."""
+    """Runs commands one at a time and says what each cost, the servers' CPU included.
+    Each starts with what it reads out of the page cache: a backup's tree, a restore's
+    store (the S3 server's data)."""
 
     def __init__(self, pg: EmbeddedPostgres, s3: EmbeddedS3) -> None:
         assert pg.process is not None and s3.process is not None
         self.servers = (pg.process.pid, s3.process.pid)
+        self.store = s3.data_dir
 
-    def __call__(self, command: list[str], env: dict[str, str]) -> Run:
+    def __call__(self, command: list[str], env: dict[str, str], reads: Path | None = None) -> Run:
+        evict(reads or self.store)
         before = [tree_cpu_seconds(pid) for pid in self.servers]
         read_end, write_end = os.pipe()
         started = time.perf_counter()
@@ -266,21 +287,21 @@ def main() -> None:
         for i in rounds:
             for case in ("full", "rerun"):
                 runs[f"ours_{case}"].append(
-                    measure(ours("backup", str(data), "--bucket", f"ours-{i}"), env)
+                    measure(ours("backup", str(data), "--bucket", f"ours-{i}"), env, data)
                 )
             if peers:
                 new_restic(f"restic-{i}")
                 for case in ("full", "rerun"):
                     command = restic(f"restic-{i}", "backup", "--quiet", str(data))
-                    runs[f"restic_{case}"].append(measure(command, s3_env))
+                    runs[f"restic_{case}"].append(measure(command, s3_env, data))
                 command = rclone_copy(data, f"rclone-{i}")
                 for case in ("full", "rerun"):
-                    runs[f"rclone_{case}"].append(measure(command, rclone_env))
+                    runs[f"rclone_{case}"].append(measure(command, rclone_env, data))
                 # Packing off: every file its own object, as rclone stores them.
                 command = ours(
                     "backup", str(data), "--bucket", f"plain-{i}", "--pack-threshold", "0"
                 )
-                runs["ours_plain_full"].append(measure(command, env))
+                runs["ours_plain_full"].append(measure(command, env, data))
         full = json.loads(figures.add("ours_full", runs["ours_full"]).out)
         print(f"ours_full_uploaded_bytes={full['bytes_uploaded']}")
         print(f"ours_full_saved_bytes={full['bytes_saved']}")
@@ -320,10 +341,10 @@ def main() -> None:
                 print(f"small_files={args.small_files}")
                 for i in rounds:
                     command = ours("backup", str(small), "--bucket", f"small-{i}")
-                    runs["ours_small_full"].append(measure(command, env))
+                    runs["ours_small_full"].append(measure(command, env, small))
                     new_restic(f"restic-small-{i}")
                     command = restic(f"restic-small-{i}", "backup", "--quiet", str(small))
-                    runs["restic_small_full"].append(measure(command, s3_env))
+                    runs["restic_small_full"].append(measure(command, s3_env, small))
                     if args.small_plain:  # packing off: one object per file, as rclone stores
                         command = ours(
                             "backup",
@@ -333,9 +354,9 @@ def main() -> None:
                             "--pack-threshold",
                             "0",
                         )
-                        runs["ours_small_plain_full"].append(measure(command, env))
+                        runs["ours_small_plain_full"].append(measure(command, env, small))
                         command = rclone_copy(small, f"rclone-small-{i}")
-                        runs["rclone_small_full"].append(measure(command, rclone_env))
+                        runs["rclone_small_full"].append(measure(command, rclone_env, small))
                 figures.add("ours_small_full", runs["ours_small_full"])
                 figures.add("restic_small_full", runs["restic_small_full"])
                 figures.ratio("small_full_ours_over_restic", "ours_small_full", "restic_small_full")
@@ -367,7 +388,7 @@ def main() -> None:
                 if i % 10_000 == 0:
                     directory.mkdir(parents=True)
                 os.close(os.open(directory / f"e{i:07}", os.O_CREAT | os.O_WRONLY, 0o644))
-            run = measure(ours("backup", str(empty), "--bucket", "empty-files"), env)
+            run = measure(ours("backup", str(empty), "--bucket", "empty-files"), env, empty)
             print(f"empty_files={json.loads(run.out)['files_seen']}")
             print(f"empty_files_seconds={run.seconds:.1f}")
             print(f"empty_files_peak_rss_mb={run.rss_mb:.0f}")

@@ -495,8 +495,7 @@ def test_large_uploads_at_once_stay_within_the_memory_budget(
         sessions, observed, bucket_id, tmp_path / "src", memory_bytes=memory_mib * 1024 * 1024
     )
     assert stats["new"] == 40 and stats["uploads"] == 40
-    # 128 MiB: batches of 10 MiB (a quarter of what packs and parts in flight leave):
-    # 5 of these files, and three batches' upload at once (the one being recorded and
-    # the two sent after it); 256 MiB: as many as the 16 upload threads.
-    most = 15 if memory_mib == 128 else 16
+    # 128 MiB: 13 MiB of large files under upload at once (a third of what packs and
+    # parts in flight leave), so 6 of these; 256 MiB: as many as the 16 upload threads.
+    most = 6 if memory_mib == 128 else 16
     assert most * 2 * 1024 * 1024 >= observed.most > (most - 4) * 2 * 1024 * 1024

@@ -45,7 +45,7 @@ from ..catalog.objects import (
 from ..catalog.retention import lock_for, locking_policies
 from ..retry import retrying, tries_within
 from ..settings import Settings
-from ..storage import PARALLEL_PARTS, PART_SIZE, Lock, ObjectStore
+from ..storage import PARALLEL_PARTS, PART_SIZE, Lock, ObjectStore, part_size_for
 from .hashing import ChangedWhileReading, Hashed, hash_file
 from .packs import IN_FLIGHT, Packer
 from .walk import Entry, Kind, walk
@@ -277,6 +277,28 @@ class _End:
     """What the pipeline answers once the walk has ended."""
 
 
+class ByteBudget:
+    """Bytes held at once by large uploads (minio holds a whole part in memory), at
+    most `limit`: an upload waits until its bytes fit, or until it is the only one."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self.changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def holding(self, size: int) -> Iterator[None]:
+        with self.changed:
+            self.changed.wait_for(lambda: self.held == 0 or self.held + size <= self.limit)
+            self.held += size
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.held -= size
+                self.changed.notify_all()
+
+
 T = TypeVar("T")
 
 
@@ -339,15 +361,15 @@ class Backup:
         self.small_from_disk = False
         # Packs being uploaded at once, whichever batch they are of.
         self.pack_slots = threading.BoundedSemaphore(IN_FLIGHT)
-        # Held at once: the batch being read (its small contents), the uploads under way
-        # of the one being recorded and of the PIPELINE_DEPTH sent after it (each as
-        # many bytes, in packs or parts of large files), and the packs and the parts
-        # that end batches: PIPELINE_DEPTH + 2 batches and what is fixed.
+        # Held at once: the small contents of the batch being read and of the one being
+        # sent (in packs), as many bytes of large files under upload (of any batch), and
+        # the packs that end batches: PIPELINE_DEPTH + 1 batches and what is fixed.
         fixed = (IN_FLIGHT + 1) * options.pack_size + PARALLEL_PARTS * PART_SIZE
         self.batch_bytes = min(
             options.batch_bytes,
-            max(MIN_BATCH_BYTES, (options.memory_bytes - fixed) // (PIPELINE_DEPTH + 2)),
+            max(MIN_BATCH_BYTES, (options.memory_bytes - fixed) // (PIPELINE_DEPTH + 1)),
         )
+        self.large_bytes = ByteBudget(self.batch_bytes)
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
@@ -674,8 +696,9 @@ class Backup:
     def _upload(self, row: FileIn, entry: Entry) -> Upload | None:
         key = object_key(self.prefix, row.path)
         lock = self._lock(key, row.path)
+        held = min(row.size, PARALLEL_PARTS * part_size_for(row.size))
         try:
-            with open(entry.os_path, "rb") as handle:
+            with self.large_bytes.holding(held), open(entry.os_path, "rb") as handle:
                 reader = HashingReader(handle)
                 version_id, etag = self.store.put(
                     self.bucket, key, reader, row.size, lock=lock, tags=self.tags
