@@ -317,14 +317,14 @@ def test_a_backup_missing_files_ends_partially_failed_and_says_which(
     job_id = started["status"]["jobId"]
     # What a pod does, in this process (so no pod is started: the job is not due), with
     # a file vanishing between listing and reading (as root, nothing else makes a file
-    # unreadable here): after the first batch, from the third (the second is being read
-    # while the first is stored).
+    # unreadable here): after the first batch, from the fifth (while the first is
+    # recorded, the second is sent and the third read).
     volume = tmp_path / "volume"
-    for i in range(15):
+    for i in range(25):
         write(volume, f"f{i:02}", str(i).encode())
 
     def vanish(_: dict[str, Any]) -> None:
-        (volume / "f14").unlink(missing_ok=True)
+        (volume / "f24").unlink(missing_ok=True)
 
     with sessions() as session:
         jobs.claim_job(session, job_id, worker_id="pod")
@@ -342,7 +342,7 @@ def test_a_backup_missing_files_ends_partially_failed_and_says_which(
     assert phase(ended) == "PartiallyFailed"
     assert ended["status"]["failures"] == {
         "count": 1,
-        "firstPaths": ["f14: No such file or directory"],
+        "firstPaths": ["f24: No such file or directory"],
     }
     assert condition(ended, "Ready")["status"] == "False"
     failed = condition(ended, "Failed")

@@ -211,8 +211,9 @@ def test_a_backup_pod_stopped_mid_backup_is_retried_and_the_job_completes(
     sessions: sessionmaker[Session],
 ) -> None:
     volume = tmp_path / "volume"
-    for i in range(3000):
-        write(volume, f"uploads/d{i % 30}/f{i}.bin", f"{i}".encode() * 1000)
+    # Enough that the backup is seen under way (batches of 1,000 files take tens of ms).
+    for i in range(6000):
+        write(volume, f"uploads/d{i % 60}/f{i}.bin", f"{i}".encode() * 1000)
     prepare(op.api, s3_endpoint, volume)
     manifest = pvc_job(bucket_name)
     op.apply(manifest)
@@ -223,14 +224,14 @@ def test_a_backup_pod_stopped_mid_backup_is_retried_and_the_job_completes(
     def under_way() -> bool:  # some files recorded, most still to do
         with sessions() as session:
             done = session.scalar(select(func.count()).where(File.job_id == job_id)) or 0
-        return 0 < done < 3000
+        return 0 < done < 6000
 
     op.eventually(under_way, "the backup did not get under way", timeout=60)
     (process,) = op.api.kubelet.running(op.namespace).values()
     os.killpg(process.pid, how)
     done = op.wait_for(JOBS, name, lambda o: phase(o) in {"Completed", "Failed"}, timeout=180)
     assert phase(done) == "Completed", done["status"]
-    assert done["status"]["files"] == 3000 and done["status"]["attempts"] == 2
+    assert done["status"]["files"] == 6000 and done["status"]["attempts"] == 2
     workload = finished_workload(op, running["status"]["workload"])
     # The stopped pod failed (SIGTERM: exit 143, not 0), so the Job controller ran another.
     assert (workload["status"].get("failed"), workload["status"].get("succeeded")) == (1, 1)
@@ -242,7 +243,7 @@ def test_a_backup_pod_stopped_mid_backup_is_retried_and_the_job_completes(
     with sessions() as session:
         job = session.get_one(BackupJob, done["status"]["jobId"])
         assert job.attempts == 2
-        assert len(session.scalars(select(File.path).where(File.job_id == job.id)).all()) == 3000
+        assert len(session.scalars(select(File.path).where(File.job_id == job.id)).all()) == 6000
 
 
 def test_a_batch_job_that_succeeded_without_finishing_the_backup_says_so() -> None:
