@@ -234,8 +234,8 @@ class Storing:
     the upload pool. `wait()` answers the uploads and the paths that could not be stored
     (changed or unreadable: not registered); on an error it removes what did upload."""
 
-    def __init__(self, backup: Backup) -> None:
-        self.backup = backup
+    def __init__(self, remove: Callable[[list[Upload]], None]) -> None:
+        self.remove = remove
         self.packs: list[Future[Upload]] = []
         self.large: list[tuple[str, Future[Upload | None]]] = []
         self.dropped: set[str] = set()
@@ -257,7 +257,7 @@ class Storing:
             except BaseException as error:
                 failed = failed or error
         if failed is not None:
-            self.backup._remove(uploads)
+            self.remove(uploads)
             raise failed
         return uploads, self.dropped
 
@@ -614,7 +614,7 @@ class Backup:
         """Start uploading new contents: large files one object each, small ones in
         packs, all on the upload pool at once (small contents not in `contents` are read
         again from the source)."""
-        storing = Storing(self)
+        storing = Storing(self._remove)
         storing.large = [
             (item.path, self.uploaders.submit(self._upload, item, by_path[item.path]))
             for item in pending.values()
