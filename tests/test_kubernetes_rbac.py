@@ -98,8 +98,9 @@ def test_status_patches_that_lose_a_race_are_reapplied_and_keep_every_condition(
     # condition, nor the condition the change handler adds while the job's follower
     # writes progress.
     source = tmp_path / "src"
-    for i in range(2000):
-        write(source, f"d{i % 20}/f{i}.bin", f"{i}".encode() * 500)
+    # (6,000: with 2,000 the faster engine once ended before any patch lost a race)
+    for i in range(6000):
+        write(source, f"d{i % 60}/f{i}.bin", f"{i}".encode() * 500)
     name = "raced"
     # One object per file (no packs) keeps the job running for a while; the writer goes
     # straight to the API (not through kubectl) so that it writes many times meanwhile.
@@ -164,7 +165,7 @@ def test_status_patches_that_lose_a_race_are_reapplied_and_keep_every_condition(
     assert conditions["SpecRejected"]["status"] == "True"
     assert "spec.rehash" in conditions["SpecRejected"]["message"]
     assert (conditions["Ready"]["status"], conditions["Failed"]["status"]) == ("True", "False")
-    assert done["status"]["files"] == 2000
+    assert done["status"]["files"] == 6000
     assert done["metadata"]["annotations"]["test/write"] == str(len(writes))
     assert checks and conditions["ExternalCheck"]["message"] == checks[-1]
     assert op.api.cluster.metric("apiserver_request_total", **refused) > before, (
