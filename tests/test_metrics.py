@@ -158,7 +158,9 @@ def test_scrapes_within_the_max_age_share_one_aggregation_of_the_catalog(
 ) -> None:
     from sqlalchemy import event
 
-    live = make_settings(db_url, *s3_endpoint, metrics_max_age_seconds=1.0)
+    # Long enough for a backup between two scrapes on a slow machine (one took 1.4 s).
+    max_age = 5.0
+    live = make_settings(db_url, *s3_endpoint, metrics_max_age_seconds=max_age)
     with sessions() as session:
         bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
     write(tmp_path / "src", "a.txt", b"alpha")
@@ -167,14 +169,16 @@ def test_scrapes_within_the_max_age_share_one_aggregation_of_the_catalog(
         engine = client.app.state.sessions.kw["bind"]  # type: ignore[attr-defined]
         event.listen(engine, "before_cursor_execute", lambda *a: queries.append(a[2]))
         before = scrape(client)
+        aggregated = time.monotonic()
         asked = len(queries)
         assert asked > 0
         back_up(sessions, store, bucket.id, tmp_path / "src")
-        again = scrape(client)  # within a second: the same figures, no query
+        again = scrape(client)  # within the max age: the same figures, no query
+        assert time.monotonic() - aggregated < max_age, "the backup outlasted the max age"
         assert len(queries) == asked
         finished = "minio_backup_jobs_finished_total"
         assert again.get(finished) == before.get(finished)
-        time.sleep(1.1)
+        time.sleep(max(0.0, aggregated + max_age + 0.1 - time.monotonic()))
         fresh = scrape(client)  # past it: the catalog is asked again
         assert len(queries) > asked
         assert value(fresh, finished, outcome="completed") == 1
