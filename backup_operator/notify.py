@@ -3,11 +3,11 @@ backoff from a thread of its own, so that a slow or broken receiver never holds 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import queue
 import threading
-import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from .catalog.models import BackupJob, Bucket
 from .engine.backup import failed_paths
+from .retry import RetriesExhausted, retrying
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +56,13 @@ def job_ended(job: BackupJob, bucket: str) -> dict[str, Any]:
     }
 
 
+class Undelivered(Exception):
+    """The receiver did not take a document; the message says why (never the URL)."""
+
+
 class Webhook:
     """Delivers documents in order from a daemon thread; each is tried `attempts` times,
-    waiting `backoff`, 2x`backoff`, ... between tries, then dropped with a log line."""
+    waiting about `backoff`, 2x`backoff`, ... between tries, then dropped with a log line."""
 
     def __init__(
         self, url: str, *, attempts: int = 5, backoff: float = 1.0, timeout: float = 10.0
@@ -87,32 +92,31 @@ class Webhook:
 
     def _deliver(self, document: dict[str, Any]) -> None:
         body = json.dumps(document, default=str).encode()
-        for attempt in range(1, self.attempts + 1):
-            request = urllib.request.Request(
-                self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        try:
+            retrying(
+                functools.partial(self._post, body),
+                what=f"webhook to {self.where}",
+                attempts=self.attempts,
+                first_delay=self.backoff,
+                max_delay=60.0,
+                retry_on=lambda error: isinstance(error, Undelivered),
+                level=logging.INFO,
             )
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    if response.status < 300:
-                        return
-                    why = f"HTTP {response.status}"
-            except urllib.error.HTTPError as error:
-                why = f"HTTP {error.code}"
-            except (urllib.error.URLError, OSError) as error:
-                why = type(error).__name__
-            if attempt < self.attempts:
-                logger.info(
-                    "webhook to %s: %s; retrying (%d/%d)", self.where, why, attempt, self.attempts
-                )
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            else:
-                logger.warning(
-                    "webhook to %s: %s after %d tries; job %s not notified",
-                    self.where,
-                    why,
-                    attempt,
-                    document.get("job_id"),
-                )
+        except RetriesExhausted as error:
+            logger.warning("%s; job %s not notified", error, document.get("job_id"))
+
+    def _post(self, body: bytes) -> None:
+        request = urllib.request.Request(
+            self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                if response.status >= 300:
+                    raise Undelivered(f"HTTP {response.status}")
+        except urllib.error.HTTPError as error:
+            raise Undelivered(f"HTTP {error.code}") from None
+        except (urllib.error.URLError, OSError) as error:
+            raise Undelivered(type(error).__name__) from None  # its text may hold the URL
 
 
 class NoWebhook:
