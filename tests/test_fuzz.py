@@ -63,8 +63,12 @@ def test_no_request_gets_a_server_error_or_an_undocumented_answer(
             f"{live_api}/openapi.json",
             "--header",
             f"Authorization: Bearer {TOKEN}",
-            # FUZZ_SEED: another seed than the config's, to search further by hand.
             *(["--seed", os.environ["FUZZ_SEED"]] if os.environ.get("FUZZ_SEED") else []),
+            *(
+                ["-n", os.environ["FUZZ_MAX_EXAMPLES"]]
+                if os.environ.get("FUZZ_MAX_EXAMPLES")
+                else []
+            ),
         ],
         capture_output=True,
         text=True,
