@@ -49,6 +49,17 @@ def live_api(settings: Settings, tmp_path: Path) -> Iterator[str]:
     thread.join(30)
 
 
+def by_hand_options() -> list[str]:
+    """Another seed or more cases than the config's, to search further by hand."""
+    given = {"--seed": "FUZZ_SEED", "--max-examples": "FUZZ_MAX_EXAMPLES"}
+    return [
+        part
+        for option, name in given.items()
+        if os.environ.get(name)
+        for part in (option, os.environ[name])
+    ]
+
+
 def test_no_request_gets_a_server_error_or_an_undocumented_answer(
     live_api: str, tmp_path: Path
 ) -> None:
@@ -63,12 +74,7 @@ def test_no_request_gets_a_server_error_or_an_undocumented_answer(
             f"{live_api}/openapi.json",
             "--header",
             f"Authorization: Bearer {TOKEN}",
-            *(["--seed", os.environ["FUZZ_SEED"]] if os.environ.get("FUZZ_SEED") else []),
-            *(
-                ["-n", os.environ["FUZZ_MAX_EXAMPLES"]]
-                if os.environ.get("FUZZ_MAX_EXAMPLES")
-                else []
-            ),
+            *by_hand_options(),
         ],
         capture_output=True,
         text=True,
