@@ -499,3 +499,127 @@ def test_large_uploads_at_once_stay_within_the_memory_budget(
     # parts in flight leave), so 6 of these; 256 MiB: as many as the 16 upload threads.
     most = 6 if memory_mib == 128 else 16
     assert most * 2 * 1024 * 1024 >= observed.most > (most - 4) * 2 * 1024 * 1024
+
+
+MIB = 1024 * 1024
+
+
+def bytes_read_by_this_process() -> int:
+    """What this process has read (files and sockets), from the kernel's counter."""
+    with open("/proc/self/io") as io:
+        return next(int(line.split()[1]) for line in io if line.startswith("rchar:"))
+
+
+def test_a_large_file_unlike_any_stored_is_read_once(
+    sessions: sessionmaker[Session], store: ObjectStore, bucket_id: int, tmp_path: Path
+) -> None:
+    root = tmp_path / "source"
+    write(root, "disk.img", os.urandom(8 * MIB))
+    write(root, "log.bin", os.urandom(5 * MIB))
+    before = bytes_read_by_this_process()
+    _, stats = back_up(sessions, store, bucket_id, root)
+    read = bytes_read_by_this_process() - before
+    assert stats["new"] == 2 and stats["uploads"] == 2 and stats["bytes_read"] == 13 * MIB
+    assert 13 * MIB <= read < 1.2 * 13 * MIB  # hashed, then read again to upload: twice
+    # Changed: one to another size (read once again), one to the same size (hashed
+    # first: it could be a duplicate of stored content).
+    write(root, "disk.img", os.urandom(9 * MIB))
+    write(root, "log.bin", os.urandom(5 * MIB))
+    before = bytes_read_by_this_process()
+    job_id, stats = back_up(sessions, store, bucket_id, root)
+    read = bytes_read_by_this_process() - before
+    assert stats["changed"] == 2 and stats["uploads"] == 2
+    assert (9 + 2 * 5) * MIB <= read < 1.2 * (9 + 2 * 5) * MIB
+    with sessions() as session:
+        assert restore(session, store, job_id, tmp_path / "out").ok
+    assert tree(tmp_path / "out") == tree(root)
+
+
+@pytest.mark.parametrize("batch_files", [1, 1000], ids=["batch-each", "one-batch"])
+def test_large_copies_are_uploaded_once(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    bucket_name: str,
+    tmp_path: Path,
+    batch_files: int,
+) -> None:
+    # One batch per file: a copy is sent while the first of its content (read once,
+    # its hash known only when its upload ends) may still be uploading.
+    content = os.urandom(3 * MIB)
+    root = tmp_path / "source"
+    for name in ("a/one.bin", "b/two.bin", "c/three.bin"):
+        write(root, name, content)
+    write(root, "d/other.bin", os.urandom(3 * MIB))  # same size, another content
+    _, stats = back_up(sessions, store, bucket_id, root, batch_files=batch_files)
+    assert stats["new"] == 4 and stats["duplicate"] == 2 and stats["uploads"] == 2
+    write(tmp_path / "later", "four.bin", content)  # a copy in a later job
+    _, stats = back_up(sessions, store, bucket_id, tmp_path / "later")
+    assert stats["duplicate"] == 1 and stats["uploads"] == 0
+    assert [key for key, _ in keys(store, bucket_name)] == ["host1/a/one.bin", "host1/d/other.bin"]
+
+
+class ChangingStore(ObjectStore):
+    """The real store; as each of the first `times` uploads starts, the file is changed."""
+
+    def __init__(self, store: ObjectStore, change: Any, times: int) -> None:
+        super().__init__(store.client)
+        self.change = change
+        self.times = times
+
+    def put(self, bucket: str, key: str, data: Any, length: int, **options: Any) -> Any:
+        if self.times > 0:
+            self.times -= 1
+            self.change()
+        return super().put(bucket, key, data, length, **options)
+
+
+@pytest.mark.parametrize("change", ["grows", "shrinks"])
+def test_a_large_file_changed_as_it_uploads_is_sent_again_as_it_is_then(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    bucket_name: str,
+    tmp_path: Path,
+    change: str,
+) -> None:
+    path = write(tmp_path / "source", "db.img", os.urandom(4 * MIB))
+
+    def changing() -> None:
+        if change == "grows":
+            with path.open("ab") as handle:
+                handle.write(os.urandom(MIB))
+        else:  # the upload then reads too little, which is no outage
+            os.truncate(path, 3 * MIB)
+
+    changing_store = ChangingStore(store, changing, times=1)
+    job_id, stats = back_up(sessions, changing_store, bucket_id, tmp_path / "source")
+    assert "problems" not in stats or "changed_while_reading" not in stats["problems"]
+    assert stats["new"] == 1 and stats["uploads"] == 1
+    assert len(keys(store, bucket_name)) == 1  # the first upload removed
+    with sessions() as session:
+        assert restore(session, store, job_id, tmp_path / "out").ok
+    assert (tmp_path / "out/db.img").read_bytes() == path.read_bytes()
+
+
+def test_a_large_file_that_keeps_changing_as_it_uploads_is_reported_not_stored(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    bucket_name: str,
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path / "source", "busy.log", os.urandom(2 * MIB))
+
+    def grow() -> None:
+        with path.open("ab") as handle:
+            handle.write(b"another line\n")
+
+    _, stats = back_up(
+        sessions, ChangingStore(store, grow, times=100), bucket_id, tmp_path / "source"
+    )
+    assert stats["problems"]["changed_while_reading"]["paths"] == [
+        "busy.log: changed while being read, 3 times"
+    ]
+    assert stats["failed_files"] == 1 and stats["uploads"] == 0
+    assert keys(store, bucket_name) == []  # nothing left under a content it is not

@@ -283,6 +283,14 @@ class File(Base):
             "object_version_id",
             postgresql_where=text("object_version_id IS NOT NULL AND NOT is_duplicate"),
         ),
+        # Whether any content of a size is stored: a large file of another size cannot
+        # be a duplicate, so it is uploaded while it is hashed (engine/backup.py).
+        Index(
+            "ix_files_large_contents_by_size",
+            "bucket_id",
+            "size",
+            postgresql_where=text("NOT is_duplicate AND size >= 1048576"),
+        ),
         Index(
             "ix_files_duplicates_by_canonical",
             "canonical_file_id",

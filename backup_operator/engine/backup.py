@@ -32,7 +32,14 @@ from sqlalchemy import ColumnElement, func, select, text
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from ..catalog import lineage
-from ..catalog.files import FileIn, FileRecord, register_files, stored_contents
+from ..catalog.files import (
+    SIZES_INDEXED_FROM,
+    FileIn,
+    FileRecord,
+    register_files,
+    stored_contents,
+    stored_sizes,
+)
 from ..catalog.jobs import forget_failures, record_failures
 from ..catalog.models import BackupJob, Bucket, File, FileChange, ObjectVersion
 from ..catalog.objects import (
@@ -43,10 +50,11 @@ from ..catalog.objects import (
     recorded_versions,
 )
 from ..catalog.retention import lock_for, locking_policies
+from ..errors import Unavailable
 from ..retry import retrying, tries_within
 from ..settings import Settings
 from ..storage import PARALLEL_PARTS, PART_SIZE, Lock, ObjectStore, part_size_for
-from .hashing import ChangedWhileReading, Hashed, hash_file
+from .hashing import ATTEMPTS, ChangedWhileReading, Hashed, hash_file, head_digest, signature
 from .packs import IN_FLIGHT, Packer
 from .walk import Entry, Kind, walk
 
@@ -63,6 +71,8 @@ CHECKPOINT_SECONDS = 1.0
 
 # Files from this size on are hashed by the pool of hash workers (see _prepare).
 HASH_ON_POOL_FROM = 1024 * 1024
+# Files from this size on (and the pack threshold) may be uploaded while they are hashed.
+READ_ONCE_FROM = SIZES_INDEXED_FROM
 MIN_BATCH_BYTES = 8 * 1024 * 1024
 # Batches read or sent but not recorded yet.
 PIPELINE_DEPTH = 2
@@ -227,21 +237,43 @@ class Prepared(NamedTuple):
     to_register: list[FileIn]
     contents: dict[str, bytes]  # small files' contents, by path
     by_path: dict[str, Entry]
+    # Large files no stored content can equal: hashed while they upload (see _read_once).
+    unhashed: list[tuple[Entry, FileChange]]
+
+
+# A file uploaded while it was hashed: its registration, now with its sha256.
+HashedUpload = tuple[FileIn, Upload]
+
+
+class Sent(NamedTuple):
+    """A file's upload: its version ("" if the upload failed as the file shrank), the
+    hash and size of what was read, and whether the file stayed the same throughout."""
+
+    version_id: str
+    etag: str | None
+    sha256: str
+    size: int
+    mtime_ns: int
+    inode: int
+    unchanged: bool
 
 
 class Storing:
     """A batch's new contents on their way to the bucket: its packs and large files on
-    the upload pool. `wait()` answers the uploads and the paths that could not be stored
-    (changed or unreadable: not registered); on an error it removes what did upload."""
+    the upload pool. `wait()` answers the uploads, the paths that could not be stored
+    (changed or unreadable: not registered) and the files hashed as they uploaded; on an
+    error it removes what did upload."""
 
     def __init__(self, remove: Callable[[list[Upload]], None]) -> None:
         self.remove = remove
         self.packs: list[Future[Upload]] = []
         self.large: list[tuple[str, Future[Upload | None]]] = []
+        self.unhashed: list[tuple[Entry, Future[HashedUpload | None]]] = []
         self.dropped: set[str] = set()
 
-    def wait(self) -> tuple[list[Upload], set[str]]:
+    def wait(self) -> tuple[list[Upload], set[str], list[FileIn]]:
         uploads: list[Upload] = []
+        hashed: list[FileIn] = []
         failed: BaseException | None = None
         for future in self.packs:
             try:
@@ -256,10 +288,17 @@ class Storing:
                     self.dropped.add(path)
             except BaseException as error:
                 failed = failed or error
+        for _, unhashed in self.unhashed:
+            try:
+                if (done := unhashed.result()) is not None:
+                    hashed.append(done[0])
+                    uploads.append(done[1])
+            except BaseException as error:
+                failed = failed or error
         if failed is not None:
             self.remove(uploads)
             raise failed
-        return uploads, self.dropped
+        return uploads, self.dropped, hashed
 
 
 class Staged(NamedTuple):
@@ -271,6 +310,7 @@ class Staged(NamedTuple):
     # when the batch is recorded, reading them again).
     new: dict[str, FileIn]
     storing: Storing | None
+    unhashed: list[tuple[Entry, FileChange]]
 
 
 class _End:
@@ -350,8 +390,15 @@ class Backup:
             )
         # The parent's states this run saw (unchanged or replaced); the others are gone.
         self.seen = array("q")
-        # Contents the batches sent last uploaded (they may not be recorded yet).
+        # Contents the batches sent last uploaded (they may not be recorded yet), and
+        # their files hashed as they upload, by size.
         self.uploaded_before: collections.deque[set[str]] = collections.deque(maxlen=PIPELINE_DEPTH)
+        self.unhashed_before: collections.deque[dict[int, Future[HashedUpload | None]]] = (
+            collections.deque(maxlen=PIPELINE_DEPTH)
+        )
+        # (size, digest of the head) of every large file this run has hashed or sent.
+        self.large_seen: set[tuple[int, bytes]] = set()
+        self.read_once_from = max(self.pack_threshold, READ_ONCE_FROM)
         self.report = Report.resumed(self.job_stats)
         self.checkpointed_at = -CHECKPOINT_SECONDS
         self.tries = tries_within(options.outage_seconds)
@@ -424,34 +471,34 @@ class Backup:
 
     def _commit(self, staged: Staged | None) -> None:
         if staged is not None:
-            rows = self._store_and_record(staged)
+            files, rows = self._store_and_record(staged)
             # Retention may have deleted a content between the lookup and the
             # registration (it spares only registered files): upload it again, and
             # register those files again (idempotent: it links them to it).
             lost = {row.sha256 for row in rows if row.object_version_id is None}
             if lost:
-                again = [f for f in staged.to_register if f.sha256 in lost]
+                again = [f for f in files if f.sha256 in lost]
                 self._store_and_record(
-                    Staged(again, staged.by_path, {f.sha256: f for f in again}, None)
+                    Staged(again, staged.by_path, {f.sha256: f for f in again}, None, [])
                 )
         self._retrying(self._checkpoint, "checkpoint")
 
-    def _store_and_record(self, staged: Staged) -> list[FileRecord]:
+    def _store_and_record(self, staged: Staged) -> tuple[list[FileIn], list[FileRecord]]:
         """Wait for the batch's uploads (again from the source, if they failed), then
-        record it."""
+        record it; answer the files registered and their rows."""
         first = staged.storing
 
-        def upload() -> tuple[list[Upload], set[str]]:
+        def upload() -> tuple[list[Upload], set[str], list[FileIn]]:
             nonlocal first
             if first is not None:
                 storing, first = first, None
                 return storing.wait()
-            return self._store(staged.new, {}, staged.by_path).wait()
+            return self._store(staged.new, {}, staged.by_path, staged.unhashed).wait()
 
-        uploads, dropped = self._retrying(upload, "uploading a batch")
-        files = [f for f in staged.to_register if f.path not in dropped]
+        uploads, dropped, hashed = self._retrying(upload, "uploading a batch")
+        files = [f for f in staged.to_register if f.path not in dropped] + hashed
         try:
-            return self._retrying(
+            return files, self._retrying(
                 functools.partial(self._record, files, uploads), "recording a batch"
             )
         except BaseException:
@@ -480,9 +527,11 @@ class Backup:
         """What of a batch is to be registered: unchanged files are only counted; the
         others are hashed (small ones' contents kept for their packs)."""
         paths = [e.path for e in entries]
+        large_sizes = sorted({e.size for e in entries if e.size >= self.read_once_from})
         with self.sessions() as session:
             mine = _known(session, File.job_id == self.job_id, paths) if self.resumed else {}
             parent = {} if self.parent_tree is None else _known(session, self.parent_tree, paths)
+            sizes_stored = stored_sizes(session, self.bucket_id, large_sizes)
         to_register: list[FileIn] = []
         to_hash: list[Entry] = []
         unchanged: list[Known] = []
@@ -510,6 +559,13 @@ class Backup:
                 unchanged.append(before)  # its parent's state goes on: no row
             else:
                 to_hash.append(entry)
+        read_once = self._read_once(to_hash, parent, sizes_stored | {f.size for f in to_register})
+        unhashed = [
+            (entry, FileChange.NEW if entry.path not in parent else FileChange.CHANGED)
+            for entry in to_hash
+            if entry.path in read_once
+        ]
+        to_hash = [entry for entry in to_hash if entry.path not in read_once]
         contents: dict[str, bytes] = {}  # small files' contents, read once, for packs
         large = [entry for entry in to_hash if entry.size >= HASH_ON_POOL_FROM]
         on_pool = self.hashers.map(self._hash, large)
@@ -533,13 +589,38 @@ class Backup:
                 change = FileChange.UNCHANGED
             to_register.append(self._file_in(entry, hashed.sha256, change, hashed))
         with self.report.lock:  # after every query: a retried preparation counts once
-            self.report.files += len(unchanged) + len(recorded) + len(to_register)
+            self.report.files += len(unchanged) + len(recorded) + len(to_register) + len(unhashed)
             self.seen.extend(known.id for known in unchanged)
-            replaced = recorded + [f.path for f in to_register]
+            replaced = recorded + [f.path for f in to_register] + [e.path for e, _ in unhashed]
             self.seen.extend(parent[path].id for path in replaced if path in parent)
-        if not to_register:
+        if not to_register and not unhashed:
             return None
-        return Prepared(to_register, contents, {e.path: e for e in entries})
+        return Prepared(to_register, contents, {e.path: e for e in entries}, unhashed)
+
+    def _read_once(
+        self, to_hash: list[Entry], parent: dict[str, Known], sizes_taken: set[int]
+    ) -> set[str]:
+        """The large files to upload while they are hashed, in one read: those that
+        cannot be a duplicate, as no stored content, no file registered in the batch and
+        no other large file of this run (by size and head) is like them, and whose
+        parent state had another size (a changed file). The others are hashed first, so a
+        duplicate is never sent."""
+        heads: dict[str, tuple[int, bytes]] = {}
+        for entry in to_hash:
+            if entry.size >= self.read_once_from:
+                with contextlib.suppress(OSError):  # (hashing it reports it)
+                    heads[entry.path] = (entry.size, head_digest(entry.os_path))
+        alike = collections.Counter(heads.values())
+        chosen = {
+            path
+            for path, head in heads.items()
+            if alike[head] == 1
+            and head not in self.large_seen
+            and head[0] not in sizes_taken
+            and (path not in parent or parent[path].size != head[0])
+        }
+        self.large_seen.update(heads.values())
+        return chosen
 
     def _hash_small(self, entries: list[Entry]) -> dict[str, Hashed | None]:
         """Small files, while the large ones hash on the pool. From the page cache they
@@ -581,14 +662,27 @@ class Backup:
             return batch
         staged = self._retrying(functools.partial(self._upload_new, batch), "uploading a batch")
         self.uploaded_before.append(set(staged.new))
+        storing = staged.storing
+        self.unhashed_before.append(
+            {} if storing is None else {e.size: upload for e, upload in storing.unhashed}
+        )
         return staged
 
     def _upload_new(self, prepared: Prepared) -> Staged:
         """Start uploading the batch's new contents (packed, or each its own object);
         they are waited for when it is recorded (so a kill leaves untracked no more than
         the uploads of the PIPELINE_DEPTH + 1 batches under way)."""
-        to_register, contents, by_path = prepared
+        to_register, contents, by_path, unhashed = prepared
         uploaded_before = set().union(*self.uploaded_before)
+        # A large file like one hashed as it uploads in a batch before (same size and
+        # head) was hashed first: it is a duplicate if that one's content is its own.
+        sizes = {f.size for f in to_register}
+        for earlier in self.unhashed_before:
+            for size, upload in earlier.items():
+                if size in sizes:
+                    with contextlib.suppress(Exception):  # (its batch reports it)
+                        if (done := upload.result()) is not None:
+                            uploaded_before.add(done[0].sha256)
         with self.sessions() as session:
             shas = sorted({f.sha256 for f in to_register} - uploaded_before)
             stored = stored_contents(session, self.bucket_id, shas) | uploaded_before
@@ -596,7 +690,8 @@ class Backup:
         for item in to_register:
             if item.sha256 not in stored:
                 new.setdefault(item.sha256, item)
-        return Staged(to_register, by_path, new, self._store(new, contents, by_path))
+        storing = self._store(new, contents, by_path, unhashed)
+        return Staged(to_register, by_path, new, storing, unhashed)
 
     def _record(self, files: list[FileIn], uploads: list[Upload]) -> list[FileRecord]:
         """Record a batch's new versions and register its files in one transaction:
@@ -609,16 +704,24 @@ class Backup:
             return register_files(session, self.job_id, files, stored=where, whole_rows=False)
 
     def _store(
-        self, pending: dict[str, FileIn], contents: dict[str, bytes], by_path: dict[str, Entry]
+        self,
+        pending: dict[str, FileIn],
+        contents: dict[str, bytes],
+        by_path: dict[str, Entry],
+        unhashed: list[tuple[Entry, FileChange]],
     ) -> Storing:
         """Start uploading new contents: large files one object each, small ones in
         packs, all on the upload pool at once (small contents not in `contents` are read
-        again from the source)."""
+        again from the source); and the `unhashed` files, hashed as they upload."""
         storing = Storing(self._remove)
         storing.large = [
             (item.path, self.uploaders.submit(self._upload, item, by_path[item.path]))
             for item in pending.values()
             if item.size >= self.pack_threshold
+        ]
+        storing.unhashed = [
+            (entry, self.uploaders.submit(self._upload_hashing, entry, change))
+            for entry, change in unhashed
         ]
         packer = Packer(
             self.store,
@@ -694,25 +797,76 @@ class Backup:
         return hashed
 
     def _upload(self, row: FileIn, entry: Entry) -> Upload | None:
+        """Upload a hashed file, checking that what is sent is what was hashed."""
         key = object_key(self.prefix, row.path)
         lock = self._lock(key, row.path)
-        held = min(row.size, PARALLEL_PARTS * part_size_for(row.size))
         try:
-            with self.large_bytes.holding(held), open(entry.os_path, "rb") as handle:
-                reader = HashingReader(handle)
-                version_id, etag = self.store.put(
-                    self.bucket, key, reader, row.size, lock=lock, tags=self.tags
-                )
+            sent = self._send_file(entry, key, lock)
         except OSError as error:
             self.report.problem("unreadable", row.path, error.strerror)
             return None
-        if reader.sha256.hexdigest() != row.sha256 or reader.size != row.size:
-            # The file changed between hashing and upload: keep no content under its hash.
-            self.store.delete_version(self.bucket, key, version_id)
-            self.report.problem("changed_while_reading", row.path, "changed before its upload")
-            return None
-        self.report.add(uploaded=row.size, uploads=1)
-        return Upload(key, version_id, row.size, row.sha256, etag, lock)
+        if sent.unchanged and (sent.sha256, sent.size) == (row.sha256, row.size):
+            self.report.add(uploaded=row.size, uploads=1)
+            return Upload(key, sent.version_id, row.size, row.sha256, sent.etag, lock)
+        # The file changed between hashing and upload: keep no content under its hash.
+        if sent.version_id:
+            self.store.delete_version(self.bucket, key, sent.version_id)
+        self.report.problem("changed_while_reading", row.path, "changed before its upload")
+        return None
+
+    def _upload_hashing(self, entry: Entry, change: FileChange) -> HashedUpload | None:
+        """Upload a file while hashing it (see _read_once): one that changes as it is
+        read is sent again (what was sent removed), then given up on, as hash_file
+        does."""
+        key = object_key(self.prefix, entry.path)
+        lock = self._lock(key, entry.path)
+        for _ in range(ATTEMPTS):
+            try:
+                sent = self._send_file(entry, key, lock)
+            except OSError as error:
+                self.report.problem("unreadable", entry.path, error.strerror)
+                return None
+            self.report.add(read=sent.size)
+            if sent.unchanged:
+                self.report.add(uploaded=sent.size, uploads=1)
+                hashed = Hashed(sent.sha256, sent.size, sent.mtime_ns, sent.inode, sent.size)
+                upload = Upload(key, sent.version_id, sent.size, sent.sha256, sent.etag, lock)
+                return self._file_in(entry, sent.sha256, change, hashed), upload
+            if sent.version_id:
+                self.store.delete_version(self.bucket, key, sent.version_id)
+        self.report.problem(
+            "changed_while_reading", entry.path, f"changed while being read, {ATTEMPTS} times"
+        )
+        return None
+
+    def _send_file(self, entry: Entry, key: str, lock: Lock | None) -> Sent:
+        """Upload a file as it is now, hashing what is read (OSError: it is unreadable)."""
+        with open(entry.os_path, "rb") as handle:
+            before = os.fstat(handle.fileno())
+            size = before.st_size
+            reader = HashingReader(handle)
+            version_id, etag = "", None
+            with self.large_bytes.holding(min(size, PARALLEL_PARTS * part_size_for(size))):
+                try:
+                    version_id, etag = self.store.put(
+                        self.bucket, key, reader, size, lock=lock, tags=self.tags
+                    )
+                except Unavailable:
+                    # A file that shrinks as it is read fails its upload: no outage.
+                    if signature(os.stat(entry.os_path)) == signature(before):
+                        raise
+        after = os.stat(entry.os_path, follow_symlinks=False)
+        return Sent(
+            version_id,
+            etag,
+            reader.sha256.hexdigest(),
+            size,
+            after.st_mtime_ns,
+            after.st_ino,
+            unchanged=bool(version_id)
+            and signature(before) == signature(after)
+            and reader.size == size,
+        )
 
     def _remove_unless_recorded(self, uploads: list[Upload]) -> None:
         """After a failed record: remove the uploads it did not record. A commit whose

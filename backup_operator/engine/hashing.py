@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 CHUNK = 1024 * 1024
 ATTEMPTS = 3
+HEAD = 64 * 1024
 
 
 class ChangedWhileReading(Exception):
@@ -25,8 +26,19 @@ class Hashed:
     data: bytes | None = None
 
 
-def _signature(info: os.stat_result) -> tuple[int, int, int]:
+def signature(info: os.stat_result) -> tuple[int, int, int]:
+    """What changes when a file is written or replaced."""
     return info.st_size, info.st_mtime_ns, info.st_ino
+
+
+def head_digest(path: bytes, length: int = HEAD) -> bytes:
+    """SHA-256 of a file's first `length` bytes: two files whose heads differ are not
+    duplicates, whatever the rest."""
+    handle = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return hashlib.sha256(os.read(handle, length)).digest()
+    finally:
+        os.close(handle)
 
 
 def hash_file(path: bytes, keep_below: int = 0) -> Hashed:
@@ -57,7 +69,7 @@ def hash_file(path: bytes, keep_below: int = 0) -> Hashed:
             os.close(handle)
         bytes_read += size
         after = os.stat(path, follow_symlinks=False)
-        if _signature(before) == _signature(after) and size == after.st_size:
+        if signature(before) == signature(after) and size == after.st_size:
             data = None if kept is None else b"".join(kept)
             return Hashed(
                 digest.hexdigest(), size, after.st_mtime_ns, after.st_ino, bytes_read, data
