@@ -4,7 +4,9 @@ after the listener lost its connection and got it back."""
 
 from __future__ import annotations
 
+import logging
 import queue
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -67,3 +69,24 @@ def test_after_losing_its_connection_the_listener_comes_back_and_says_look_at_ev
     assert _next(heard, timeout=10) == GAP
     job = jobs.create_job(session, job_name="later", source_system="/", bucket_id=bucket["id"])
     assert _next(heard) == job.id
+
+
+def test_without_its_catalog_the_listener_says_so_once_and_stops_when_told(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from backup_operator.embedded import free_port
+
+    nothing_there = f"postgresql+psycopg://user:secret@127.0.0.1:{free_port()}/catalog"
+    gaps: list[None] = []
+    listener = JobChangeListener(
+        nothing_there, lambda _: None, lambda: gaps.append(None), retry_seconds=(0.05, 0.2)
+    )
+    with caplog.at_level(logging.WARNING, logger="backup_operator.catalog.changes"):
+        listener.start()
+        time.sleep(1.5)  # many attempts, their delays growing to 0.2 s (plus jitter)
+        listener.stop()
+    assert not listener._thread.is_alive()  # a stop ends the pause between attempts
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "polling until the catalog is back" in said[0]
+    assert "secret" not in said[0]
+    assert gaps == [] and not listener.listening.is_set()

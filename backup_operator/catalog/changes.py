@@ -13,6 +13,9 @@ from collections.abc import Callable
 
 import psycopg
 from sqlalchemy.engine import make_url
+from tenacity import RetryCallState, Retrying, retry_if_exception
+
+from ..retry import backoff
 
 logger = logging.getLogger(__name__)
 
@@ -44,22 +47,47 @@ class JobChangeListener:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        delay = self._retry[0]
+        announced = False  # the outage under way (a lost connection) was logged
         while not self._stopping.is_set():
             try:
-                self._listen()
-            except psycopg.Error as error:
-                if self.listening.is_set() or delay == self._retry[0]:  # once per outage
+                self._reconnecting(quiet=announced)(self._listen)
+            except psycopg.Error as error:  # lost while listening: the next outage begins
+                announced = not self._stopping.is_set()
+                if announced:
                     logger.warning("job changes: %s; polling until the catalog is back", error)
-                if self.listening.is_set():
-                    delay = self._retry[0]
             except Exception:  # a follower's bug must not end the listening
+                announced = False
                 logger.exception("job changes: a follower failed")
+                self._stopping.wait(self._retry[0])
             self.listening.clear()
-            self._stopping.wait(delay)
-            delay = min(delay * 2, self._retry[1])
+
+    def _reconnecting(self, *, quiet: bool) -> Retrying:
+        """Connecting, again with backoff and jitter (retry.py's) while the catalog is
+        down; a connection lost once it listened ends the attempts, so that each outage
+        backs off afresh and is announced once."""
+
+        def announce(state: RetryCallState) -> None:
+            if state.attempt_number == 1 and state.outcome is not None and not quiet:
+                error = state.outcome.exception()
+                logger.warning("job changes: %s; polling until the catalog is back", error)
+
+        return Retrying(
+            retry=retry_if_exception(
+                lambda error: isinstance(error, psycopg.Error) and not self.listening.is_set()
+            ),
+            wait=backoff(*self._retry),
+            stop=lambda _: self._stopping.is_set(),
+            sleep=self._pause,
+            before_sleep=announce,
+            reraise=True,
+        )
+
+    def _pause(self, seconds: float) -> None:
+        self._stopping.wait(seconds)  # (a stop ends it)
 
     def _listen(self) -> None:
+        if self._stopping.is_set():  # (stopped during a pause: no connection more)
+            return
         with psycopg.connect(
             self._conninfo.render_as_string(hide_password=False),
             autocommit=True,
