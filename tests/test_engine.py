@@ -559,6 +559,20 @@ def test_large_copies_are_uploaded_once(
     assert [key for key, _ in keys(store, bucket_name)] == ["host1/a/one.bin", "host1/d/other.bin"]
 
 
+def test_a_copy_of_either_of_two_large_files_of_one_size_sent_before_is_not_uploaded(
+    sessions: sessionmaker[Session], store: ObjectStore, bucket_id: int, tmp_path: Path
+) -> None:
+    # Batches of two: f1 and f2 (one size, two contents) upload as they are hashed;
+    # f3, a copy of f1, comes in the next batch while both may still be uploading.
+    root = tmp_path / "source"
+    first = os.urandom(3 * MIB)
+    write(root, "f1.bin", first)
+    write(root, "f2.bin", os.urandom(3 * MIB))
+    write(root, "f3.bin", first)
+    _, stats = back_up(sessions, store, bucket_id, root, batch_files=2)
+    assert stats["new"] == 3 and stats["duplicate"] == 1 and stats["uploads"] == 2
+
+
 class ChangingStore(ObjectStore):
     """The real store; as each of the first `times` uploads starts, the file is changed."""
 

@@ -23,7 +23,7 @@ from . import lineage
 from .arrays import in_ids
 from .jobs import as_utc, get_job
 from .locks import lock_bucket_for_retention
-from .models import File, FileChange
+from .models import LARGE_CONTENTS, SIZES_INDEXED_FROM, File, FileChange
 from .pages import Page, keyset, page_of, scalar_page
 from .raw import named_rows
 
@@ -251,10 +251,6 @@ def stored_contents(session: Session, bucket_id: int, shas: Sequence[str]) -> se
     return {row.sha256 for row in rows}
 
 
-# The partial index ix_files_large_contents_by_size covers sizes from this one on.
-SIZES_INDEXED_FROM = 1024 * 1024
-
-
 def stored_sizes(session: Session, bucket_id: int, sizes: Sequence[int]) -> set[int]:
     """Those of `sizes` (each at least SIZES_INDEXED_FROM) that some content the bucket
     holds has: a file of any other size is no duplicate of stored content."""
@@ -264,10 +260,9 @@ def stored_sizes(session: Session, bucket_id: int, sizes: Sequence[int]) -> set[
         raise ValueError(f"sizes below {SIZES_INDEXED_FROM} are not indexed")
     rows = named_rows(
         session,
-        # (the index's predicate, repeated literally so the planner uses it)
-        """SELECT DISTINCT size FROM files
-           WHERE bucket_id = %(bucket)s AND size = ANY(%(sizes)b::bigint[])
-             AND NOT is_duplicate AND size >= 1048576 AND object_version_id IS NOT NULL""",
+        f"""SELECT DISTINCT size FROM files
+            WHERE bucket_id = %(bucket)s AND size = ANY(%(sizes)b::bigint[])
+              AND {LARGE_CONTENTS} AND object_version_id IS NOT NULL""",
         {"bucket": bucket_id, "sizes": list(sizes)},
     )
     return {row.size for row in rows}

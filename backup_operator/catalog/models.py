@@ -243,6 +243,12 @@ class JobCredential(Base):
     created_at: Mapped[created_at]
 
 
+# The contents ix_files_large_contents_by_size holds (queries repeat the predicate, so
+# that the planner uses it).
+SIZES_INDEXED_FROM = 1024 * 1024
+LARGE_CONTENTS = f"NOT is_duplicate AND size >= {SIZES_INDEXED_FROM}"
+
+
 class File(Base):
     """A state of an original file: a path with one content and metadata, opened by the
     job that first saw it (`job_id`) and open until a later job of its source saw it
@@ -289,7 +295,7 @@ class File(Base):
             "ix_files_large_contents_by_size",
             "bucket_id",
             "size",
-            postgresql_where=text("NOT is_duplicate AND size >= 1048576"),
+            postgresql_where=text(LARGE_CONTENTS),
         ),
         Index(
             "ix_files_duplicates_by_canonical",

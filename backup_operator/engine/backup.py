@@ -32,16 +32,9 @@ from sqlalchemy import ColumnElement, func, select, text
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from ..catalog import lineage
-from ..catalog.files import (
-    SIZES_INDEXED_FROM,
-    FileIn,
-    FileRecord,
-    register_files,
-    stored_contents,
-    stored_sizes,
-)
+from ..catalog.files import FileIn, FileRecord, register_files, stored_contents, stored_sizes
 from ..catalog.jobs import forget_failures, record_failures
-from ..catalog.models import BackupJob, Bucket, File, FileChange, ObjectVersion
+from ..catalog.models import SIZES_INDEXED_FROM, BackupJob, Bucket, File, FileChange, ObjectVersion
 from ..catalog.objects import (
     HashingReader,
     Upload,
@@ -71,8 +64,6 @@ CHECKPOINT_SECONDS = 1.0
 
 # Files from this size on are hashed by the pool of hash workers (see _prepare).
 HASH_ON_POOL_FROM = 1024 * 1024
-# Files from this size on (and the pack threshold) may be uploaded while they are hashed.
-READ_ONCE_FROM = SIZES_INDEXED_FROM
 MIN_BATCH_BYTES = 8 * 1024 * 1024
 # Batches read or sent but not recorded yet.
 PIPELINE_DEPTH = 2
@@ -393,12 +384,14 @@ class Backup:
         # Contents the batches sent last uploaded (they may not be recorded yet), and
         # their files hashed as they upload, by size.
         self.uploaded_before: collections.deque[set[str]] = collections.deque(maxlen=PIPELINE_DEPTH)
-        self.unhashed_before: collections.deque[dict[int, Future[HashedUpload | None]]] = (
+        self.unhashed_before: collections.deque[list[tuple[int, Future[HashedUpload | None]]]] = (
             collections.deque(maxlen=PIPELINE_DEPTH)
         )
-        # (size, digest of the head) of every large file this run has hashed or sent.
-        self.large_seen: set[tuple[int, bytes]] = set()
-        self.read_once_from = max(self.pack_threshold, READ_ONCE_FROM)
+        # (size, digest of the head) of every large file this run has sent or hashed;
+        # (size, None) for those hashed without a look at their head.
+        self.large_seen: set[tuple[int, bytes | None]] = set()
+        # Files from this size on may be uploaded while they are hashed (see _read_once).
+        self.read_once_from = max(self.pack_threshold, SIZES_INDEXED_FROM)
         self.report = Report.resumed(self.job_stats)
         self.checkpointed_at = -CHECKPOINT_SECONDS
         self.tries = tries_within(options.outage_seconds)
@@ -601,23 +594,25 @@ class Backup:
         self, to_hash: list[Entry], parent: dict[str, Known], sizes_taken: set[int]
     ) -> set[str]:
         """The large files to upload while they are hashed, in one read: those that
-        cannot be a duplicate, as no stored content, no file registered in the batch and
-        no other large file of this run (by size and head) is like them, and whose
-        parent state had another size (a changed file). The others are hashed first, so a
-        duplicate is never sent."""
+        cannot be a duplicate. No stored content and no file registered in the batch has
+        their size, their parent state had another one, and no other large file of this
+        run has their size and head. The others are hashed first, so a duplicate is
+        never sent."""
         heads: dict[str, tuple[int, bytes]] = {}
         for entry in to_hash:
-            if entry.size >= self.read_once_from:
-                with contextlib.suppress(OSError):  # (hashing it reports it)
-                    heads[entry.path] = (entry.size, head_digest(entry.os_path))
+            if entry.size < self.read_once_from:
+                continue
+            before = parent.get(entry.path)
+            if entry.size in sizes_taken or (before is not None and before.size == entry.size):
+                self.large_seen.add((entry.size, None))  # hashed first: like any of its size
+                continue
+            with contextlib.suppress(OSError):  # (hashing it reports it)
+                heads[entry.path] = (entry.size, head_digest(entry.os_path))
         alike = collections.Counter(heads.values())
         chosen = {
             path
             for path, head in heads.items()
-            if alike[head] == 1
-            and head not in self.large_seen
-            and head[0] not in sizes_taken
-            and (path not in parent or parent[path].size != head[0])
+            if alike[head] == 1 and not {head, (head[0], None)} & self.large_seen
         }
         self.large_seen.update(heads.values())
         return chosen
@@ -664,7 +659,7 @@ class Backup:
         self.uploaded_before.append(set(staged.new))
         storing = staged.storing
         self.unhashed_before.append(
-            {} if storing is None else {e.size: upload for e, upload in storing.unhashed}
+            [] if storing is None else [(e.size, upload) for e, upload in storing.unhashed]
         )
         return staged
 
@@ -674,15 +669,7 @@ class Backup:
         the uploads of the PIPELINE_DEPTH + 1 batches under way)."""
         to_register, contents, by_path, unhashed = prepared
         uploaded_before = set().union(*self.uploaded_before)
-        # A large file like one hashed as it uploads in a batch before (same size and
-        # head) was hashed first: it is a duplicate if that one's content is its own.
-        sizes = {f.size for f in to_register}
-        for earlier in self.unhashed_before:
-            for size, upload in earlier.items():
-                if size in sizes:
-                    with contextlib.suppress(Exception):  # (its batch reports it)
-                        if (done := upload.result()) is not None:
-                            uploaded_before.add(done[0].sha256)
+        uploaded_before |= self._hashed_as_sent_before({f.size for f in to_register})
         with self.sessions() as session:
             shas = sorted({f.sha256 for f in to_register} - uploaded_before)
             stored = stored_contents(session, self.bucket_id, shas) | uploaded_before
@@ -692,6 +679,19 @@ class Backup:
                 new.setdefault(item.sha256, item)
         storing = self._store(new, contents, by_path, unhashed)
         return Staged(to_register, by_path, new, storing, unhashed)
+
+    def _hashed_as_sent_before(self, sizes: set[int]) -> set[str]:
+        """The contents of the files of `sizes` that the batches before (maybe not yet
+        recorded) upload while hashing them: a file hashed first because it is like one
+        of them (same size and head) is a duplicate if it has that one's content. Known
+        once that upload ends, so it is waited for."""
+        contents: set[str] = set()
+        for size, upload in itertools.chain.from_iterable(self.unhashed_before):
+            if size in sizes:
+                with contextlib.suppress(Exception):  # (its own batch reports it)
+                    if (done := upload.result()) is not None:
+                        contents.add(done[0].sha256)
+        return contents
 
     def _record(self, files: list[FileIn], uploads: list[Upload]) -> list[FileRecord]:
         """Record a batch's new versions and register its files in one transaction:
