@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The lock: every package that CI, `make test`, `make dev` and the image install, pinned.
 LOCK := constraints.txt
 
-.PHONY: dev test lint typecheck pytest bench migrate crds operator lock clean
+.PHONY: dev test lint typecheck pytest bench migrate crds crd-schemas operator lock clean
 
 $(VENV)/.python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed")'
@@ -40,12 +40,18 @@ migrate: $(VENV)/.dev
 crds:
 	kubectl apply -f crds/
 
+# Regenerate the CRDs written from the specs (backup_operator/specs/); a test fails when
+# crds/ or the chart's copy differ from them.
+crd-schemas: $(VENV)/.dev
+	$(PY) -m backup_operator.specs.crds
+
 operator: $(VENV)/.dev
 	$(PY) -m backup_operator operator $(OPERATOR_ARGS)
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: $(VENV)/.test
 	$(VENV)/bin/mypy backup_operator

@@ -15,10 +15,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..db import make_engine, make_sessionmaker
 from ..engine.backup import Options
-from ..engine.runner import EngineRunner
 from ..metrics import CatalogCollector
-from ..notify import webhook_from
-from ..scheduler import JobRunner, Scheduler
+from ..services.notify import webhook_from
+from ..services.runner import EngineRunner
+from ..services.scheduler import JobRunner, Scheduler
 from ..settings import Settings, get_settings
 from ..storage import ObjectStore
 from . import access_log, errors

@@ -6,18 +6,17 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from annotated_types import Interval
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
-from ..catalog.models import FileChange, JobStatus, LockMode, RetentionTarget, SourceType
+from ..catalog.models import FileChange, JobStatus, SourceType
+from ..specs.fields import INT64_MAX as INT64_MAX
+from ..specs.fields import Id as Id
+from ..specs.retention_policy import PolicySpec
 
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
-INT64_MAX = 2**63 - 1
-# Numbers within what the catalog's bigint columns hold (a larger one is a 422, not a
-# database error): ids from 1, sizes and counts from 0.
-Id = Annotated[int, Interval(ge=1, le=INT64_MAX)]
+# Sizes and counts from 0, within what the catalog's bigint columns hold.
 Size = Annotated[int, Interval(ge=0, le=INT64_MAX)]
-Int64 = Annotated[int, Interval(ge=-INT64_MAX - 1, le=INT64_MAX)]
 
 
 class Out(BaseModel):
@@ -259,80 +258,24 @@ class TagSet(In):
     tags: dict[str, str] = Field(description="at most 10; keys up to 128, values up to 256 chars")
 
 
-RULES_DESCRIPTION = (
-    "restic's forget rules, by restic's names: keep_last, keep_hourly, keep_daily, "
-    "keep_weekly, keep_monthly, keep_yearly (counts of periods, newest first; -1: "
-    "unlimited), keep_within and keep_within_hourly/daily/weekly/monthly/yearly "
-    "(durations like 1y2m3d4h back from the newest version), keep_tags (list of tag "
-    "lists), timezone (IANA name; default UTC). Default: none."
-)
-
-
-class PolicyCreate(In):
+class PolicyCreate(In, PolicySpec):
     name: str = Field(min_length=1, max_length=253)
-    description: str = ""
-    keep_last: Int64 | None = Field(None, description="keep the newest N versions of each object")
-    max_age_days: Int64 | None = Field(None, description="keep versions younger than D days")
-    rules: dict[str, Any] = Field(default_factory=dict, description=RULES_DESCRIPTION)
-    min_versions: Int64 | None = Field(
-        None, description="never fewer than N versions of an object, whatever the rules say"
-    )
-    max_age: str | None = Field(
-        None,
-        description="a cap (1y2m3d4h): older versions are deleted whatever keeps them, "
-        "but for the newest min_versions",
-    )
-    target: RetentionTarget = Field(
-        RetentionTarget.VERSIONS,
-        description="versions: the version history of each attached object; jobs: the "
-        "completed jobs of one source (bucket_id and source_system), snapshot-style",
-    )
-    bucket_id: Id | None = Field(
-        None, description="target jobs: the source's bucket; target versions: scope by bucket"
-    )
-    source_system: str | None = Field(None, description="target jobs: the source")
-    key_prefix: str | None = Field(None, description="target versions: scope by key prefix")
-    match_tags: dict[str, str] | None = Field(
-        None, description="target versions: scope by tags (an object must carry them all)"
-    )
-    lock_mode: LockMode | None = Field(
-        None,
-        description="store new versions under S3 Object Lock in this mode (lock-enabled "
-        "buckets), for lock_days",
-    )
-    lock_days: Int64 | None = Field(None, description="days of object lock for new versions")
-    legal_hold: bool = Field(False, description="store new versions under legal hold")
-    keep_min_successful: Int64 | None = Field(
-        None,
-        description="target jobs: the newest N successful (completed, not partially failed) "
-        "jobs of the source are kept whatever the rules say; default none",
-    )
-    require_dry_run: bool = Field(
-        False,
-        description="a real run (apply) is refused until a dry run follows the policy's "
-        "last change",
-    )
 
 
-class PolicyUpdate(In):
-    name: str | None = Field(None, min_length=1, max_length=253)
-    description: str | None = None
-    keep_last: Int64 | None = None
-    max_age_days: Int64 | None = None
-    rules: dict[str, Any] | None = Field(None, description=RULES_DESCRIPTION)
-    min_versions: Int64 | None = None
-    max_age: str | None = None
-    target: RetentionTarget | None = None
-    bucket_id: Id | None = None
-    source_system: str | None = None
-    key_prefix: str | None = None
-    match_tags: dict[str, str] | None = None
-    lock_mode: LockMode | None = None
-    lock_days: Int64 | None = None
-    legal_hold: bool | None = None
-    keep_min_successful: Int64 | None = None
-    require_dry_run: bool | None = None
+def _policy_changes() -> type[BaseModel]:
+    """Every field of the spec, optional: omitted is unchanged, null is cleared."""
+    fields: dict[str, Any] = {}
+    for name, info in PolicyCreate.model_fields.items():
+        annotation: Any = info.annotation
+        optional = (
+            Annotated[(annotation | None, *info.metadata)] if info.metadata else annotation | None
+        )
+        fields[name] = (optional, Field(None, description=info.description))
+    fields["name"] = (str | None, Field(None, min_length=1, max_length=253))
+    return create_model("PolicyChanges", __base__=In, **fields)
 
+
+class PolicyUpdate(_policy_changes()):  # type: ignore[misc]
     @model_validator(mode="after")
     def _no_null_for_what_must_have_a_value(self) -> PolicyUpdate:
         # Omitted: unchanged; null: cleared, which only fields without a value of their
@@ -345,28 +288,12 @@ class PolicyUpdate(In):
         return self
 
 
-class PolicyOut(Out):
+class PolicyOut(Out, PolicySpec):
     id: int
     name: str
     namespace: str | None = Field(
         description="a RetentionPolicy's namespace: its scope reaches that namespace's buckets only"
     )
-    description: str
-    keep_last: int | None
-    max_age_days: int | None
-    rules: dict[str, Any]
-    min_versions: int | None
-    max_age: str | None
-    target: RetentionTarget
-    bucket_id: int | None
-    source_system: str | None
-    key_prefix: str | None
-    match_tags: dict[str, Any] | None
-    lock_mode: LockMode | None
-    lock_days: int | None
-    legal_hold: bool
-    keep_min_successful: int | None
-    require_dry_run: bool
     changed_at: datetime = Field(description="when its rules or scope last changed")
     dry_run_at: datetime | None = Field(description="when it was last dry-run")
     created_at: datetime

@@ -29,8 +29,8 @@ from .engine.restore import restore
 from .engine.verify import verify
 from .engine.walk import Kind, walk
 from .errors import Conflict
-from .notify import notify_ended, webhook_from
-from .scheduler import Heartbeat, JobCancelled, default_worker_id, record_end
+from .services.notify import notify_ended, webhook_from
+from .services.scheduler import Heartbeat, JobCancelled, default_worker_id, record_end
 from .settings import Settings
 from .storage import ObjectStore
 

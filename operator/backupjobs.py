@@ -14,7 +14,7 @@ from .. import paths
 from ..catalog import buckets, credentials, jobs, retention
 from ..catalog.models import JobStatus, Runner
 from ..deadline import Deadline
-from ..notify import notify_ended
+from ..services.notify import notify_ended
 from ..settings import get_settings
 from .backupschedules import SCHEDULE_LABEL
 from .followers import RESYNC_SECONDS, Look, looking

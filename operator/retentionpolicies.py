@@ -5,7 +5,7 @@ run in status."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 
@@ -14,6 +14,8 @@ from ..deadline import Deadline, DeadlineExceeded, run_within
 from ..errors import NotFound, Unavailable
 from ..retry import RetriesExhausted
 from ..settings import get_settings
+from ..specs.fields import crd_path, parse, read_resource
+from ..specs.retention_policy import PolicyResource, PolicySpec
 from .resources import (
     GROUP,
     RETENTION_POLICIES,
@@ -21,8 +23,6 @@ from .resources import (
     condition,
     interval_seconds,
     iso,
-    policy_fields,
-    spec_field,
 )
 from .runtime import InvalidSpec, domain_errors, finalize_within
 from .status import patch_status
@@ -33,6 +33,15 @@ RETRY_BLOCKED = timedelta(minutes=1)
 
 def catalog_name(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
+
+
+Spec = TypeVar("Spec", PolicyResource, PolicySpec)
+
+
+def read(model: type[Spec], spec: Any) -> Spec:
+    """The resource's spec as the typed model; a bad field raises InvalidSpec naming it."""
+    with domain_errors(naming=lambda field: crd_path(model, field)):
+        return parse(model, read_resource(model, spec))
 
 
 def _ready(ok: bool, reason: str, message: str, status: Any, generation: int) -> list[Any]:
@@ -56,19 +65,23 @@ def reconcile(
     **_: Any,
 ) -> None:
     generation = meta.get("generation", 1)
-    fields = policy_fields(spec)
-    scope = spec.get("scope") or {}
     try:
+        resource = read(PolicyResource, spec)
+        fields = read_resource(PolicySpec, spec)  # the catalog parses and checks them
         with memo.sessions() as session:
-            if scope.get("bucket"):
+            if resource.bucket:
                 with domain_errors(field="spec.scope.bucket"):
                     bucket = buckets.bucket_named(
-                        session, memo.store, scope["bucket"], create=False, namespace=namespace
+                        session, memo.store, resource.bucket, create=False, namespace=namespace
                     )
                 fields["bucket_id"] = bucket.id
-            fields["namespace"] = namespace  # whatever its scope, its namespace's buckets
-            with domain_errors(naming=spec_field):
-                policy = retention.put_policy(session, name=catalog_name(namespace, name), **fields)
+            with domain_errors(naming=lambda field: crd_path(PolicySpec, field)):
+                policy = retention.put_policy(
+                    session,
+                    name=catalog_name(namespace, name),
+                    namespace=namespace,  # whatever its scope, its namespace's buckets
+                    **fields,
+                )
     except InvalidSpec as error:
         invalid = _ready(False, "InvalidSpec", str(error), status, generation)
         patch_status(patch, {"observedGeneration": generation, "conditions": invalid})
@@ -80,7 +93,7 @@ def reconcile(
     # A new or changed policy runs at once; a resumed one keeps its schedule.
     keep_schedule = reason == "resume" and status.get("nextRunAt")
     patch.status["nextRunAt"] = status.get("nextRunAt") if keep_schedule else iso(datetime.now(UTC))
-    message = "dry run only" if spec.get("dryRun") else "applied on its interval"
+    message = "dry run only" if resource.dry_run else "applied on its interval"
     patch_status(patch, {"conditions": _ready(True, "Reconciled", message, status, generation)})
 
 
@@ -106,11 +119,14 @@ def run(
     policy_id = status["policyId"]
     actor = f"kubernetes:{namespace}/{name}"
     generation = body["metadata"].get("generation", 1)
+    with domain_errors():  # what reconcile accepted; a spec changed since, it reports
+        resource = read(PolicyResource, spec)
+        policy = read(PolicySpec, spec)
     # With requireDryRun, the first run after each change is a dry run, for people to see.
-    owed = spec.get("requireDryRun", False) and status.get("dryRunGeneration") != generation
-    every = timedelta(seconds=interval_seconds(spec.get("interval", "1h")))
+    owed = policy.require_dry_run and status.get("dryRunGeneration") != generation
+    every = timedelta(seconds=interval_seconds(resource.interval))
     patch.status["lastRunAt"] = iso(now)
-    if spec.get("dryRun", False) or owed:
+    if resource.dry_run or owed:
         with domain_errors(), memo.sessions() as session:
             plan = retention.dry_run(session, policy_id)
         delete = plan.to_delete

@@ -22,12 +22,12 @@ from ..catalog.models import BackupJob, JobStatus, Runner
 from ..db import make_engine, make_sessionmaker
 from ..deadline import Deadline, DeadlineExceeded, run_within
 from ..engine.backup import Options
-from ..engine.runner import EngineRunner
 from ..errors import DomainError, Unavailable
 from ..metrics import PREFIX, CatalogCollector
-from ..notify import webhook_from
 from ..retry import RetriesExhausted, outage
-from ..scheduler import JobCancelled, JobRunner, Scheduler
+from ..services.notify import webhook_from
+from ..services.runner import EngineRunner
+from ..services.scheduler import JobCancelled, JobRunner, Scheduler
 from ..settings import Settings, get_settings
 from ..storage import ObjectStore
 from .followers import Followers

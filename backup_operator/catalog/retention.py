@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
@@ -20,6 +20,8 @@ from ..errors import Conflict, Invalid, NotFound, Unavailable
 from ..forget import Duration, Policy
 from ..retention import Rules, decide, verdicts
 from ..retry import RetriesExhausted
+from ..specs.fields import check, parse
+from ..specs.retention_policy import PolicySpec
 from ..storage import DELETE_BATCH, Lock, ObjectStore
 from . import lineage
 from .arrays import in_ids
@@ -56,124 +58,56 @@ def rules_of(policy: RetentionPolicy) -> Rules:
     )
 
 
-def _check_rules(
-    keep_last: int | None,
-    max_age_days: int | None,
-    rules: dict[str, Any] | None = None,
-    min_versions: int | None = None,
-    max_age: str | None = None,
-) -> None:
-    if max_age is not None:
-        try:
-            Duration.parse(max_age)
-        except ValueError as error:
-            raise Invalid(str(error), field="max_age") from None
-    if keep_last is not None and keep_last < 1:
-        raise Invalid("must be at least 1 (omit it to keep no count)", field="keep_last")
-    if max_age_days is not None and max_age_days < 1:
-        raise Invalid("must be at least 1 day", field="max_age_days")
-    if min_versions is not None and min_versions < 1:
-        raise Invalid("must be at least 1 (omit it for no floor)", field="min_versions")
-    Policy.from_dict(rules or {})  # raises naming rules.<name>
-
-
-def _check_target(
-    session: Session,
-    target: RetentionTarget,
-    bucket_id: int | None,
-    source_system: str | None,
-    keep_min_successful: int | None = None,
-) -> None:
-    if bucket_id is not None and session.get(Bucket, bucket_id) is None:
-        raise NotFound(f"bucket {bucket_id} not found", field="bucket_id")
-    if keep_min_successful is not None:
-        if keep_min_successful < 1:
-            raise Invalid("must be at least 1 (omit it for no floor)", field="keep_min_successful")
-        if target is not RetentionTarget.JOBS:
-            raise Invalid(
-                "applies to a jobs policy (the successful backups of a source)",
-                field="keep_min_successful",
-            )
-    if target is not RetentionTarget.JOBS:
+def _check_target(session: Session, spec: PolicySpec) -> None:
+    """What a jobs policy needs, and a bucket that exists (the spec's own bounds are
+    checked by `check`)."""
+    if spec.bucket_id is not None and session.get(Bucket, spec.bucket_id) is None:
+        raise NotFound(f"bucket {spec.bucket_id} not found", field="bucket_id")
+    if spec.keep_min_successful is not None and spec.target is not RetentionTarget.JOBS:
+        raise Invalid(
+            "applies to a jobs policy (the successful backups of a source)",
+            field="keep_min_successful",
+        )
+    if spec.target is not RetentionTarget.JOBS:
         return
-    if bucket_id is None:
+    if spec.bucket_id is None:
         raise Invalid("a policy of jobs needs the bucket of its source", field="bucket_id")
-    if not source_system:
+    if not spec.source_system:
         raise Invalid("a policy of jobs needs its source", field="source_system")
-    if session.get(Bucket, bucket_id) is None:
-        raise NotFound(f"bucket {bucket_id} not found", field="bucket_id")
 
 
-MAX_LOCK_DAYS = 36_500
-
-
-def _check_lock(
-    session: Session,
-    lock_mode: LockMode | None,
-    lock_days: int | None,
-    legal_hold: bool,
-    bucket_id: int | None,
-) -> None:
-    if (lock_mode is None) != (lock_days is None):
+def _check_lock(session: Session, spec: PolicySpec) -> None:
+    if (spec.lock_mode is None) != (spec.lock_days is None):
         raise Invalid("lock_mode and lock_days go together", field="lock_days")
-    if lock_days is not None and not 1 <= lock_days <= MAX_LOCK_DAYS:
-        raise Invalid(f"must be from 1 to {MAX_LOCK_DAYS} days (100 years)", field="lock_days")
-    if (lock_mode or legal_hold) and bucket_id is not None:
-        bucket = session.get(Bucket, bucket_id)
+    if (spec.lock_mode or spec.legal_hold) and spec.bucket_id is not None:
+        bucket = session.get(Bucket, spec.bucket_id)
         if bucket is not None and not bucket.object_lock:
             raise Invalid(
                 f"bucket {bucket.name!r} was not created with object lock",
-                field="lock_mode" if lock_mode else "legal_hold",
+                field="lock_mode" if spec.lock_mode else "legal_hold",
             )
 
 
-def create_policy(
-    session: Session,
-    *,
-    name: str,
-    namespace: str | None = None,
-    description: str = "",
-    keep_last: int | None = None,
-    max_age_days: int | None = None,
-    rules: dict[str, Any] | None = None,
-    min_versions: int | None = None,
-    max_age: str | None = None,
-    target: RetentionTarget = RetentionTarget.VERSIONS,
-    bucket_id: int | None = None,
-    source_system: str | None = None,
-    key_prefix: str | None = None,
-    match_tags: dict[str, str] | None = None,
-    lock_mode: LockMode | None = None,
-    lock_days: int | None = None,
-    legal_hold: bool = False,
-    keep_min_successful: int | None = None,
-    require_dry_run: bool = False,
-) -> RetentionPolicy:
-    _check_rules(keep_last, max_age_days, rules, min_versions, max_age)
-    _check_target(session, target, bucket_id, source_system, keep_min_successful)
-    _check_lock(session, lock_mode, lock_days, legal_hold, bucket_id)
+def _checked(session: Session, fields: Mapping[str, Any]) -> PolicySpec:
+    spec = parse(PolicySpec, fields)
+    check(spec)
+    _check_target(session, spec)
+    _check_lock(session, spec)
+    return spec
+
+
+def _refuse_taken(session: Session, name: str) -> None:
     if session.scalar(select(RetentionPolicy.id).where(RetentionPolicy.name == name)):
         raise Conflict(f"retention policy {name!r} already exists", field="name")
-    policy = RetentionPolicy(
-        name=name,
-        namespace=namespace,
-        description=description,
-        keep_last=keep_last,
-        max_age_days=max_age_days,
-        rules=rules or {},
-        min_versions=min_versions,
-        max_age=max_age,
-        target=target,
-        bucket_id=bucket_id,
-        source_system=source_system,
-        key_prefix=key_prefix,
-        match_tags=match_tags,
-        lock_mode=lock_mode,
-        lock_days=lock_days,
-        legal_hold=legal_hold,
-        keep_min_successful=keep_min_successful,
-        require_dry_run=require_dry_run,
-    )
+
+
+def create_policy(
+    session: Session, *, name: str, namespace: str | None = None, **fields: Any
+) -> RetentionPolicy:
+    """A new policy; `fields` are PolicySpec's (a field it does not know is refused)."""
+    spec = _checked(session, fields)
+    _refuse_taken(session, name)
+    policy = RetentionPolicy(name=name, namespace=namespace, **spec.model_dump())
     session.add(policy)
     session.commit()
     return policy
@@ -192,42 +126,21 @@ def list_policies(session: Session, *, after: int | None, limit: int) -> Page[Re
     )
 
 
-def update_policy(session: Session, policy_id: int, **changes: object) -> RetentionPolicy:
+def update_policy(session: Session, policy_id: int, **changes: Any) -> RetentionPolicy:
+    """Change the given fields (PolicySpec's, and name or namespace); the rest stay."""
     policy = get_policy(session, policy_id)
-    if changes.get("rules", {}) is None:
+    if "rules" in changes and changes["rules"] is None:
         changes["rules"] = {}
-    _check_rules(
-        changes.get("keep_last", policy.keep_last),  # type: ignore[arg-type]
-        changes.get("max_age_days", policy.max_age_days),  # type: ignore[arg-type]
-        changes.get("rules", policy.rules),  # type: ignore[arg-type]
-        changes.get("min_versions", policy.min_versions),  # type: ignore[arg-type]
-        changes.get("max_age", policy.max_age),  # type: ignore[arg-type]
-    )
-    _check_target(
-        session,
-        RetentionTarget(str(changes.get("target", policy.target))),
-        changes.get("bucket_id", policy.bucket_id),  # type: ignore[arg-type]
-        changes.get("source_system", policy.source_system),  # type: ignore[arg-type]
-        changes.get("keep_min_successful", policy.keep_min_successful),  # type: ignore[arg-type]
-    )
-    _check_lock(
-        session,
-        changes.get("lock_mode", policy.lock_mode),  # type: ignore[arg-type]
-        changes.get("lock_days", policy.lock_days),  # type: ignore[arg-type]
-        bool(changes.get("legal_hold", policy.legal_hold)),
-        changes.get("bucket_id", policy.bucket_id),  # type: ignore[arg-type]
-    )
-    if (
-        "name" in changes
-        and changes["name"] != policy.name
-        and session.scalar(
-            select(RetentionPolicy.id).where(RetentionPolicy.name == changes["name"])
-        )
-    ):
-        raise Conflict(f"retention policy {changes['name']!r} already exists", field="name")
-    if any(getattr(policy, attribute) != value for attribute, value in changes.items()):
+    name = changes.pop("name", policy.name)
+    namespace = changes.pop("namespace", policy.namespace)
+    current = {field: getattr(policy, field) for field in PolicySpec.model_fields}
+    spec = _checked(session, {**current, **changes})
+    if name != policy.name:
+        _refuse_taken(session, name)
+    values = {"name": name, "namespace": namespace, **spec.model_dump()}
+    if any(getattr(policy, attribute) != value for attribute, value in values.items()):
         policy.changed_at = datetime.now(UTC)  # a changed policy needs a new dry run
-    for attribute, value in changes.items():
+    for attribute, value in values.items():
         setattr(policy, attribute, value)
     session.commit()
     return policy
@@ -235,16 +148,12 @@ def update_policy(session: Session, policy_id: int, **changes: object) -> Retent
 
 def put_policy(session: Session, *, name: str, **fields: Any) -> RetentionPolicy:
     """Create the policy of this name, or make the existing one say exactly `fields`
-    (a Kubernetes resource reconciled into the catalog)."""
+    (a Kubernetes resource reconciled into the catalog): a field not given takes the
+    spec's default, but the description, which a resource does not have."""
     existing = session.scalar(select(RetentionPolicy.id).where(RetentionPolicy.name == name))
     if existing is None:
         return create_policy(session, name=name, **fields)
-    # What a field not given means: create_policy's default (one list to keep up to date).
-    defaults = {
-        field: parameter.default
-        for field, parameter in inspect.signature(create_policy).parameters.items()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and field not in {"name", "description"}
-    }
+    defaults = PolicySpec().model_dump(exclude={"description"})
     return update_policy(session, existing, **{**defaults, **fields})
 
 

@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .. import paths
 from ..catalog.models import BackupJob, SourceType
-from ..scheduler import complete_registered_files
+from ..engine.backup import Options, run_backup
 from ..storage import ObjectStore
-from .backup import Options, run_backup
+from .scheduler import complete_registered_files
 
 
 class EngineRunner:

@@ -18,12 +18,12 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from .catalog import jobs
-from .catalog.files import job_file_stats
-from .catalog.models import BackupJob, JobStatus, Runner
-from .errors import Unavailable
+from ..catalog import jobs
+from ..catalog.files import job_file_stats
+from ..catalog.models import BackupJob, JobStatus, Runner
+from ..errors import Unavailable
+from ..retry import RetriesExhausted, outage, retrying, tries_within
 from .notify import Notifier, NoWebhook, notify_ended
-from .retry import RetriesExhausted, outage, retrying, tries_within
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
-from .catalog.models import BackupJob, Bucket
-from .engine.backup import failed_paths
-from .retry import RetriesExhausted, retrying
+from ..catalog.models import BackupJob, Bucket
+from ..engine.backup import failed_paths
+from ..retry import RetriesExhausted, retrying
 
 logger = logging.getLogger(__name__)
 
