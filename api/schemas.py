@@ -10,6 +10,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, create_model, m
 from pydantic_core import PydanticCustomError
 
 from ..catalog.models import FileChange, JobStatus, SourceType
+from ..catalog.stats import JobStats
 from ..specs.fields import INT64_MAX as INT64_MAX
 from ..specs.fields import Id as Id
 from ..specs.retention_policy import PolicySpec
@@ -117,7 +118,7 @@ class JobOut(Out):
     error: str | None = Field(
         description="why it failed; on a resumed job still running, why it was resumed"
     )
-    stats: dict[str, Any]
+    stats: JobStats = Field(description="one shape for directory and registered jobs")
     created_at: datetime
     updated_at: datetime
 

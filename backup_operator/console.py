@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
 
 from .catalog import buckets, jobs
@@ -100,7 +101,11 @@ class Context:
 
 
 def _print(value: dict[str, Any]) -> None:
-    print(json.dumps(value, indent=2, default=str))
+    print(json.dumps(value, indent=2, default=_json))
+
+
+def _json(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else str(value)
 
 
 class Progress:
@@ -260,7 +265,7 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
             heartbeat_timeout=ctx.settings.job_heartbeat_timeout_seconds,
         ):
             _notify(ctx, session, job.id)
-    _print({"job_id": job.id, "status": ended.value, **stats})
+    _print({"job_id": job.id, "status": ended.value, **stats.model_dump(mode="json")})
     return EXIT_OK if ended is JobStatus.COMPLETED else EXIT_PARTIAL
 
 

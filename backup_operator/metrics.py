@@ -63,8 +63,10 @@ _JOBS = text(f"""
            coalesce(sum((stats->>'bytes_read')::bigint), 0) AS bytes_read,
            coalesce(sum((stats->>'bytes_uploaded')::bigint), 0) AS bytes_uploaded,
            coalesce(sum((stats->>'bytes_saved')::bigint), 0) AS bytes_saved,
-           coalesce(sum((stats->>'new')::bigint + (stats->>'changed')::bigint
-                        - coalesce((stats->>'duplicate')::bigint, 0)), 0) AS files_stored,
+           -- (JobStats: one shape for directory and registered jobs)
+           coalesce(sum((stats->>'files_seen')::bigint - (stats->>'unchanged')::bigint
+                        - (stats->>'duplicate')::bigint - (stats->>'pending_upload')::bigint),
+                    0) AS files_stored,
            coalesce(sum((stats->>'unchanged')::bigint), 0) AS files_unchanged,
            coalesce(sum((stats->>'duplicate')::bigint), 0) AS files_duplicate,
            coalesce(sum((stats->>'failed_files')::bigint), 0) AS files_failed,

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..engine.backup import failed_paths
-
 GROUP = "minio-backup.dev"
 VERSION = "v1alpha1"
 BACKUP_JOBS = "backupjobs"
@@ -137,10 +135,10 @@ def job_status(
     tags: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The status of a BackupJob from its catalog job (a `BackupJob` row)."""
-    stats = job.stats or {}
+    stats = job.stats
     phase = PHASES[str(job.status.value)]
-    uploaded, saved = int(stats.get("bytes_uploaded", 0)), int(stats.get("bytes_saved", 0))
-    failed_files = int(stats.get("failed_files", 0))
+    uploaded, saved = stats.bytes_uploaded, stats.bytes_saved
+    failed_files = stats.failed_files
     error = job.error
     if phase == "PartiallyFailed":
         files = "1 file" if failed_files == 1 else f"{failed_files} files"
@@ -149,11 +147,11 @@ def job_status(
         "phase": phase,
         "jobId": job.id,
         "observedGeneration": generation,
-        "files": int(stats.get("files_seen", stats.get("files", 0))),
-        "uploaded": int(stats.get("uploads", 0)),
-        "deduplicated": int(stats.get("duplicate", stats.get("duplicates", 0))),
-        "unchanged": int(stats.get("unchanged", 0)),
-        "bytesRead": int(stats.get("bytes_read", 0)),
+        "files": stats.files_seen,
+        "uploaded": stats.uploads,
+        "deduplicated": stats.duplicate,
+        "unchanged": stats.unchanged,
+        "bytesRead": stats.bytes_read,
         "bytesUploaded": uploaded,
         "bytesDeduplicated": saved,
         # The share of new content that deduplication kept from being uploaded.
@@ -166,7 +164,7 @@ def job_status(
         ),
     }
     if failed_files:
-        named = failed_paths(stats)[:FAILURE_PATHS]
+        named = stats.failed_paths()[:FAILURE_PATHS]
         status["failures"] = {"count": failed_files, "firstPaths": named}
     if workload is not None:
         status["workload"] = workload

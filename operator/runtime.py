@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from ..catalog import jobs
 from ..catalog.changes import JobChangeListener
 from ..catalog.models import BackupJob, JobStatus, Runner
+from ..catalog.stats import JobStats
 from ..db import make_engine, make_sessionmaker
 from ..deadline import Deadline, DeadlineExceeded, run_within
 from ..engine.backup import Options
@@ -122,9 +123,7 @@ class ForLiveResources:
         self.runner = runner
         self.custom = custom
 
-    def __call__(
-        self, session: Session, job: BackupJob, heartbeat: Callable[[], None]
-    ) -> dict[str, Any]:
+    def __call__(self, session: Session, job: BackupJob, heartbeat: Callable[[], None]) -> JobStats:
         if job.external_uid is not None and job.namespace is not None and not self._wanted(job):
             why = f"ResourceGone: BackupJob {job.job_name} (uid {job.external_uid}) is gone"
             jobs.set_status(session, job.id, JobStatus.CANCELLED, error=why)

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.api.app import create_app
+from backup_operator.catalog.stats import JobStats
 from backup_operator.db import make_engine, make_sessionmaker
 from backup_operator.embedded import EmbeddedPostgres, EmbeddedS3
 from backup_operator.migrate import upgrade
@@ -278,7 +279,7 @@ def back_up(
     source: Path,
     prefix: str = "host1",
     **options: object,
-) -> tuple[int, dict]:  # type: ignore[type-arg]
+) -> tuple[int, JobStats]:
     """Run a directory backup to completion with the engine, as a worker would. Every
     file is its own object unless `pack_threshold` is given (tests/test_packs.py)."""
     options.setdefault("pack_threshold", 0)

@@ -83,6 +83,7 @@ def test_backup_show_restore_verify(
 
     shown = console(env, "show", str(result["job_id"]))
     assert shown.returncode == 0 and json.loads(shown.stdout)["status"] == "completed"
+    assert json.loads(shown.stdout)["stats"]["files_seen"] == result["files_seen"]
 
     target = str(tmp_path / "restored")
     restored = console(env, "restore", str(result["job_id"]), target)
@@ -165,7 +166,7 @@ def test_killed_worker_is_resumed_without_uploading_again(
     with sessions() as session:
         job = session.get_one(BackupJob, job.id)
         assert job.status is JobStatus.COMPLETED, job.error
-        assert job.attempts == 2 and job.stats["new"] == 3000
+        assert job.attempts == 2 and job.stats.new == 3000
         assert session.scalar(select(func.count()).select_from(File)) == 3000
         in_store: dict[str, list[str]] = {}
         for version in store.list_versions(bucket_name):
@@ -174,7 +175,7 @@ def test_killed_worker_is_resumed_without_uploading_again(
             assert in_store[key] == [version_id], f"{key} was uploaded again"
         recorded = stored_versions(session)
         # Each upload counted once across the two attempts: those the catalog records.
-        assert job.stats["uploads"] == len(recorded)
+        assert job.stats.uploads == len(recorded)
         # What was uploaded and not recorded at the kill is left untracked (verify finds
         # it, repair removes it): at most the packs under way, or the plain uploads of
         # the batch being recorded and of the two sent after it, nothing more.

@@ -65,13 +65,13 @@ def test_full_backup_stores_each_content_once(
     source: Path,
 ) -> None:
     _, stats = back_up(sessions, store, bucket_id, source)
-    assert stats["files_seen"] == 5 and stats["new"] == 5
-    assert stats["duplicate"] == 1 and stats["bytes_saved"] == 1800
-    assert stats["uploads"] == 4
-    assert stats["bytes_uploaded"] == 1800 + 50_000 + 0 + 4
-    assert stats["problems"]["symlinks"]["paths"] == ["link-to-report: not followed, not stored"]
-    assert stats["problems"]["special_files"]["count"] == 1
-    assert stats["problems"]["empty_directories"]["paths"] == ["empty-dir: not stored"]
+    assert stats.files_seen == 5 and stats.new == 5
+    assert stats.duplicate == 1 and stats.bytes_saved == 1800
+    assert stats.uploads == 4
+    assert stats.bytes_uploaded == 1800 + 50_000 + 0 + 4
+    assert stats.problems["symlinks"].paths == ["link-to-report: not followed, not stored"]
+    assert stats.problems["special_files"].count == 1
+    assert stats.problems["empty_directories"].paths == ["empty-dir: not stored"]
     stored = [key for key, _ in keys(store, bucket_name)]
     # The first file of a content, in walk order, is the one stored.
     assert stored == [
@@ -101,12 +101,12 @@ def test_a_content_in_consecutive_batches_is_uploaded_once(
     _, stats = back_up(
         sessions, store, bucket_id, root, batch_files=2, pack_threshold=pack_threshold
     )
-    assert stats["new"] == 10 and stats["duplicate"] == 4
-    assert stats["bytes_saved"] == 4 * size
+    assert stats.new == 10 and stats.duplicate == 4
+    assert stats.bytes_saved == 4 * size
     if pack_threshold:  # six contents, and each pack's index (under 100 bytes here)
-        assert 6 * size < stats["bytes_uploaded"] < 7 * size
+        assert 6 * size < stats.bytes_uploaded < 7 * size
     else:
-        assert stats["uploads"] == 6 and stats["bytes_uploaded"] == 6 * size
+        assert stats.uploads == 6 and stats.bytes_uploaded == 6 * size
     with sessions() as session:
         recorded = {v.version_id for v in session.scalars(select(ObjectVersion))}
     assert {version for _, version in keys(store, bucket_name)} == recorded  # none untracked
@@ -160,22 +160,22 @@ def test_incremental_run_skips_unchanged_and_records_changes(
 ) -> None:
     first, _ = back_up(sessions, store, bucket_id, source)
     again, stats = back_up(sessions, store, bucket_id, source)
-    assert (stats["unchanged"], stats["new"], stats["changed"], stats["deleted"]) == (5, 0, 0, 0)
-    assert stats["bytes_read"] == 0 and stats["uploads"] == 0
-    assert stats["parent_job_id"] == first
+    assert (stats.unchanged, stats.new, stats.changed, stats.deleted) == (5, 0, 0, 0)
+    assert stats.bytes_read == 0 and stats.uploads == 0
+    assert stats.parent_job_id == first
 
     write(source, "docs/report.txt", b"revised numbers\n")
     write(source, "deep/a/b/c/d.txt", b"deeper")
     (source / "photos/cat.jpg").unlink()
     write(source, "new.txt", b"hello")
     third, stats = back_up(sessions, store, bucket_id, source)
-    assert (stats["unchanged"], stats["new"], stats["changed"], stats["deleted"]) == (2, 1, 2, 1)
-    assert stats["bytes_read"] == 16 + 6 + 5  # each byte of what changed, once
+    assert (stats.unchanged, stats.new, stats.changed, stats.deleted) == (2, 1, 2, 1)
+    assert stats.bytes_read == 16 + 6 + 5  # each byte of what changed, once
     versions = [key for key, _ in keys(store, bucket_name)]
     assert versions.count("host1/deep/a/b/c/d.txt") == 2  # a new S3 version of the same key
 
     rehashed, stats = back_up(sessions, store, bucket_id, source, rehash=True)
-    assert stats["unchanged"] == 5 and stats["uploads"] == 0 and stats["bytes_read"] > 0
+    assert stats.unchanged == 5 and stats.uploads == 0 and stats.bytes_read > 0
 
     # Each job restores the source as it was then, duplicates resolved.
     with sessions() as session:
@@ -298,11 +298,9 @@ def test_odd_names_and_sockets(
         job_id, stats = back_up(sessions, store, bucket_id, root, prefix="")
     finally:
         server.close()
-    assert stats["new"] == 2
-    assert stats["problems"]["non_utf8_names"]["paths"] == [
-        "caf%E9.txt: stored under an escaped name"
-    ]
-    assert stats["problems"]["special_files"]["paths"][0].startswith("a.sock")
+    assert stats.new == 2
+    assert stats.problems["non_utf8_names"].paths == ["caf%E9.txt: stored under an escaped name"]
+    assert stats.problems["special_files"].paths[0].startswith("a.sock")
     assert [k for k, _ in keys(store, bucket_name)] == ["caf%E9.txt", "ünïcode ✓.txt"]
     target = tmp_path / "back"
     with sessions() as session:
@@ -325,7 +323,7 @@ def test_large_file_goes_multipart(
     content = os.urandom(40 * 1024 * 1024)
     write(root, "disk.img", content)
     job_id, stats = back_up(sessions, store, bucket_id, root, prefix="")
-    assert stats["bytes_uploaded"] == len(content)
+    assert stats.bytes_uploaded == len(content)
     with sessions() as session:
         etag = session.scalar(select(ObjectVersion.etag))
         assert restore(session, store, job_id, tmp_path / "out").ok
@@ -420,10 +418,10 @@ def test_a_file_gone_before_it_is_read_is_reported(
     job_id, stats = back_up(
         sessions, store, bucket_id, root, batch_files=5, progress=remove_after_first_batch
     )
-    assert stats["new"] == 24
-    assert stats["problems"]["unreadable"]["paths"] == ["f24: No such file or directory"]
+    assert stats.new == 24
+    assert stats.problems["unreadable"].paths == ["f24: No such file or directory"]
     # Not success: the job ended partially failed, and says which file and why.
-    assert stats["failed_files"] == 1
+    assert stats.failed_files == 1
     with sessions() as session:
         job = session.get_one(BackupJob, job_id)
         assert job.status == "partially_failed"
@@ -494,7 +492,7 @@ def test_large_uploads_at_once_stay_within_the_memory_budget(
     _, stats = back_up(
         sessions, observed, bucket_id, tmp_path / "src", memory_bytes=memory_mib * 1024 * 1024
     )
-    assert stats["new"] == 40 and stats["uploads"] == 40
+    assert stats.new == 40 and stats.uploads == 40
     # 128 MiB: 13 MiB of large files under upload at once (a third of what packs and
     # parts in flight leave), so 6 of these; 256 MiB: as many as the 16 upload threads.
     most = 6 if memory_mib == 128 else 16
@@ -519,7 +517,7 @@ def test_a_large_file_unlike_any_stored_is_read_once(
     before = bytes_read_by_this_process()
     _, stats = back_up(sessions, store, bucket_id, root)
     read = bytes_read_by_this_process() - before
-    assert stats["new"] == 2 and stats["uploads"] == 2 and stats["bytes_read"] == 13 * MIB
+    assert stats.new == 2 and stats.uploads == 2 and stats.bytes_read == 13 * MIB
     assert 13 * MIB <= read < 1.2 * 13 * MIB  # hashed, then read again to upload: twice
     # Changed: one to another size (read once again), one to the same size (hashed
     # first: it could be a duplicate of stored content).
@@ -528,7 +526,7 @@ def test_a_large_file_unlike_any_stored_is_read_once(
     before = bytes_read_by_this_process()
     job_id, stats = back_up(sessions, store, bucket_id, root)
     read = bytes_read_by_this_process() - before
-    assert stats["changed"] == 2 and stats["uploads"] == 2
+    assert stats.changed == 2 and stats.uploads == 2
     assert (9 + 2 * 5) * MIB <= read < 1.2 * (9 + 2 * 5) * MIB
     with sessions() as session:
         assert restore(session, store, job_id, tmp_path / "out").ok
@@ -552,10 +550,10 @@ def test_large_copies_are_uploaded_once(
         write(root, name, content)
     write(root, "d/other.bin", os.urandom(3 * MIB))  # same size, another content
     _, stats = back_up(sessions, store, bucket_id, root, batch_files=batch_files)
-    assert stats["new"] == 4 and stats["duplicate"] == 2 and stats["uploads"] == 2
+    assert stats.new == 4 and stats.duplicate == 2 and stats.uploads == 2
     write(tmp_path / "later", "four.bin", content)  # a copy in a later job
     _, stats = back_up(sessions, store, bucket_id, tmp_path / "later")
-    assert stats["duplicate"] == 1 and stats["uploads"] == 0
+    assert stats.duplicate == 1 and stats.uploads == 0
     assert [key for key, _ in keys(store, bucket_name)] == ["host1/a/one.bin", "host1/d/other.bin"]
 
 
@@ -570,7 +568,7 @@ def test_a_copy_of_either_of_two_large_files_of_one_size_sent_before_is_not_uplo
     write(root, "f2.bin", os.urandom(3 * MIB))
     write(root, "f3.bin", first)
     _, stats = back_up(sessions, store, bucket_id, root, batch_files=2)
-    assert stats["new"] == 3 and stats["duplicate"] == 1 and stats["uploads"] == 2
+    assert stats.new == 3 and stats.duplicate == 1 and stats.uploads == 2
 
 
 class ChangingStore(ObjectStore):
@@ -608,8 +606,8 @@ def test_a_large_file_changed_as_it_uploads_is_sent_again_as_it_is_then(
 
     changing_store = ChangingStore(store, changing, times=1)
     job_id, stats = back_up(sessions, changing_store, bucket_id, tmp_path / "source")
-    assert "problems" not in stats or "changed_while_reading" not in stats["problems"]
-    assert stats["new"] == 1 and stats["uploads"] == 1
+    assert "changed_while_reading" not in stats.problems
+    assert stats.new == 1 and stats.uploads == 1
     assert len(keys(store, bucket_name)) == 1  # the first upload removed
     with sessions() as session:
         assert restore(session, store, job_id, tmp_path / "out").ok
@@ -632,8 +630,8 @@ def test_a_large_file_that_keeps_changing_as_it_uploads_is_reported_not_stored(
     _, stats = back_up(
         sessions, ChangingStore(store, grow, times=100), bucket_id, tmp_path / "source"
     )
-    assert stats["problems"]["changed_while_reading"]["paths"] == [
+    assert stats.problems["changed_while_reading"].paths == [
         "busy.log: changed while being read, 3 times"
     ]
-    assert stats["failed_files"] == 1 and stats["uploads"] == 0
+    assert stats.failed_files == 1 and stats.uploads == 0
     assert keys(store, bucket_name) == []  # nothing left under a content it is not

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from backup_operator.catalog import credentials, jobs
 from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.models import BackupJob, File, JobCredential, JobStatus
+from backup_operator.catalog.stats import JobStats
 from backup_operator.db import make_engine, make_sessionmaker
 from backup_operator.engine.backup import Options, run_backup
 from backup_operator.storage import ObjectStore
@@ -48,7 +49,7 @@ def agent_of(db_url: str, session: Session) -> Iterator[object]:
         credentials.revoke(session, job_id)
 
 
-def _run_as(agent: sessionmaker[Session], store: ObjectStore, job_id: int) -> dict:  # type: ignore[type-arg]
+def _run_as(agent: sessionmaker[Session], store: ObjectStore, job_id: int) -> JobStats:
     """What a backup pod does with its job (cli `backup --job`)."""
     with agent() as session:
         jobs.claim_job(session, job_id, worker_id="pod")
@@ -85,7 +86,7 @@ def test_a_jobs_own_login_backs_it_up_and_reaches_nothing_of_another_bucket(
     )
     _, agent = agent_of(job.id)
     stats = _run_as(agent, store, job.id)
-    assert (stats["changed"], stats["duplicate"], stats["unchanged"]) == (1, 1, 30)
+    assert (stats.changed, stats.duplicate, stats.unchanged) == (1, 1, 30)
     session.expire_all()
     assert jobs.get_job(session, job.id).status is JobStatus.COMPLETED
 

@@ -6,6 +6,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog import jobs
+from backup_operator.catalog.stats import JobStats
 
 LEGACY_JOB = {
     "job_name": "Daily Backup",
@@ -101,8 +102,8 @@ def test_a_partially_failed_job_lists_its_failures_page_by_page(
             session,
             job["id"],
             worker_id="w",
-            status=jobs.outcome({"failed_files": 5}),
-            stats={"failed_files": 5},
+            status=jobs.outcome(JobStats(failed_files=5)),
+            stats=JobStats(failed_files=5),
         )
     assert client.get(f"/backup-jobs/{job['id']}").json()["status"] == "partially_failed"
     listed = client.get("/backup-jobs/", params={"status": "partially_failed"}).json()

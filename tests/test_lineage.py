@@ -18,6 +18,7 @@ from backup_operator.catalog import jobs
 from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.models import File, JobStatus
 from backup_operator.catalog.retention import apply
+from backup_operator.catalog.stats import JobStats
 from backup_operator.engine.backup import run_backup
 from backup_operator.engine.restore import restore
 from backup_operator.settings import Settings
@@ -72,7 +73,7 @@ def test_an_unchanged_backup_adds_no_rows_and_still_has_its_whole_tree(
     after_first = rows(sessions)
     second, stats = back_up(sessions, store, bucket_id, source)
     assert rows(sessions) == after_first == 30
-    assert (stats["files_seen"], stats["unchanged"], stats["new"]) == (30, 30, 0)
+    assert (stats.files_seen, stats.unchanged, stats.new) == (30, 30, 0)
     with TestClient(create_app(settings)) as client:
         assert tree_of(client, second) == {f"d{i % 3}/f{i}": "unchanged" for i in range(30)}
         assert set(tree_of(client, first).values()) == {"new"}
@@ -88,7 +89,7 @@ def test_an_unchanged_backup_adds_no_rows_and_still_has_its_whole_tree(
     (source / "d1/f1").unlink()
     third, stats = back_up(sessions, store, bucket_id, source)
     assert rows(sessions) == 32
-    assert (stats["changed"], stats["deleted"], stats["unchanged"]) == (1, 1, 28)
+    assert (stats.changed, stats.deleted, stats.unchanged) == (1, 1, 28)
     with TestClient(create_app(settings)) as client:
         listing = tree_of(client, third)
         assert (listing["d0/f0"], listing["d1/f1"], listing["d2/f2"]) == (
@@ -117,17 +118,17 @@ def test_duplicates_are_counted_once_and_never_exceed_what_was_read(
     write(source, "b", b"bbbb")
     write(source, "gone", b"gggg")
     _, first = back_up(sessions, store, bucket_id, source)
-    assert (first["duplicate"], first["bytes_saved"]) == (1, 12)
+    assert (first.duplicate, first.bytes_saved) == (1, 12)
     (source / "gone").unlink()
     write(source, "b", b"bbbb2")
     _, second = back_up(sessions, store, bucket_id, source)
     # Nothing of the second backup was a duplicate: unchanged files are not, nor is the
     # deleted one.
-    assert (second["duplicate"], second["bytes_saved"], second["unchanged"]) == (0, 0, 2)
+    assert (second.duplicate, second.bytes_saved, second.unchanged) == (0, 0, 2)
     write(source, "another-copy", b"bbbb2")
     _, third = back_up(sessions, store, bucket_id, source)
-    assert (third["duplicate"], third["bytes_saved"], third["uploads"]) == (1, 5, 0)
-    read = sum(s["bytes_read"] for s in (first, second, third))
+    assert (third.duplicate, third.bytes_saved, third.uploads) == (1, 5, 0)
+    read = sum(s.bytes_read for s in (first, second, third))
     with TestClient(create_app(settings)) as client:
         summary = client.get("/files/duplicates/summary", params={"bucket_id": bucket_id}).json()
         assert summary == {"groups": 2, "duplicate_files": 2, "bytes_saved": 17}
@@ -216,7 +217,7 @@ def start(sessions: sessionmaker[Session], bucket_id: int, source: Path, worker:
         return job.id
 
 
-def finish(sessions: sessionmaker[Session], job_id: int, worker: str, stats: dict) -> None:
+def finish(sessions: sessionmaker[Session], job_id: int, worker: str, stats: JobStats) -> None:
     with sessions() as session:
         assert jobs.finish_job(
             session, job_id, worker_id=worker, status=jobs.outcome(stats), stats=stats
@@ -248,7 +249,7 @@ def test_two_backups_of_one_source_at_once_each_keep_what_they_saw(
         assert restored(session, store, fast, tmp_path / "fast") == {"a": b"a3"}
     # The next backup's parent is the newest, "slow": against it, a changed, b deleted.
     latest, stats = back_up(sessions, store, bucket_id, source)
-    assert (stats["parent_job_id"], stats["changed"], stats["deleted"]) == (slow, 1, 1)
+    assert (stats.parent_job_id, stats.changed, stats.deleted) == (slow, 1, 1)
     with sessions() as session:
         assert restored(session, store, latest, tmp_path / "latest") == {"a": b"a3"}
 
@@ -298,7 +299,7 @@ def test_a_failed_backups_files_never_show_in_the_next_ones_tree(
         )
     write(source, "b", b"b2")
     latest, stats = back_up(sessions, store, bucket_id, source)  # takes that position
-    assert stats["new"] == 1
+    assert stats.new == 1
     with TestClient(create_app(settings)) as client:
         assert tree_of(client, latest) == {"a": "unchanged", "b": "new"}
     with sessions() as session:

@@ -15,6 +15,7 @@ from backup_operator.api.app import create_app
 from backup_operator.catalog import jobs
 from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.models import BackupJob, JobStatus, RetentionRun
+from backup_operator.catalog.stats import JobStats
 from backup_operator.embedded import EmbeddedS3
 from backup_operator.metrics import EXPORTED
 from backup_operator.settings import Settings
@@ -127,7 +128,9 @@ def test_label_sets_are_bounded(
                 session, job_name="j", source_system=f"/src/{i}", bucket_id=bucket.id
             )
             jobs.claim_job(session, job.id, worker_id="w")
-            jobs.finish_job(session, job.id, worker_id="w", status=JobStatus.COMPLETED, stats={})
+            jobs.finish_job(
+                session, job.id, worker_id="w", status=JobStatus.COMPLETED, stats=JobStats()
+            )
     settings: Settings = make_settings(db_url, *s3_endpoint, metrics_max_series=2)
     with TestClient(create_app(settings)) as client:
         samples = scrape(client)

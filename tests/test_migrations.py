@@ -7,9 +7,10 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy.orm import Session
 
-from backup_operator.catalog.models import Base
+from backup_operator.catalog.models import BackupJob, Base
 from backup_operator.migrate import downgrade, upgrade
 
 TABLES = {
@@ -121,4 +122,58 @@ def test_a_catalog_with_history_is_converted_without_losing_anything(db_url: str
     assert {str(job): n for job, n in per_job} == {
         job: len(listing) for job, listing in history["listings"].items()
     }
+    engine.dispose()
+
+
+def test_job_statistics_of_both_kinds_end_in_one_shape_and_go_back(db_url: str) -> None:
+    """Revision 0026: a registered job's `files`/`duplicates` become the directory jobs'
+    `files_seen`/`duplicate`; downgraded, each row says what it said before."""
+    registered = {"files": 2, "duplicates": 1, "pending_upload": 1, "bytes": 6, "bytes_saved": 3}
+    walked = {"files_seen": 5, "new": 4, "duplicate": 1, "unchanged": 1, "uploads": 3}
+    downgrade(db_url, "base")
+    upgrade(db_url, "0025")
+    engine = create_engine(db_url)
+    with engine.begin() as connection:
+        bucket = connection.execute(
+            text("INSERT INTO buckets (name) VALUES ('stats') RETURNING id")
+        ).scalar_one()
+        for name, kind, stats in [("r", "registered", registered), ("d", "directory", walked)]:
+            source = connection.execute(
+                text(
+                    "INSERT INTO sources (bucket_id, source_type, key_prefix, source_system)"
+                    " VALUES (:bucket, :kind, '', :name) RETURNING id"
+                ),
+                {"bucket": bucket, "kind": kind, "name": name},
+            ).scalar_one()
+            connection.execute(
+                text(
+                    "INSERT INTO backup_jobs (job_name, source_system, bucket_id, source_type,"
+                    " source_id, status, stats) VALUES (:name, :path, :bucket, :kind, :source,"
+                    " 'completed', CAST(:stats AS jsonb))"
+                ),
+                {
+                    "name": name,
+                    "path": name,
+                    "bucket": bucket,
+                    "kind": kind,
+                    "source": source,
+                    "stats": json.dumps(stats),
+                },
+            )
+    upgrade(db_url)
+    with Session(engine) as session:
+        by_name = {job.job_name: job.stats for job in session.scalars(select(BackupJob))}
+    assert (by_name["r"].files_seen, by_name["r"].duplicate, by_name["r"].pending_upload) == (
+        2,
+        1,
+        1,
+    )
+    assert (by_name["d"].files_seen, by_name["d"].duplicate, by_name["d"].new) == (5, 1, 4)
+    assert by_name["r"].version == by_name["d"].version == 2
+
+    downgrade(db_url, "0025")
+    with engine.connect() as connection:
+        rows = dict(connection.execute(text("SELECT job_name, stats FROM backup_jobs")).all())
+    assert rows["r"] == registered
+    assert {key: rows["d"][key] for key in walked} == walked and "version" not in rows["d"]
     engine.dispose()

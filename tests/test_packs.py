@@ -70,12 +70,12 @@ def test_small_files_go_into_packs_and_come_back_by_ranged_reads(
     for name, content in files.items():
         write(source, name, content)
     job, stats = packed_backup(sessions, store, bucket_id, source)
-    assert (stats["new"], stats["duplicate"]) == (42, 1)
+    assert (stats.new, stats.duplicate) == (42, 1)
     stored = objects_in(store, bucket_name)
     packs = [key for key in stored if key.startswith(PACK_PREFIX)]
     assert "h/large.bin" in stored and len(stored) == len(packs) + 1
     assert 3 <= len(packs) <= 4  # 40 contents of 300 bytes in packs of about 4 KiB
-    assert stats["uploads"] == len(stored)
+    assert stats.uploads == len(stored)
 
     with sessions() as session:
         assert restore(session, store, job, tmp_path / "all").ok
@@ -128,7 +128,7 @@ def test_verify_checks_each_packed_file_and_a_lost_pack_is_stored_again(
         assert drift.missing == [(lost.key, lost.version_id)] and drift.repaired_missing == 1
     # Nothing changed in the source, yet the files whose content was lost are read again.
     again, stats = packed_backup(sessions, store, bucket_id, source)
-    assert stats["uploads"] >= 1 and stats["bytes_read"] > 0
+    assert stats.uploads >= 1 and stats.bytes_read > 0
     with sessions() as session:
         assert verify(session, store, bucket_id, checksum_all=True).clean
         assert restore(session, store, again, tmp_path / "out").ok
@@ -330,7 +330,7 @@ def test_small_files_from_the_disk_are_read_on_several_threads(
         sessions, store, bucket_id, tmp_path / "cold", prefix="cold", pack_threshold=1 << 20,
         batch_files=100,
     )  # fmt: skip
-    assert stats["new"] == 400 and stats["failed_files"] == 0
+    assert stats.new == 400 and stats.failed_files == 0
     # The first batch on the reading thread; once it came from the disk, the pool.
     assert {name.split("_")[0] for name in readers[:100]} == {"prepare"}
     assert {name.split("_")[0] for name in readers[100:]} == {"hash"}

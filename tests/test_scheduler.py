@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from backup_operator.api.app import create_app
 from backup_operator.catalog import jobs
 from backup_operator.catalog.models import BackupJob, JobStatus
+from backup_operator.catalog.stats import JobStats
 from backup_operator.services.scheduler import Scheduler
 from backup_operator.settings import Settings
 
@@ -68,13 +69,11 @@ def test_service_runs_due_jobs_and_waits_for_future_ones(settings: Settings, buc
             },
         )
         done = wait_for_status(client, due["id"], "completed")
-        assert done["stats"] == {
-            "files": 2,
-            "duplicates": 1,
-            "pending_upload": 1,
-            "bytes": 6,
-            "bytes_saved": 3,
-        }
+        # One shape (JobStats) for registered and directory jobs.
+        counted = {key: done["stats"][key] for key in ("files_seen", "duplicate", "new")}
+        assert counted == {"files_seen": 2, "duplicate": 1, "new": 0}
+        assert (done["stats"]["pending_upload"], done["stats"]["bytes"]) == (1, 6)
+        assert (done["stats"]["bytes_saved"], done["stats"]["version"]) == (3, 2)
         assert done["started_at"] and done["completed_at"] and done["attempts"] == 1
         time.sleep(0.3)
         assert client.get(f"/backup-jobs/{future['id']}").json()["status"] == "pending"
@@ -94,12 +93,12 @@ def test_replicas_never_run_the_same_job(
     runs: list[tuple[int, str]] = []
     lock = threading.Lock()
 
-    def runner(session: Session, job: BackupJob, heartbeat) -> dict:  # type: ignore[no-untyped-def]
+    def runner(session: Session, job: BackupJob, heartbeat) -> JobStats:  # type: ignore[no-untyped-def]
         with lock:
             runs.append((job.id, threading.current_thread().name))
         time.sleep(0.02)
         heartbeat()
-        return {}
+        return JobStats()
 
     replicas = [Scheduler(sessions, runner=runner, worker_id=f"w{i}") for i in range(4)]
 
@@ -141,7 +140,7 @@ def test_failing_job_ends_failed_with_the_reason(
 ) -> None:
     [job_id] = make_due_jobs(session, bucket["id"], 1)
 
-    def broken(session: Session, job: BackupJob, heartbeat) -> dict:  # type: ignore[no-untyped-def]
+    def broken(session: Session, job: BackupJob, heartbeat) -> JobStats:  # type: ignore[no-untyped-def]
         raise FileNotFoundError("/srv/data does not exist")
 
     Scheduler(sessions, runner=broken).run_once()
@@ -160,7 +159,7 @@ def test_cancel_stops_a_running_job(
     steps: list[float] = []
     cancelled_at: list[float] = []
 
-    def long_job(session: Session, job: BackupJob, heartbeat) -> dict:  # type: ignore[no-untyped-def]
+    def long_job(session: Session, job: BackupJob, heartbeat) -> JobStats:  # type: ignore[no-untyped-def]
         for step in range(100):  # 5 s, if nothing stopped it
             heartbeat()
             steps.append(time.monotonic())
@@ -169,7 +168,7 @@ def test_cancel_stops_a_running_job(
                     jobs.cancel_job(other, job.id)
                 cancelled_at.append(time.monotonic())
             time.sleep(0.05)
-        return {}
+        return JobStats()
 
     Scheduler(sessions, runner=long_job).run_once()
     session.expire_all()
@@ -221,12 +220,12 @@ def test_a_job_past_its_deadline_is_stopped_and_fails_saying_so(
     ).id
     steps: list[int] = []
 
-    def slow(session: Session, job: BackupJob, heartbeat) -> dict:  # type: ignore[no-untyped-def]
+    def slow(session: Session, job: BackupJob, heartbeat) -> JobStats:  # type: ignore[no-untyped-def]
         for step in range(100):  # 10 s of work, checked between steps
             heartbeat()
             steps.append(step)
             time.sleep(0.1)
-        return {}
+        return JobStats()
 
     told = Recorded()
     Scheduler(sessions, runner=slow, notifier=told).run_once()
@@ -279,9 +278,9 @@ def test_an_idle_scheduler_sleeps_until_its_next_event_or_a_wake_up(
 ) -> None:
     started: dict[int, float] = {}
 
-    def runner(session: Session, job: BackupJob, heartbeat) -> dict:  # type: ignore[no-untyped-def]
+    def runner(session: Session, job: BackupJob, heartbeat) -> JobStats:  # type: ignore[no-untyped-def]
         started[job.id] = time.monotonic()
-        return {}
+        return JobStats()
 
     def new_job(start_in: float | None) -> int:
         at = None if start_in is None else datetime.now(UTC) + timedelta(seconds=start_in)

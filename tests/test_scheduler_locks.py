@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from backup_operator.catalog import jobs
 from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.models import BackupJob
+from backup_operator.catalog.stats import JobStats
 from backup_operator.db import make_engine, make_sessionmaker
 from backup_operator.embedded import EmbeddedPostgres
 from backup_operator.engine.backup import Options
@@ -90,10 +91,10 @@ def test_a_database_outage_at_a_jobs_end_neither_spends_an_attempt_nor_leaves_it
         bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
         job_id = jobs.create_job(session, job_name="j", source_system="/x", bucket_id=bucket.id).id
 
-    def ends_during_an_outage(session: Session, job: BackupJob, heartbeat: Any) -> dict:
+    def ends_during_an_outage(session: Session, job: BackupJob, heartbeat: Any) -> JobStats:
         private_pg.stop()  # the database goes away just as the work is done…
         threading.Timer(3, private_pg.start).start()  # …for 3 s, under the 60 s timeout
-        return {"files": 0}
+        return JobStats()
 
     Scheduler(sessions, runner=ends_during_an_outage, heartbeat_timeout=60).run_once()
     with sessions() as session:
@@ -136,10 +137,10 @@ def test_a_database_outage_mid_backup_is_waited_out_and_counted_once(
     with sessions() as session:
         job = jobs.get_job(session, job_id)
         assert (job.status.value, job.attempts) == ("completed", 1), job.error
-        assert job.stats["new"] == 60
+        assert job.stats.new == 60
         # Each upload counted once: as many, and as many bytes, as the bucket holds.
         in_bucket = list(store.list_versions(bucket_name))
-        assert (job.stats["uploads"], job.stats["bytes_uploaded"]) == (
+        assert (job.stats.uploads, job.stats.bytes_uploaded) == (
             len(in_bucket),
             sum(version.size for version in in_bucket),
         )

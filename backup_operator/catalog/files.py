@@ -26,6 +26,7 @@ from .locks import lock_bucket_for_retention
 from .models import LARGE_CONTENTS, SIZES_INDEXED_FROM, File, FileChange
 from .pages import Page, keyset, page_of, scalar_page
 from .raw import named_rows
+from .stats import JobStats
 
 # A registered file: a `File`, or a result row (named tuple) with the same attributes.
 FileRecord = Any
@@ -420,7 +421,7 @@ def versions_holding_duplicates(session: Session, version_ids: Sequence[int]) ->
     return {v for v in session.scalars(query) if v is not None}
 
 
-def job_file_stats(session: Session, job_id: int) -> dict[str, int]:
+def job_file_stats(session: Session, job_id: int) -> JobStats:
     """What a job's registered files amount to: its statistics on completion."""
     row = session.execute(
         select(
@@ -431,10 +432,10 @@ def job_file_stats(session: Session, job_id: int) -> dict[str, int]:
             func.coalesce(func.sum(File.size).filter(File.is_duplicate), 0),
         ).where(File.job_id == job_id)
     ).one()
-    return {
-        "files": row[0],
-        "duplicates": row[1],
-        "pending_upload": row[2],
-        "bytes": int(row[3]),
-        "bytes_saved": int(row[4]),
-    }
+    return JobStats(
+        files_seen=row[0],
+        duplicate=row[1],
+        pending_upload=row[2],
+        bytes=int(row[3]),
+        bytes_saved=int(row[4]),
+    )

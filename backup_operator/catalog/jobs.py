@@ -14,6 +14,7 @@ from . import lineage
 from .buckets import get_bucket
 from .models import BackupJob, JobFailure, JobStatus, Runner, SourceType
 from .pages import Page, scalar_page
+from .stats import JobStats
 
 ALLOWED_TRANSITIONS: dict[JobStatus, set[JobStatus]] = {
     JobStatus.PENDING: {JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED},
@@ -152,7 +153,6 @@ def set_status(
     status: JobStatus,
     *,
     error: str | None = None,
-    stats: dict[str, Any] | None = None,
 ) -> BackupJob:
     job = get_job(session, job_id, for_update=True)
     if status != job.status and status not in ALLOWED_TRANSITIONS[job.status]:
@@ -170,8 +170,6 @@ def set_status(
         job.worker_id = None
     if error is not None:
         job.error = error
-    if stats is not None:
-        job.stats = stats
     if status is JobStatus.COMPLETED:
         lineage.join(session, job)
     session.commit()
@@ -258,7 +256,7 @@ def finish_job(
     *,
     worker_id: str,
     status: JobStatus,
-    stats: dict[str, Any] | None = None,
+    stats: JobStats | None = None,
     error: str | None = None,
 ) -> bool:
     """End a running job we own; a job cancelled meanwhile stays cancelled."""
@@ -281,9 +279,14 @@ def finish_job(
     return ended is not None
 
 
-def outcome(stats: dict[str, Any]) -> JobStatus:
+def outcome(stats: JobStats) -> JobStatus:
     """How a run that reached its end ended: some files not stored is not success."""
-    return JobStatus.PARTIALLY_FAILED if stats.get("failed_files") else JobStatus.COMPLETED
+    return JobStatus.PARTIALLY_FAILED if stats.failed_files else JobStatus.COMPLETED
+
+
+def save_stats(session: Session, job_id: int, stats: JobStats) -> None:
+    """A running job's counters so far (its checkpoint)."""
+    session.execute(update(BackupJob).where(BackupJob.id == job_id).values(stats=stats))
 
 
 def record_failures(

@@ -32,6 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 # The spec's enums, stored in columns here (re-exported for the catalog's users).
 from ..specs.retention_policy import LockMode as LockMode
 from ..specs.retention_policy import RetentionTarget as RetentionTarget
+from .stats import JobStats, StatsColumn
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -198,7 +199,7 @@ class BackupJob(Base):
     # Counted from its first start, across resumes (as a Kubernetes Job's): past it, it fails.
     active_deadline_seconds: Mapped[int | None]
     error: Mapped[str | None] = mapped_column(Text)
-    stats: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    stats: Mapped[JobStats] = mapped_column(StatsColumn(), server_default=text("'{}'::jsonb"))
     # Content smaller than this many bytes goes into pack objects (0: every file its own
     # object; None: the PACK_THRESHOLD_BYTES setting).
     pack_threshold: Mapped[int | None]

@@ -15,7 +15,6 @@ import contextlib
 import functools
 import hashlib
 import itertools
-import json
 import logging
 import os
 import resource
@@ -28,12 +27,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import ColumnElement, func, select, text
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from ..catalog import lineage
 from ..catalog.files import FileIn, FileRecord, register_files, stored_contents, stored_sizes
-from ..catalog.jobs import forget_failures, record_failures
+from ..catalog.jobs import forget_failures, record_failures, save_stats
 from ..catalog.models import SIZES_INDEXED_FROM, BackupJob, Bucket, File, FileChange, ObjectVersion
 from ..catalog.objects import (
     HashingReader,
@@ -43,6 +42,7 @@ from ..catalog.objects import (
     recorded_versions,
 )
 from ..catalog.retention import lock_for, locking_policies
+from ..catalog.stats import FAILURE_KINDS, REPORT_PATHS, JobStats, Problem
 from ..errors import Unavailable
 from ..retry import retrying, tries_within
 from ..settings import Settings
@@ -54,29 +54,19 @@ from .walk import Entry, Kind, walk
 logger = logging.getLogger(__name__)
 
 LARGE_FILE = 5 * 1024**3  # beyond S3's single PUT limit: multipart only
-REPORT_PATHS = 20  # paths listed per problem kind in the job's result
-# Problems that leave a file out of the backup: they make the job partially failed. The
-# others (symlinks, special files, empty directories, ...) are reported, as by design.
-FAILURE_KINDS = frozenset({"unreadable", "changed_while_reading"})
+# Problems in FAILURE_KINDS leave a file out of the backup: the job partially failed.
+# The others (symlinks, special files, empty directories, ...) are reported, by design.
 
 
 CHECKPOINT_SECONDS = 1.0
+# What the progress callback is told, besides the files seen.
+PROGRESS = {"bytes_read", "bytes_uploaded", "uploads", "failed_files"}
 
 # Files from this size on are hashed by the pool of hash workers (see _prepare).
 HASH_ON_POOL_FROM = 1024 * 1024
 MIN_BATCH_BYTES = 8 * 1024 * 1024
 # Batches read or sent but not recorded yet.
 PIPELINE_DEPTH = 2
-
-
-def failed_paths(stats: dict[str, Any]) -> list[str]:
-    """The failed paths a job's result names ("path: reason"), kind by kind."""
-    problems = stats.get("problems") or {}
-    return [
-        path
-        for kind in sorted(FAILURE_KINDS)
-        for path in (problems.get(kind) or {}).get("paths", [])
-    ]
 
 
 class SourceMissing(Exception):
@@ -130,7 +120,7 @@ class Report:
     uploads: int = 0
     bytes_packed: int = 0
     files: int = 0
-    problems: dict[str, dict[str, Any]] = field(default_factory=dict)
+    problems: dict[str, Problem] = field(default_factory=dict)
     # Failures not yet recorded in the catalog: (path, kind, reason).
     unrecorded: list[tuple[str, str, str | None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -147,23 +137,21 @@ class Report:
             self._problem(kind, path, reason)
 
     def _problem(self, kind: str, path: str, reason: str | None) -> None:
-        entry = self.problems.setdefault(kind, {"count": 0, "paths": []})
-        entry["count"] += 1
+        entry = self.problems.setdefault(kind, Problem())
+        entry.count += 1
         if kind in FAILURE_KINDS:
             self.unrecorded.append((path, kind, reason))
-        if len(entry["paths"]) < REPORT_PATHS:
-            entry["paths"].append(f"{path}: {reason}" if reason else path)
+        if len(entry.paths) < REPORT_PATHS:
+            entry.paths.append(f"{path}: {reason}" if reason else path)
 
     @property
     def failed(self) -> int:
-        return sum(self.problems[kind]["count"] for kind in FAILURE_KINDS if kind in self.problems)
+        return sum(self.problems[kind].count for kind in FAILURE_KINDS if kind in self.problems)
 
     @classmethod
-    def resumed(cls, stats: dict[str, Any]) -> Report:
+    def resumed(cls, stats: JobStats) -> Report:
         return cls(
-            bytes_read=int(stats.get("bytes_read", 0)),
-            bytes_uploaded=int(stats.get("bytes_uploaded", 0)),
-            uploads=int(stats.get("uploads", 0)),
+            bytes_read=stats.bytes_read, bytes_uploaded=stats.bytes_uploaded, uploads=stats.uploads
         )
 
 
@@ -349,7 +337,7 @@ class Backup:
         self.options = options
         with sessions() as session:
             job = session.get_one(BackupJob, job_id)
-            self.job_stats = dict(job.stats or {})
+            self.job_stats = job.stats
             self.source = options.source or job.source_system
             self.prefix = job.key_prefix
             self.tags = dict(job.tags or {})
@@ -411,7 +399,7 @@ class Backup:
         )
         self.large_bytes = ByteBudget(self.batch_bytes)
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> JobStats:
         started = time.monotonic()
         if not os.path.isdir(self.source):
             raise SourceMissing(
@@ -914,10 +902,7 @@ class Backup:
             with self.report.lock:
                 failures = list(self.report.unrecorded)
             with self.sessions() as session:
-                session.execute(
-                    text("UPDATE backup_jobs SET stats = CAST(:stats AS jsonb) WHERE id = :id"),
-                    {"stats": json.dumps(self._counters()), "id": self.job_id},
-                )
+                save_stats(session, self.job_id, self._counters())
                 record_failures(session, self.job_id, failures)
                 session.commit()
             with self.report.lock:  # recorded: only now, so a retried checkpoint loses none
@@ -925,17 +910,18 @@ class Backup:
             self.checkpointed_at = time.monotonic()
         self.heartbeat()
         if self.options.progress is not None:
-            self.options.progress({"files": self.report.files, **self._counters()})
+            progress = self._counters().model_dump(include=PROGRESS)
+            self.options.progress({"files": self.report.files, **progress})
 
-    def _counters(self) -> dict[str, Any]:
-        return {
-            "bytes_read": self.report.bytes_read,
-            "bytes_uploaded": self.report.bytes_uploaded,
-            "uploads": self.report.uploads,
-            "failed_files": self.report.failed,
-        }
+    def _counters(self) -> JobStats:
+        return JobStats(
+            bytes_read=self.report.bytes_read,
+            bytes_uploaded=self.report.bytes_uploaded,
+            uploads=self.report.uploads,
+            failed_files=self.report.failed,
+        )
 
-    def _result(self, seconds: float) -> dict[str, Any]:
+    def _result(self, seconds: float) -> JobStats:
         with self.sessions() as session:
             # Its own rows: what is new, changed (or re-recorded) or deleted.
             counts = {
@@ -961,23 +947,24 @@ class Backup:
                 )
             ).one()
         seen = self.report.files
-        return {
-            "files_seen": seen,
-            "unchanged": seen - counts.get(FileChange.NEW, 0) - counts.get(FileChange.CHANGED, 0),
-            "new": counts.get(FileChange.NEW, 0),
-            "changed": counts.get(FileChange.CHANGED, 0),
-            "duplicate": duplicates,
-            "deleted": counts.get(FileChange.DELETED, 0),
-            **self._counters(),
-            "uploads": uploads,
-            "bytes_uploaded": int(uploaded),
-            "bytes_saved": int(saved),
-            "duration_seconds": round(
-                seconds + float(self.job_stats.get("duration_seconds", 0)), 3
-            ),
-            "parent_job_id": self.parent_id,
-            "problems": self.report.problems,
-        }
+        return self._counters().model_copy(
+            update={
+                "files_seen": seen,
+                "unchanged": seen
+                - counts.get(FileChange.NEW, 0)
+                - counts.get(FileChange.CHANGED, 0),
+                "new": counts.get(FileChange.NEW, 0),
+                "changed": counts.get(FileChange.CHANGED, 0),
+                "duplicate": duplicates,
+                "deleted": counts.get(FileChange.DELETED, 0),
+                "uploads": uploads,
+                "bytes_uploaded": int(uploaded),
+                "bytes_saved": int(saved),
+                "duration_seconds": round(seconds + (self.job_stats.duration_seconds or 0), 3),
+                "parent_job_id": self.parent_id,
+                "problems": self.report.problems,
+            }
+        )
 
 
 def run_backup(
@@ -986,5 +973,5 @@ def run_backup(
     job_id: int,
     heartbeat: Callable[[], None],
     options: Options | None = None,
-) -> dict[str, Any]:
+) -> JobStats:
     return Backup(sessions, store, job_id, heartbeat, options or Options()).run()

@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from ..catalog.models import BackupJob, Bucket
-from ..engine.backup import failed_paths
 from ..retry import RetriesExhausted, retrying
 
 logger = logging.getLogger(__name__)
@@ -26,7 +25,7 @@ FAILURE_PATHS = 10  # failed paths named in a notification; the API lists them a
 
 def job_ended(job: BackupJob, bucket: str) -> dict[str, Any]:
     """The document sent when `job` has ended (any outcome)."""
-    stats = job.stats or {}
+    stats = job.stats
     return {
         "event": "backup.ended",
         "job_id": job.id,
@@ -39,19 +38,18 @@ def job_ended(job: BackupJob, bucket: str) -> dict[str, Any]:
         "error": job.error,
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "completed_at": job.completed_at.isoformat() if job.completed_at else None,
-        "duration_seconds": stats.get("duration_seconds"),
-        "counts": {
-            key: int(stats.get(key, 0))
-            for key in ("files_seen", "new", "changed", "unchanged", "duplicate", "deleted")
-        },
+        "duration_seconds": stats.duration_seconds,
+        "counts": stats.model_dump(
+            include={"files_seen", "new", "changed", "unchanged", "duplicate", "deleted"}
+        ),
         "bytes": {
-            "read": int(stats.get("bytes_read", 0)),
-            "uploaded": int(stats.get("bytes_uploaded", 0)),
-            "deduplicated": int(stats.get("bytes_saved", 0)),
+            "read": stats.bytes_read,
+            "uploaded": stats.bytes_uploaded,
+            "deduplicated": stats.bytes_saved,
         },
         "failures": {
-            "count": int(stats.get("failed_files", 0)),
-            "first_paths": failed_paths(stats)[:FAILURE_PATHS],
+            "count": stats.failed_files,
+            "first_paths": stats.failed_paths()[:FAILURE_PATHS],
         },
     }
 

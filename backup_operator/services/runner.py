@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from .. import paths
 from ..catalog.models import BackupJob, SourceType
+from ..catalog.stats import JobStats
 from ..engine.backup import Options, run_backup
 from ..storage import ObjectStore
 from .scheduler import complete_registered_files
@@ -32,9 +32,7 @@ class EngineRunner:
         self.options = options or Options()
         self.source_roots = source_roots
 
-    def __call__(
-        self, session: Session, job: BackupJob, heartbeat: Callable[[], None]
-    ) -> dict[str, Any]:
+    def __call__(self, session: Session, job: BackupJob, heartbeat: Callable[[], None]) -> JobStats:
         if job.source_type is SourceType.REGISTERED:
             return complete_registered_files(session, job, heartbeat)
         if self.source_roots is not None:

@@ -14,13 +14,14 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..catalog import jobs
 from ..catalog.files import job_file_stats
 from ..catalog.models import BackupJob, JobStatus, Runner
+from ..catalog.stats import JobStats
 from ..errors import Unavailable
 from ..retry import RetriesExhausted, outage, retrying, tries_within
 from .notify import Notifier, NoWebhook, notify_ended
@@ -42,12 +43,12 @@ class Interrupted(Exception):
 class JobRunner(Protocol):
     def __call__(
         self, session: Session, job: BackupJob, heartbeat: Callable[[], None]
-    ) -> dict[str, Any]: ...
+    ) -> JobStats: ...
 
 
 def complete_registered_files(
     session: Session, job: BackupJob, heartbeat: Callable[[], None]
-) -> dict[str, Any]:
+) -> JobStats:
     """A job whose files were registered through the API: its statistics are its result."""
     heartbeat()
     return job_file_stats(session, job.id)
@@ -59,7 +60,7 @@ def record_end(
     *,
     worker_id: str,
     ended: JobStatus,
-    stats: dict[str, Any],
+    stats: JobStats,
     heartbeat_timeout: float,
 ) -> bool:
     """A job ran to its end: record that through a database outage shorter than half
