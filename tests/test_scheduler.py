@@ -36,7 +36,9 @@ def test_service_runs_due_jobs_and_waits_for_future_ones(settings: Settings, buc
     live = settings.model_copy(
         update={"scheduler_enabled": True, "scheduler_interval_seconds": 0.1}
     )
-    with TestClient(create_app(live)) as client:
+    # The jobs and the files are in place before any scheduler runs: one running meanwhile
+    # could complete the due job before its files are registered.
+    with TestClient(create_app(settings.model_copy(update={"scheduler_enabled": False}))) as client:
         bucket = client.post("/buckets/", json={"name": bucket_name}).json()
         later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
         future = client.post(
@@ -68,6 +70,7 @@ def test_service_runs_due_jobs_and_waits_for_future_ones(settings: Settings, buc
                 ],
             },
         )
+    with TestClient(create_app(live)) as client:
         done = wait_for_status(client, due["id"], "completed")
         # One shape (JobStats) for registered and directory jobs.
         counted = {key: done["stats"][key] for key in ("files_seen", "duplicate", "new")}
