@@ -1,15 +1,9 @@
-"""The engine's console commands: back up now, show a job, restore, verify.
-
-Exit codes: 0 success; 1 the job failed, a restore left files out, or verify found
-drift it did not repair; 2 bad usage or settings; 3 PostgreSQL or the store is down;
-4 the backup ended partially failed (some files could not be stored); 143 a backup was
-stopped by SIGTERM and its job handed back, to be resumed (so that a batch Job, whose pod
-was evicted, counts the pod as failed and runs it again).
-"""
+"""The engine's console commands: back up now, show a job, restore, verify (the command
+line itself, its options and exit codes, is cli.py)."""
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
 import logging
 import os
@@ -17,6 +11,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -29,67 +25,14 @@ from .engine.backup import Options, run_backup
 from .engine.restore import restore
 from .engine.verify import verify
 from .engine.walk import Kind, walk
-from .errors import Conflict
-from .services.notify import notify_ended, webhook_from
-from .services.scheduler import Heartbeat, JobCancelled, default_worker_id, record_end
+from .errors import Conflict, Invalid
+from .exit_codes import Exit
+from .services.notify import webhook_from
+from .services.scheduler import default_worker_id, run_claimed
 from .settings import Settings
 from .storage import ObjectStore
 
 logger = logging.getLogger("backup_operator.console")
-
-EXIT_OK, EXIT_FAILED, EXIT_PARTIAL, EXIT_TERMINATED = 0, 1, 4, 143
-
-
-class Terminated(Exception):
-    """SIGTERM arrived during a backup (a pod evicted, a node drained)."""
-
-
-def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    backup = commands.add_parser("backup", help="back a directory up now")
-    backup.add_argument("source", nargs="?", help="the directory to back up")
-    backup.add_argument("--bucket", help="bucket name (created, versioned, if missing)")
-    backup.add_argument("--prefix", default="", help="key prefix in the bucket")
-    backup.add_argument("--name", help="job name (default: the source)")
-    backup.add_argument("--rehash", action="store_true", help="hash files whose stat is unchanged")
-    backup.add_argument("--job", type=int, help="run this existing job instead (resumes it)")
-    backup.add_argument(
-        "--pack-threshold",
-        type=int,
-        metavar="BYTES",
-        help="pack files smaller than this (0: every file its own object; "
-        "default PACK_THRESHOLD_BYTES)",
-    )
-    backup.add_argument(
-        "--source", dest="mounted_at", help="with --job: where its source is mounted here"
-    )
-    backup.add_argument(
-        "--batch-files",
-        type=int,
-        default=Options.batch_files,
-        help="files recorded per transaction (default: %(default)s)",
-    )
-    show = commands.add_parser("show", help="show a job as JSON")
-    show.add_argument("job", type=int)
-    restore_cmd = commands.add_parser("restore", help="restore a completed job")
-    restore_cmd.add_argument("job", type=int)
-    restore_cmd.add_argument("target", help="directory to restore into")
-    which = restore_cmd.add_mutually_exclusive_group()
-    which.add_argument("--path", help="only this file")
-    which.add_argument("--prefix", help="only files under this path prefix")
-    restore_cmd.add_argument("--overwrite", action="store_true", help="replace existing files")
-    verify_cmd = commands.add_parser("verify", help="compare the catalog with a bucket")
-    verify_cmd.add_argument("bucket", help="bucket name")
-    sample = verify_cmd.add_mutually_exclusive_group()
-    sample.add_argument("--sample", type=int, default=0, help="check N random checksums")
-    sample.add_argument("--all", action="store_true", help="check every checksum")
-    verify_cmd.add_argument(
-        "--repair", action="store_true", help="mark versions missing from the store as deleted"
-    )
-    verify_cmd.add_argument(
-        "--delete-untracked",
-        action="store_true",
-        help="with --repair: delete store versions the catalog does not know",
-    )
 
 
 class Context:
@@ -178,7 +121,20 @@ class Progress:
             self.display.stop()
 
 
-def backup(ctx: Context, args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class BackupRequest:
+    source: str | None = None
+    bucket: str | None = None
+    prefix: str = ""
+    name: str | None = None
+    rehash: bool = False
+    job: int | None = None  # run (or resume) this existing job instead
+    pack_threshold: int | None = None
+    mounted_at: str | None = None  # with `job`: where its source is mounted here
+    batch_files: int = Options.batch_files
+
+
+def backup(ctx: Context, request: BackupRequest) -> Exit:
     worker = default_worker_id()
     # SIGTERM stops the backup at its next checkpoint (each batch), not where it lands:
     # an exception raised mid-statement or mid-commit could leave a transaction holding
@@ -186,87 +142,60 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
     terminated = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: terminated.set())
     with ctx.sessions() as session:
-        if args.job is not None:
-            job = _claim_when_free(ctx, session, args.job, worker, terminated)
+        if request.job is not None:
+            job = _claim_when_free(ctx, session, request.job, worker, terminated)
             if job is None:
-                logger.error("job %s: stopped by SIGTERM before it could be claimed", args.job)
-                return EXIT_TERMINATED
+                logger.error("job %s: stopped by SIGTERM before it could be claimed", request.job)
+                return Exit.TERMINATED
         else:
-            if not args.source or not args.bucket:
-                raise SystemExit("backup: give SOURCE and --bucket, or --job")
-            bucket = buckets.bucket_named(session, ctx.store, args.bucket, create=True)
+            if not request.source or not request.bucket:
+                raise Invalid("give SOURCE and --bucket, or --job")
+            bucket = buckets.bucket_named(session, ctx.store, request.bucket, create=True)
             job = jobs.create_job(
                 session,
-                job_name=args.name or args.source,
-                source_system=os.path.abspath(args.source),
+                job_name=request.name or request.source,
+                source_system=os.path.abspath(request.source),
                 bucket_id=bucket.id,
-                key_prefix=args.prefix,
-                rehash=args.rehash,
-                pack_threshold=args.pack_threshold,
+                key_prefix=request.prefix,
+                rehash=request.rehash,
+                pack_threshold=request.pack_threshold,
             )
             job = jobs.claim_job(session, job.id, worker_id=worker)
-    logger.info("job %s: backing up %s", job.id, job.source_system)
-    progress = Progress(args.mounted_at or job.source_system)
-    interval = ctx.settings.job_heartbeat_timeout_seconds / 4
-    try:
-        with Heartbeat(ctx.sessions, job.id, worker, interval) as heartbeat:
-
-            def check() -> None:
-                if terminated.is_set():
-                    raise Terminated()
-                heartbeat.check()
-
-            stats = run_backup(
+        logger.info("job %s: backing up %s", job.id, job.source_system)
+        progress = Progress(request.mounted_at or job.source_system)
+        options = Options.for_settings(
+            ctx.settings,
+            rehash=request.rehash,
+            batch_files=request.batch_files,
+            progress=progress,
+            source=request.mounted_at,
+        )
+        # The process ends next: the webhook gets a bounded while to deliver.
+        notifier = webhook_from(ctx.settings.webhook())
+        try:
+            ended = run_claimed(
                 ctx.sessions,
-                ctx.store,
-                job.id,
-                check,
-                Options.for_settings(
-                    ctx.settings,
-                    rehash=args.rehash,
-                    batch_files=args.batch_files,
-                    progress=progress,
-                    source=args.mounted_at,
+                session,
+                job,
+                lambda _, claimed, check: run_backup(
+                    ctx.sessions, ctx.store, claimed.id, check, options
                 ),
+                worker_id=worker,
+                heartbeat_timeout=ctx.settings.job_heartbeat_timeout_seconds,
+                notifier=notifier,
+                stop=terminated,
+                stopping="stopped by SIGTERM",
             )
-    except Terminated:
-        progress.done()
-        with ctx.sessions() as session:
-            jobs.release_job(session, job.id, worker_id=worker)
-        logger.error("job %s: stopped by SIGTERM; handed back to be resumed", job.id)
-        return EXIT_TERMINATED
-    except JobCancelled as stop:
-        progress.done()
-        with ctx.sessions() as session:
-            stopped = jobs.get_job(session, job.id)
-            logger.error("%s: %s", stop, stopped.error or stopped.status.value)
-            if stopped.status is JobStatus.FAILED:  # past its deadline (cancels are not told)
-                _notify(ctx, session, job.id)
-        return EXIT_FAILED
-    except Exception as error:
-        progress.done()
-        reason = f"{type(error).__name__}: {error}"
-        with ctx.sessions() as session:
-            if jobs.finish_job(
-                session, job.id, worker_id=worker, status=JobStatus.FAILED, error=reason
-            ):
-                _notify(ctx, session, job.id)
-        logger.error("job %s failed: %s", job.id, reason)
-        return EXIT_FAILED
-    progress.done()
-    ended = jobs.outcome(stats)
-    with ctx.sessions() as session:
-        if record_end(
-            session,
-            job.id,
-            worker_id=worker,
-            ended=ended,
-            stats=stats,
-            heartbeat_timeout=ctx.settings.job_heartbeat_timeout_seconds,
-        ):
-            _notify(ctx, session, job.id)
-    _print({"job_id": job.id, "status": ended.value, **stats.model_dump(mode="json")})
-    return EXIT_OK if ended is JobStatus.COMPLETED else EXIT_PARTIAL
+        finally:
+            progress.done()
+            notifier.close(timeout=30)
+        if ended is None:
+            return Exit.TERMINATED
+        done = jobs.get_job(session, job.id)
+    _print({"job_id": done.id, "status": done.status.value, **done.stats.model_dump(mode="json")})
+    return {JobStatus.COMPLETED: Exit.OK, JobStatus.PARTIALLY_FAILED: Exit.PARTIAL}.get(
+        ended, Exit.FAILED
+    )
 
 
 def _claim_when_free(
@@ -289,57 +218,46 @@ def _claim_when_free(
                 return None
 
 
-def _notify(ctx: Context, session: Session, job_id: int) -> None:
-    """The process ends next: the webhook gets a bounded while to deliver."""
-    notifier = webhook_from(ctx.settings.webhook())
-    notify_ended(session, notifier, job_id)
-    notifier.close(timeout=30)
-
-
-def show(ctx: Context, args: argparse.Namespace) -> int:
+def show(ctx: Context, job_id: int) -> Exit:
     with ctx.sessions() as session:
-        job = jobs.get_job(session, args.job)
+        job = jobs.get_job(session, job_id)
         _print({c.key: getattr(job, c.key) for c in job.__table__.columns})
-    return EXIT_OK
+    return Exit.OK
 
 
-def restore_command(ctx: Context, args: argparse.Namespace) -> int:
+def restore_job(
+    ctx: Context, job_id: int, target: str, *, path: str | None, prefix: str | None, overwrite: bool
+) -> Exit:
     with ctx.sessions() as session:
         result = restore(
-            session,
-            ctx.store,
-            args.job,
-            args.target,
-            prefix=args.prefix,
-            path=args.path,
-            overwrite=args.overwrite,
+            session, ctx.store, job_id, target, prefix=prefix, path=path, overwrite=overwrite
         )
-    _print({"job_id": args.job, "target": args.target, **result.summary()})
-    return EXIT_OK if result.ok else EXIT_FAILED
+    _print({"job_id": job_id, "target": target, **result.summary()})
+    return Exit.OK if result.ok else Exit.FAILED
 
 
-def verify_command(ctx: Context, args: argparse.Namespace) -> int:
+def verify_bucket(
+    ctx: Context, bucket_name: str, *, sample: int, all: bool, repair: bool, delete_untracked: bool
+) -> Exit:
     with ctx.sessions() as session:
-        bucket = buckets.bucket_named(session, ctx.store, args.bucket, create=False)
+        bucket = buckets.bucket_named(session, ctx.store, bucket_name, create=False)
         drift = verify(
             session,
             ctx.store,
             bucket.id,
-            checksum_sample=args.sample,
-            checksum_all=args.all,
-            repair=args.repair,
-            delete_untracked=args.delete_untracked,
+            checksum_sample=sample,
+            checksum_all=all,
+            repair=repair,
+            delete_untracked=delete_untracked,
         )
     _print(drift.summary())
-    return EXIT_OK if drift.clean else EXIT_FAILED
+    return Exit.OK if drift.clean else Exit.FAILED
 
 
-COMMANDS = {"backup": backup, "show": show, "restore": restore_command, "verify": verify_command}
-
-
-def run(settings: Settings, args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def context(settings: Settings) -> Iterator[Context]:
     ctx = Context(settings)
     try:
-        return COMMANDS[args.command](ctx, args)
+        yield ctx
     finally:
         ctx.engine.dispose()

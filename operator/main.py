@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import random
 from typing import Any
@@ -24,8 +23,15 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:
     shut_down(memo)
 
 
-def run(settings: Settings, args: argparse.Namespace) -> None:
-    namespaces = [] if args.all_namespaces else (args.namespace or settings.watch_namespaces)
+def run(
+    settings: Settings,
+    *,
+    namespaces: list[str],
+    standalone: bool,
+    peering: str | None,
+    liveness: str | None,
+) -> None:
+    """Watch `namespaces` (none: the whole cluster) until stopped."""
     logging.getLogger("kopf.objects").setLevel(logging.INFO)
     kopf_settings = kopf.OperatorSettings()
     # Watching named namespaces, Kopf needs no cluster-wide list of namespaces or CRDs
@@ -35,9 +41,9 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
         settings=kopf_settings,
         clusterwide=not namespaces,
         namespaces=namespaces,
-        standalone=args.standalone,
+        standalone=standalone,
         # Kopf takes a peering name as a request for peering, even when standalone.
-        peering_name=None if args.standalone else (args.peering or settings.operator_peering),
+        peering_name=None if standalone else (peering or settings.operator_peering),
         priority=settings.operator_priority or random.randint(1, 1_000_000),
-        liveness_endpoint=args.liveness,
+        liveness_endpoint=liveness,
     )

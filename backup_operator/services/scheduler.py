@@ -133,6 +133,73 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def run_claimed(
+    sessions: sessionmaker[Session],
+    session: Session,
+    job: BackupJob,
+    runner: JobRunner,
+    *,
+    worker_id: str,
+    heartbeat_timeout: float,
+    notifier: Notifier,
+    stop: threading.Event,
+    stopping: str,
+) -> JobStatus | None:
+    """The life of a job this worker has claimed, for the scheduler and for
+    `backup-operator backup` alike: run it with a heartbeat, then record how it ended and
+    tell the webhook. Answers its status, or None when `stop` was set (`stopping` says
+    why) and the job was handed back to be resumed. An outage is raised: the heartbeat
+    lapses and the job is resumed once it ends."""
+    try:
+        with Heartbeat(sessions, job.id, worker_id, heartbeat_timeout / 4) as heartbeat:
+
+            def check() -> None:
+                if stop.is_set():
+                    raise Interrupted(stopping)
+                heartbeat.check()
+
+            stats = runner(session, job, check)
+    except Interrupted as why:
+        session.rollback()
+        jobs.release_job(session, job.id, worker_id=worker_id)
+        logger.warning("job %s: %s; handed back to be resumed", job.id, why)
+        return None
+    except JobCancelled as cancelled:
+        session.rollback()
+        session.expire(job)  # what follows reads what stopped it afresh
+        logger.warning("%s (%s); stopped", cancelled, job.error or job.status.value)
+        if job.status is JobStatus.FAILED:  # past its deadline (cancels are not told)
+            notify_ended(session, notifier, job.id)
+        return job.status
+    except (Unavailable, RetriesExhausted):
+        raise
+    except Exception as error:
+        session.rollback()
+        logger.error("job %s failed: %s: %s", job.id, type(error).__name__, error)
+        logger.debug("job %s failure", job.id, exc_info=True)
+        if jobs.finish_job(
+            session,
+            job.id,
+            worker_id=worker_id,
+            status=JobStatus.FAILED,
+            error=f"{type(error).__name__}: {error}",
+        ):
+            notify_ended(session, notifier, job.id)
+        return JobStatus.FAILED
+    ended = jobs.outcome(stats)
+    if record_end(
+        session,
+        job.id,
+        worker_id=worker_id,
+        ended=ended,
+        stats=stats,
+        heartbeat_timeout=heartbeat_timeout,
+    ):
+        logger.info("job %s %s: %s", job.id, ended.value.replace("_", " "), stats)
+        notify_ended(session, notifier, job.id)
+    return ended
+
+
 class Scheduler:
     def __init__(
         self,
@@ -229,52 +296,14 @@ class Scheduler:
             return True
 
     def _run(self, session: Session, job: BackupJob) -> None:
-        beat_every = self.heartbeat_timeout.total_seconds() / 4
-        try:
-            with Heartbeat(self.sessions, job.id, self.worker_id, beat_every) as heartbeat:
-
-                def check() -> None:
-                    if self._stop.is_set():
-                        raise Interrupted(f"job {job.id}: worker {self.worker_id} is stopping")
-                    heartbeat.check()
-
-                stats = self.runner(session, job, check)
-        except Interrupted as stop:
-            session.rollback()
-            jobs.release_job(session, job.id, worker_id=self.worker_id)
-            logger.info("%s; the job is pending again and will be resumed", stop)
-            return
-        except JobCancelled as stop:
-            session.rollback()
-            session.expire(job)  # what follows reads what stopped it afresh
-            logger.info("%s (%s); stopped", stop, job.error or job.status.value)
-            if job.status is JobStatus.FAILED:  # past its deadline (cancels are not told)
-                notify_ended(session, self.notifier, job.id)
-            return
-        except (Unavailable, RetriesExhausted):
-            raise  # the heartbeat lapses and the job is resumed once the outage ends
-        except Exception as error:
-            session.rollback()
-            logger.error("job %s failed: %s: %s", job.id, type(error).__name__, error)
-            logger.debug("job %s failure", job.id, exc_info=True)
-            if jobs.finish_job(
-                session,
-                job.id,
-                worker_id=self.worker_id,
-                status=JobStatus.FAILED,
-                error=f"{type(error).__name__}: {error}",
-            ):
-                notify_ended(session, self.notifier, job.id)
-            return
-        ended = jobs.outcome(stats)
-        timeout = self.heartbeat_timeout.total_seconds()
-        if record_end(
+        run_claimed(
+            self.sessions,
             session,
-            job.id,
+            job,
+            self.runner,
             worker_id=self.worker_id,
-            ended=ended,
-            stats=stats,
-            heartbeat_timeout=timeout,
-        ):
-            logger.info("job %s %s: %s", job.id, ended.value.replace("_", " "), stats)
-            notify_ended(session, self.notifier, job.id)
+            heartbeat_timeout=self.heartbeat_timeout.total_seconds(),
+            notifier=self.notifier,
+            stop=self._stop,
+            stopping=f"worker {self.worker_id} is stopping",
+        )
