@@ -73,7 +73,7 @@ def store_content(
     key = object_key(job.key_prefix, file.path)
     lock = None
     if bucket.object_lock:
-        from .retention import lock_for, locking_policies  # retention builds on this module
+        from .retention.immutability import lock_for, locking_policies  # (a cycle at import)
 
         policies = locking_policies(session, bucket_id=bucket.id, source_system=job.source_system)
         lock = lock_for(policies, key, datetime.now(UTC))
