@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from backup_operator.catalog import jobs
 from backup_operator.catalog.changes import JobChangeListener
 from backup_operator.catalog.models import JobStatus
+from backup_operator.catalog.stats import JobStats
 
 from .conftest import plain
 
@@ -49,7 +50,9 @@ def test_a_followed_job_is_announced_at_each_change_of_state_and_not_at_heartbea
     assert _next(heard) == job.id  # running
     assert jobs.heartbeat(session, job.id, worker_id="w")
     assert jobs.heartbeat(session, job.id, worker_id="w")
-    jobs.finish_job(session, job.id, worker_id="w", status=JobStatus.COMPLETED, stats={"new": 1})
+    jobs.finish_job(
+        session, job.id, worker_id="w", status=JobStatus.COMPLETED, stats=JobStats(new=1)
+    )
     # The heartbeats said nothing: the next announcement is the end.
     assert _next(heard) == job.id
     assert _next(heard, timeout=0.5) is None
