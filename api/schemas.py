@@ -11,6 +11,7 @@ from pydantic_core import PydanticCustomError
 
 from ..catalog.models import FileChange, JobStatus, SourceType
 from ..catalog.stats import JobStats
+from ..specs.backup_job import JobSpec
 from ..specs.fields import INT64_MAX as INT64_MAX
 from ..specs.fields import Id as Id
 from ..specs.retention_policy import PolicySpec
@@ -46,41 +47,17 @@ class BucketOut(Out):
     created_at: datetime
 
 
-class JobCreate(In):
+class JobCreate(In, JobSpec):
     job_name: str = Field(min_length=1, max_length=255)
     source_system: str = Field(
         min_length=1,
         description="absolute path of what is backed up (directory jobs: under SOURCE_ROOTS)",
     )
     bucket_id: Id
-    start_time: datetime | None = Field(
-        None, description="not before this time; naive times are UTC; omitted: now"
-    )
-    key_prefix: str = Field("", description="object keys are <key_prefix>/<file path>")
     source_type: SourceType = Field(
         SourceType.DIRECTORY,
         description="directory: the engine backs up the directory `source_system` on the "
         "worker; registered: files are registered and uploaded through /files",
-    )
-    rehash: bool = Field(False, description="hash every file, even those whose stat is unchanged")
-    active_deadline_seconds: int | None = Field(
-        None,
-        ge=1,
-        le=2**31 - 1,  # 68 years: beyond, the database's interval arithmetic overflows
-        description="past this many seconds after its first start the job is stopped and "
-        "fails (DeadlineExceeded); omitted: no deadline",
-    )
-    tags: dict[str, str] = Field(
-        default_factory=dict,
-        description="put on every object version the job uploads (S3 object tags, at most "
-        "10), and they become those objects' tags in the catalog; omitted: none",
-    )
-    pack_threshold: int | None = Field(
-        None,
-        ge=0,
-        le=64 * 1024 * 1024,
-        description="files smaller than this many bytes are stored in pack objects; 0: "
-        "every file its own object; omitted: the PACK_THRESHOLD_BYTES setting",
     )
 
 

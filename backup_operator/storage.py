@@ -23,11 +23,9 @@ from minio.versioningconfig import VersioningConfig
 
 from .errors import Conflict, Invalid, NotFound, Unavailable
 from .settings import Settings
+from .specs.backup_job import MAX_TAG_KEY, MAX_TAG_VALUE, MAX_TAGS
 
 # S3's own limits on object tags.
-MAX_TAGS = 10
-MAX_TAG_KEY = 128
-MAX_TAG_VALUE = 256
 # Multipart part size: big enough to keep part counts low, small enough to stream.
 MIB = 1024 * 1024
 PART_SIZE = 16 * MIB

@@ -16,6 +16,7 @@ from ..catalog.models import JobStatus, Runner
 from ..deadline import Deadline
 from ..services.notify import notify_ended
 from ..settings import get_settings
+from ..specs.backup_job import JobResource, JobSpec
 from .backupschedules import SCHEDULE_LABEL
 from .followers import RESYNC_SECONDS, Look, looking
 from .resources import (
@@ -26,9 +27,8 @@ from .resources import (
     condition,
     job_status,
     source_of,
-    start_time,
 )
-from .runtime import InvalidSpec, domain_errors, finalize_within
+from .runtime import InvalidSpec, domain_errors, finalize_within, read_spec
 from .status import patch_status, write_status
 from .workload import (
     CATALOG_SECRET_KEY,
@@ -76,8 +76,10 @@ def register(
     """Record the job in the catalog, once per resource (keyed by its uid)."""
     generation = meta.get("generation", 1)
     try:
+        wanted = read_spec(JobSpec, spec)
+        resource = read_spec(JobResource, spec)
         with memo.sessions() as session:
-            source = source_of(spec, namespace)
+            source = source_of(resource, namespace)
             if source.path:
                 with domain_errors(field="spec.source.path"):
                     paths.confined(
@@ -88,10 +90,10 @@ def register(
                     )
             else:
                 with domain_errors():
-                    memory_budget_mib(spec.get("resources") or memo.app.agent_resources)
+                    memory_budget_mib(resource.resources or memo.app.agent_resources)
             with domain_errors(field="spec.bucket"):
                 bucket = buckets.bucket_named(
-                    session, memo.store, spec["bucket"], create=True, namespace=namespace
+                    session, memo.store, resource.bucket, create=True, namespace=namespace
                 )
             with domain_errors():
                 job = jobs.create_job(
@@ -99,16 +101,11 @@ def register(
                     job_name=f"{namespace}/{name}",
                     source_system=source.system,
                     bucket_id=bucket.id,
-                    start_time=start_time(spec),
-                    key_prefix=spec.get("keyPrefix", ""),
-                    rehash=bool(spec.get("rehash", False)),
                     runner=Runner.OPERATOR if source.path else Runner.KUBERNETES,
                     external_uid=uid,
                     namespace=namespace,
                     schedule=(meta.get("labels") or {}).get(SCHEDULE_LABEL),
-                    active_deadline_seconds=spec.get("activeDeadlineSeconds"),
-                    tags=spec.get("tags"),
-                    pack_threshold=spec.get("packThreshold"),
+                    **wanted.model_dump(),
                 )
             if job.status.finished and job.runner is Runner.KUBERNETES:
                 credentials.revoke(session, job.id)  # it ended while nobody was looking
@@ -299,12 +296,10 @@ def spec_changed(
         refusal = f"spec.{', spec.'.join(sorted(set(fields) - movable))} cannot change"
     else:
         try:
+            moved = read_spec(JobSpec, new)
             with domain_errors(), memo.sessions() as session:
                 jobs.reschedule(
-                    session,
-                    job_id,
-                    start_time=start_time(new),
-                    key_prefix=new.get("keyPrefix", ""),
+                    session, job_id, start_time=moved.start_time, key_prefix=moved.key_prefix
                 )
         except InvalidSpec as error:
             refusal = error.message

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ..errors import Invalid
+from ..specs.backup_job import JobResource
+
 GROUP = "minio-backup.dev"
 VERSION = "v1alpha1"
 BACKUP_JOBS = "backupjobs"
@@ -48,24 +51,19 @@ class Source:
     sub_path: str | None = None
 
 
-def source_of(spec: Mapping[str, Any], namespace: str) -> Source:
-    source = spec.get("source") or {}
-    if "pvc" in source:
-        pvc = source["pvc"]
-        sub = (pvc.get("subPath") or "").strip("/")
-        system = f"pvc://{namespace}/{pvc['claimName']}" + (f"/{sub}" if sub else "")
-        return Source(system, None, pvc["claimName"], sub or None)
-    return Source(source["path"], source["path"])
+def source_of(resource: JobResource, namespace: str) -> Source:
+    if resource.claim_name is not None:
+        sub = (resource.sub_path or "").strip("/")
+        system = f"pvc://{namespace}/{resource.claim_name}" + (f"/{sub}" if sub else "")
+        return Source(system, None, resource.claim_name, sub or None)
+    if resource.path is None:  # the CRD's oneOf makes this unreachable through the API
+        raise Invalid("give source.pvc or source.path", field="source")
+    return Source(resource.path, resource.path)
 
 
 def parse_time(text: str) -> datetime:
     """A time as status and specs write it (`iso`)."""
     return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-
-
-def start_time(spec: Mapping[str, Any]) -> datetime | None:
-    text = spec.get("startAt")
-    return parse_time(text) if text else None
 
 
 # What the CRDs (metav1.Condition) allow.

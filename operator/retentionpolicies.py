@@ -5,7 +5,7 @@ run in status."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import kopf
 
@@ -14,7 +14,7 @@ from ..deadline import Deadline, DeadlineExceeded, run_within
 from ..errors import NotFound, Unavailable
 from ..retry import RetriesExhausted
 from ..settings import get_settings
-from ..specs.fields import crd_path, parse, read_resource
+from ..specs.fields import crd_path, read_resource
 from ..specs.retention_policy import PolicyResource, PolicySpec
 from .resources import (
     GROUP,
@@ -24,7 +24,7 @@ from .resources import (
     interval_seconds,
     iso,
 )
-from .runtime import InvalidSpec, domain_errors, finalize_within
+from .runtime import InvalidSpec, domain_errors, finalize_within, read_spec
 from .status import patch_status
 
 POLL_SECONDS = get_settings().operator_poll_seconds
@@ -33,15 +33,6 @@ RETRY_BLOCKED = timedelta(minutes=1)
 
 def catalog_name(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
-
-
-Spec = TypeVar("Spec", PolicyResource, PolicySpec)
-
-
-def read(model: type[Spec], spec: Any) -> Spec:
-    """The resource's spec as the typed model; a bad field raises InvalidSpec naming it."""
-    with domain_errors(naming=lambda field: crd_path(model, field)):
-        return parse(model, read_resource(model, spec))
 
 
 def _ready(ok: bool, reason: str, message: str, status: Any, generation: int) -> list[Any]:
@@ -66,7 +57,7 @@ def reconcile(
 ) -> None:
     generation = meta.get("generation", 1)
     try:
-        resource = read(PolicyResource, spec)
+        resource = read_spec(PolicyResource, spec)
         fields = read_resource(PolicySpec, spec)  # the catalog parses and checks them
         with memo.sessions() as session:
             if resource.bucket:
@@ -120,8 +111,8 @@ def run(
     actor = f"kubernetes:{namespace}/{name}"
     generation = body["metadata"].get("generation", 1)
     with domain_errors():  # what reconcile accepted; a spec changed since, it reports
-        resource = read(PolicyResource, spec)
-        policy = read(PolicySpec, spec)
+        resource = read_spec(PolicyResource, spec)
+        policy = read_spec(PolicySpec, spec)
     # With requireDryRun, the first run after each change is a dry run, for people to see.
     owed = policy.require_dry_run and status.get("dryRunGeneration") != generation
     every = timedelta(seconds=interval_seconds(resource.interval))

@@ -13,6 +13,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import kopf
 import kubernetes
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -30,6 +31,7 @@ from ..services.notify import webhook_from
 from ..services.runner import EngineRunner
 from ..services.scheduler import JobCancelled, JobRunner, Scheduler
 from ..settings import Settings, get_settings
+from ..specs.fields import crd_path, parse, read_resource
 from ..storage import ObjectStore
 from .followers import Followers
 from .resources import BACKUP_JOBS, GROUP, VERSION
@@ -184,6 +186,16 @@ def domain_errors(
         raise kopf.TemporaryError(
             f"Kubernetes API: {error.status} {error.reason}", delay=10
         ) from None
+
+
+Spec = TypeVar("Spec", bound=BaseModel)
+
+
+def read_spec(model: type[Spec], spec: Any) -> Spec:
+    """A resource's spec as its typed model (backup_operator/specs); a bad field raises
+    InvalidSpec naming it as the resource does."""
+    with domain_errors(naming=lambda field: crd_path(model, field)):
+        return parse(model, read_resource(model, spec))
 
 
 class Finalized(NamedTuple, Generic[T]):

@@ -389,3 +389,37 @@ def test_status_is_a_schema_with_conditions_keyed_by_type(api: Any) -> None:
     good = [_condition("Ready"), _condition("Failed", "WorkerLost", status="False")]
     assert _patch_status(api, "status-schema", {"conditions": good}).returncode == 0
     assert api.get(key, "status-schema")["status"]["conditions"] == good
+
+
+BUCKET_NAMES = [
+    "nightly-backups",
+    "a.b-c",
+    "a..b",  # accepted by the CRD's pattern alone until the rules were written once
+    "192.168.1.10",
+    "xn--bucket",
+    "sthree-bucket",
+    "logs-s3alias",
+    "data--ol-s3",
+    "Bad_Name",
+    "ab",
+]
+
+
+def test_the_api_server_refuses_exactly_the_bucket_names_the_catalog_refuses(api: Any) -> None:
+    from backup_operator.catalog.buckets import validate_bucket_name
+    from backup_operator.errors import Invalid
+
+    for bucket in BUCKET_NAMES:
+        try:
+            validate_bucket_name(bucket)
+            domain_refuses = False
+        except Invalid:
+            domain_refuses = True
+        done = server_apply(
+            api,
+            _broken("backupjob-pvc.yaml", lambda s, name=bucket: s.update(bucket=name)),
+            "--dry-run=server",
+        )
+        assert (done.returncode != 0) == domain_refuses, (bucket, done.stderr)
+        if domain_refuses:
+            assert "spec.bucket" in done.stderr, done.stderr

@@ -2,41 +2,20 @@
 
 from __future__ import annotations
 
-import re
-
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, Invalid, NotFound
+from ..specs.buckets import bucket_name_problem
 from ..storage import ObjectStore
 from .models import BackupJob, BackupObject, Bucket, File, Source
 from .pages import Page, scalar_page
 
-# S3 bucket naming rules (lowercase DNS-like names, 3 to 63 characters).
-BUCKET_NAME = re.compile(
-    r"^(?!xn--)(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
-)
-
-
-# Prefixes and suffixes S3 reserves for its own kinds of buckets and access points.
-RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
-RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", "--x-s3", ".mrap")
-
 
 def validate_bucket_name(name: str) -> None:
-    if not BUCKET_NAME.match(name):
-        raise Invalid(
-            "must be 3-63 characters of lowercase letters, digits, '.' and '-', "
-            "starting and ending with a letter or digit",
-            field="name",
-        )
-    if name.startswith(RESERVED_PREFIXES) or name.endswith(RESERVED_SUFFIXES):
-        raise Invalid(
-            f"S3 reserves names starting {', '.join(RESERVED_PREFIXES)} or ending "
-            f"{', '.join(RESERVED_SUFFIXES)}",
-            field="name",
-        )
+    if (problem := bucket_name_problem(name)) is not None:
+        raise Invalid(problem, field="name")
 
 
 def create_bucket(

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from . import retention_policy
+from . import backup_job, retention_policy
 from .fields import JsonSchema, crd_properties
 
 GROUP = "minio-backup.dev"
@@ -68,8 +68,12 @@ def spec_schema(
     *models: Any, extra: JsonSchema, objects: dict[str, JsonSchema] | None = None
 ) -> JsonSchema:
     properties = crd_properties(*models)
-    for name, more in (objects or {}).items():
-        properties[name] = {**more, **properties[name]}
+    for path, more in (objects or {}).items():
+        *parents, leaf = path.split(".")
+        node = properties
+        for parent in parents:
+            node = node[parent]["properties"]
+        node[leaf] = {**more, **node[leaf]}
     return {"type": "object", **extra, "properties": properties}
 
 
@@ -122,6 +126,82 @@ def retention_policies() -> JsonSchema:
     )
 
 
+def backup_jobs() -> JsonSchema:
+    spec = spec_schema(
+        backup_job.JobSpec,
+        backup_job.JobResource,
+        extra=backup_job.CRD_SPEC,
+        objects=backup_job.CRD_OBJECTS,
+    )
+    counts = ("files", "uploaded", "deduplicated", "unchanged", "bytesRead", "bytesUploaded")
+    status = {
+        "type": "object",
+        "properties": {
+            "phase": {
+                "type": "string",
+                "enum": [
+                    "Pending",
+                    "Running",
+                    "Completed",
+                    "PartiallyFailed",
+                    "Failed",
+                    "Cancelled",
+                ],
+            },
+            "jobId": {"type": "integer"},
+            "observedGeneration": {"type": "integer"},
+            **{count: {"type": "integer"} for count in counts},
+            "bytesDeduplicated": {"type": "integer"},
+            "dedupRatio": {"type": "number"},
+            "startedAt": {"type": "string", "format": "date-time"},
+            "completedAt": {"type": "string", "format": "date-time"},
+            "workload": {"type": "string"},
+            "attempts": {
+                "description": "Runs of this backup so far: more than one when a worker "
+                "stopped and it was resumed (the Resumed event says why).",
+                "type": "integer",
+            },
+            "failures": {
+                "description": "Files not backed up (all of them at "
+                "GET /backup-jobs/{jobId}/failures).",
+                "type": "object",
+                "properties": {
+                    "count": {"type": "integer"},
+                    "firstPaths": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+            "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+            "conditions": CONDITIONS,
+        },
+    }
+    return _crd(
+        kind="BackupJob",
+        plural="backupjobs",
+        short_names=["bj"],
+        columns=[
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {
+                "name": "Ready",
+                "type": "string",
+                "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+            },
+            {"name": "Bucket", "type": "string", "jsonPath": ".spec.bucket"},
+            {"name": "Files", "type": "integer", "jsonPath": ".status.files"},
+            {"name": "Uploaded", "type": "integer", "jsonPath": ".status.uploaded"},
+            {"name": "Deduplicated", "type": "integer", "jsonPath": ".status.deduplicated"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+        schema={
+            "type": "object",
+            "description": "A backup of one source into one bucket. Jobs are immutable "
+            "records: once a job has started, the operator refuses spec changes (condition "
+            "SpecRejected).",
+            "required": ["spec"],
+            "properties": {"spec": spec, "status": status},
+        },
+    )
+
+
 def _crd(
     *, kind: str, plural: str, short_names: list[str], columns: list[Any], schema: JsonSchema
 ) -> JsonSchema:
@@ -154,7 +234,7 @@ def _crd(
     }
 
 
-GENERATED = {"retentionpolicies.yaml": retention_policies}
+GENERATED = {"backupjobs.yaml": backup_jobs, "retentionpolicies.yaml": retention_policies}
 
 
 class _Dumper(yaml.SafeDumper):  # type: ignore[misc]  # yaml has no stubs here

@@ -129,13 +129,15 @@ class Checked(Bound):
 @dataclass(frozen=True)
 class Crd:
     """Where the field sits in the resource's spec (`scope.keyPrefix`), and how the
-    resource writes it: `schema` replaces the JSON schema when the two differ, `read`
+    resource writes it: `schema` replaces the JSON schema when the two differ (`more`
+    adds to it), `read`
     turns the resource's value into the spec's (camelCase rule names) and `key_name`
     names a key of it back in the resource's words; `shown=False`: another field of the
     resource shows it (a bucket by name, not by id)."""
 
     path: str
     schema: JsonSchema | None = None
+    more: JsonSchema | None = None  # added to the schema (CEL rules, say)
     read: Callable[[Any], Any] | None = None
     key_name: Callable[[str], str] = str
     shown: bool = True
@@ -205,6 +207,7 @@ def crd_properties(*models: type[BaseModel]) -> JsonSchema:
             if crd.schema is not None:  # the resource's own form, the spec's description
                 described = {k: v for k, v in field.items() if k == "description"}
                 field = {**described, **crd.schema}
+            field.update(crd.more or {})
             *parents, leaf = crd.path.split(".")
             node = root
             for parent in parents:
