@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -18,6 +19,7 @@ from backup_operator.catalog.models import (
     JobStatus,
     LockMode,
     ObjectVersion,
+    RetentionPolicy,
     RetentionRun,
     RetentionTarget,
 )
@@ -41,6 +43,21 @@ def back_up(
     sessions: sessionmaker[Session], store: ObjectStore, bucket_id: int, source: Path
 ) -> int:
     return run_backup_job(sessions, store, bucket_id, source, prefix="")[0]
+
+
+def jobs_policy(
+    session: Session, name: str, bucket_id: int, source: Path, keep_last: int = 1, **more: Any
+) -> RetentionPolicy:
+    """A policy of the jobs of `source`: its newest `keep_last` completed backups stay."""
+    return create_policy(
+        session,
+        name=name,
+        rules={"keep_last": keep_last},
+        target=RetentionTarget.JOBS,
+        bucket_id=bucket_id,
+        source_system=str(source),
+        **more,
+    )
 
 
 @pytest.fixture
@@ -73,14 +90,7 @@ def test_forgetting_jobs_deletes_only_what_no_kept_job_references(
     assert len(before) == 6  # a1 a2 a3 a4, S, b1
 
     with sessions() as session:
-        policy = create_policy(
-            session,
-            name="last-two",
-            rules={"keep_last": 2},
-            target=RetentionTarget.JOBS,
-            bucket_id=bucket_id,
-            source_system=str(source),
-        )
+        policy = jobs_policy(session, "last-two", bucket_id, source, keep_last=2)
         dry = plan(session, policy.id)
         assert [(j.job_id, j.keep, j.reasons) for j in dry.jobs] == [
             (fourth, True, ("last snapshot",)),
@@ -132,14 +142,7 @@ def test_retention_concurrent_with_a_backup_loses_nothing(
     write(other, contents)  # the same bytes, backed up from another source meanwhile
 
     with sessions() as session:
-        policy = create_policy(
-            session,
-            name="one",
-            rules={"keep_last": 1},
-            target=RetentionTarget.JOBS,
-            bucket_id=bucket_id,
-            source_system=str(old),
-        )
+        policy = jobs_policy(session, "one", bucket_id, old)
     results: dict[str, object] = {}
     start = threading.Barrier(2)
 
@@ -177,13 +180,11 @@ def test_policy_stores_new_versions_under_object_lock(
         plain = create_bucket(session, store, name=bucket_name + "-plain", object_lock=False)
         source = tmp_path / "src"
         write(source, {"ledger.db": b"v1"})
-        policy = create_policy(
+        policy = jobs_policy(
             session,
-            name="immutable",
-            rules={"keep_last": 1},
-            target=RetentionTarget.JOBS,
-            bucket_id=locked_bucket.id,
-            source_system=str(source),
+            "immutable",
+            locked_bucket.id,
+            source,
             lock_mode=LockMode.GOVERNANCE,
             lock_days=1,
             legal_hold=True,
@@ -234,14 +235,7 @@ def test_a_run_cut_off_by_an_outage_leaves_things_consistent_and_the_next_finish
     write(source, {"a.txt": b"2"})
     back_up(sessions, store, bucket_id, source)
     with sessions() as session:
-        policy = create_policy(
-            session,
-            name="one",
-            rules={"keep_last": 1},
-            target=RetentionTarget.JOBS,
-            bucket_id=bucket_id,
-            source_system=str(source),
-        )
+        policy = jobs_policy(session, "one", bucket_id, source)
     private_s3.stop()
     with sessions() as session, pytest.raises(Unavailable):
         apply(session, store, policy.id, actor="test")
@@ -273,15 +267,7 @@ def test_keep_min_successful_keeps_the_newest_successful_backups_whatever_the_ru
     with sessions() as session:  # the newest one ended partially failed
         session.get_one(BackupJob, newest).status = JobStatus.PARTIALLY_FAILED
         session.commit()
-        policy = create_policy(
-            session,
-            name="floor",
-            rules={"keep_last": 1},
-            target=RetentionTarget.JOBS,
-            bucket_id=bucket_id,
-            source_system=str(source),
-            keep_min_successful=1,
-        )
+        policy = jobs_policy(session, "floor", bucket_id, source, keep_min_successful=1)
         dry = plan(session, policy.id)
     # keep_last alone would keep only the partially failed one: not a good backup.
     assert [(j.job_id, j.keep, j.reasons) for j in dry.jobs] == [
@@ -312,15 +298,7 @@ def test_a_policy_requiring_a_dry_run_refuses_to_apply_until_one_follows_each_ch
     write(source, {"a.txt": b"1"})
     back_up(sessions, store, bucket_id, source)
     with sessions() as session:
-        policy = create_policy(
-            session,
-            name="careful",
-            rules={"keep_last": 1},
-            target=RetentionTarget.JOBS,
-            bucket_id=bucket_id,
-            source_system=str(source),
-            require_dry_run=True,
-        )
+        policy = jobs_policy(session, "careful", bucket_id, source, require_dry_run=True)
         with pytest.raises(Conflict) as refused:
             apply(session, store, policy.id, actor="test")
         assert refused.value.field == "require_dry_run"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, overload
 
-from sqlalchemy import delete, false, func, insert, select, union_all, update
+from sqlalchemy import ColumnElement, and_, delete, false, func, insert, select, union_all, update
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, NotFound
@@ -230,17 +230,21 @@ def claim_job(session: Session, job_id: int, *, worker_id: str) -> BackupJob:
     return job
 
 
+def _running_for(job_id: int, worker_id: str) -> ColumnElement[bool]:
+    """The job, while it runs for this worker (not cancelled, not taken over)."""
+    return and_(
+        BackupJob.id == job_id,
+        BackupJob.worker_id == worker_id,
+        BackupJob.status == JobStatus.RUNNING,
+    )
+
+
 def heartbeat(session: Session, job_id: int, *, worker_id: str) -> bool:
     """Answers False when the job is no longer ours to run (cancelled, reclaimed, or past
     its deadline: then it fails here, however busy its worker is)."""
     still_ours = session.scalar(
         update(BackupJob)
-        .where(
-            BackupJob.id == job_id,
-            BackupJob.worker_id == worker_id,
-            BackupJob.status == JobStatus.RUNNING,
-            func.coalesce(_overdue(), false()).is_(false()),
-        )
+        .where(_running_for(job_id, worker_id), func.coalesce(_overdue(), false()).is_(false()))
         .values(heartbeat_at=func.now())
         .returning(BackupJob.id)
     )
@@ -265,11 +269,7 @@ def finish_job(
         values["stats"] = stats
     ended = session.scalar(
         update(BackupJob)
-        .where(
-            BackupJob.id == job_id,
-            BackupJob.worker_id == worker_id,
-            BackupJob.status == JobStatus.RUNNING,
-        )
+        .where(_running_for(job_id, worker_id))
         .values(**values)
         .returning(BackupJob.id)
     )
@@ -317,11 +317,7 @@ def release_job(session: Session, job_id: int, *, worker_id: str) -> bool:
     """A worker shutting down hands its running job back, to be resumed at once."""
     released = session.scalar(
         update(BackupJob)
-        .where(
-            BackupJob.id == job_id,
-            BackupJob.worker_id == worker_id,
-            BackupJob.status == JobStatus.RUNNING,
-        )
+        .where(_running_for(job_id, worker_id))
         .values(
             status=JobStatus.PENDING,
             worker_id=None,

@@ -48,6 +48,14 @@ CONDITIONS: JsonSchema = {  # metav1.Condition, as Kubernetes defines it
 }
 
 
+READY_COLUMN = {
+    "name": "Ready",
+    "type": "string",
+    "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+}
+AGE_COLUMN = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+
+
 def _retention_run(description: str) -> JsonSchema:
     return {
         "description": description,
@@ -105,24 +113,17 @@ def retention_policies() -> JsonSchema:
         short_names=["rp"],
         columns=[
             {"name": "Target", "type": "string", "jsonPath": ".spec.target"},
-            {
-                "name": "Ready",
-                "type": "string",
-                "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
-            },
+            READY_COLUMN,
             {"name": "Kept", "type": "integer", "jsonPath": ".status.lastRun.kept"},
             {"name": "Deleted", "type": "integer", "jsonPath": ".status.lastRun.deleted"},
             {"name": "Next", "type": "date", "jsonPath": ".status.nextRunAt"},
-            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            AGE_COLUMN,
         ],
-        schema={
-            "type": "object",
-            "description": "Retention rules (restic's forget semantics) over object "
-            "versions or over the completed jobs of a source, applied on an interval; "
-            "optionally a dry run only.",
-            "required": ["spec"],
-            "properties": {"spec": spec, "status": status},
-        },
+        description="Retention rules (restic's forget semantics) over object versions or "
+        "over the completed jobs of a source, applied on an interval; optionally a dry run "
+        "only.",
+        spec=spec,
+        status=status,
     )
 
 
@@ -180,31 +181,36 @@ def backup_jobs() -> JsonSchema:
         short_names=["bj"],
         columns=[
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-            {
-                "name": "Ready",
-                "type": "string",
-                "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
-            },
+            READY_COLUMN,
             {"name": "Bucket", "type": "string", "jsonPath": ".spec.bucket"},
             {"name": "Files", "type": "integer", "jsonPath": ".status.files"},
             {"name": "Uploaded", "type": "integer", "jsonPath": ".status.uploaded"},
             {"name": "Deduplicated", "type": "integer", "jsonPath": ".status.deduplicated"},
-            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            AGE_COLUMN,
         ],
-        schema={
-            "type": "object",
-            "description": "A backup of one source into one bucket. Jobs are immutable "
-            "records: once a job has started, the operator refuses spec changes (condition "
-            "SpecRejected).",
-            "required": ["spec"],
-            "properties": {"spec": spec, "status": status},
-        },
+        description="A backup of one source into one bucket. Jobs are immutable records: "
+        "once a job has started, the operator refuses spec changes (condition SpecRejected).",
+        spec=spec,
+        status=status,
     )
 
 
 def _crd(
-    *, kind: str, plural: str, short_names: list[str], columns: list[Any], schema: JsonSchema
+    *,
+    kind: str,
+    plural: str,
+    short_names: list[str],
+    columns: list[Any],
+    description: str,
+    spec: JsonSchema,
+    status: JsonSchema,
 ) -> JsonSchema:
+    schema = {
+        "type": "object",
+        "description": description,
+        "required": ["spec"],
+        "properties": {"spec": spec, "status": status},
+    }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
