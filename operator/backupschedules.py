@@ -12,6 +12,7 @@ import kopf
 import kubernetes
 from croniter import croniter
 
+from ..specs.backup_schedule import ConcurrencyPolicy, ScheduleSpec
 from .followers import RESYNC_SECONDS, Look, looking, seconds_until
 from .resources import (
     BACKUP_JOBS,
@@ -23,7 +24,7 @@ from .resources import (
     iso,
     parse_time,
 )
-from .runtime import SCHEDULE_INTERVAL, domain_errors
+from .runtime import SCHEDULE_INTERVAL, InvalidSpec, domain_errors, read_spec
 from .status import write_status
 
 SCHEDULE_LABEL = f"{GROUP}/schedule"
@@ -44,9 +45,8 @@ def next_fire(expression: str, after: datetime, uid: str, spread: int) -> dateti
     return fire + offset(uid, spread)
 
 
-def _job_manifest(schedule: Any, name: str, namespace: str, uid: str, at: datetime) -> Any:
-    template = schedule.get("jobTemplate") or {}
-    labels = {**((template.get("metadata") or {}).get("labels") or {}), SCHEDULE_LABEL: name}
+def _job_manifest(schedule: ScheduleSpec, name: str, namespace: str, uid: str, at: datetime) -> Any:
+    labels = {**(schedule.job_labels or {}), SCHEDULE_LABEL: name}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "BackupJob",
@@ -66,7 +66,7 @@ def _job_manifest(schedule: Any, name: str, namespace: str, uid: str, at: dateti
                 }
             ],
         },
-        "spec": dict(template.get("spec") or {}),
+        "spec": dict(schedule.job_spec),
     }
 
 
@@ -130,9 +130,13 @@ def _tick(memo: kopf.Memo, body: Any, scheduled: kopf.Index[tuple[str, str], Chi
     name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
     generation = meta.get("generation", 1)
     previous = list(status.get("conditions") or [])
-    expression = spec.get("schedule", "")
-    if not croniter.is_valid(expression):
-        message = f"spec.schedule: {expression!r} is not a five-field cron expression"
+    try:
+        wanted = read_spec(ScheduleSpec, spec)
+        if not croniter.is_valid(wanted.schedule):
+            why = f"{wanted.schedule!r} is not a five-field cron expression"
+            raise InvalidSpec("spec.schedule", why)
+    except InvalidSpec as error:
+        message = str(error)
         if status.get("observedGeneration") != generation:
             kopf.warn(body, reason="InvalidSpec", message=message)
         invalid = condition("Ready", False, "InvalidSpec", message, previous, generation)
@@ -142,7 +146,7 @@ def _tick(memo: kopf.Memo, body: Any, scheduled: kopf.Index[tuple[str, str], Chi
                 memo.custom, BACKUP_SCHEDULES, body, verdict, unless_already=status
             )
         return Look(written, RESYNC_SECONDS)  # until its spec changes
-    spread = int(spec.get("randomOffsetSeconds", 0))
+    expression, spread = wanted.schedule, wanted.random_offset_seconds
     now = datetime.now(UTC)
     first = croniter(expression, now).get_next(datetime)
     period = (croniter(expression, first).get_next(datetime) - first).total_seconds()
@@ -155,21 +159,21 @@ def _tick(memo: kopf.Memo, body: Any, scheduled: kopf.Index[tuple[str, str], Chi
             memo,
             namespace,
             [c for c in children if c.phase == "Completed"],
-            int(spec.get("successfulJobsHistoryLimit", 3)),
+            wanted.successful_jobs_history_limit,
         ) + _prune(
             memo,
             namespace,
             [c for c in children if c.phase in {"Failed", "Cancelled"}],
-            int(spec.get("failedJobsHistoryLimit", 1)),
+            wanted.failed_jobs_history_limit,
         )
         due = status.get("nextScheduleTime")
         if due is None or status.get("observedGeneration") != generation:
             due = iso(next_fire(expression, now, uid, spread))  # (re)scheduled from now
-        elif parse_time(due) <= now and not spec.get("suspend", False):
-            if active and spec.get("concurrencyPolicy", "Forbid") == "Forbid":
+        elif parse_time(due) <= now and not wanted.suspend:
+            if active and wanted.concurrency_policy is ConcurrencyPolicy.FORBID:
                 kopf.info(body, reason="Skipped", message=f"{active[0]} is still unfinished")
             else:
-                manifest = _job_manifest(spec, name, namespace, uid, parse_time(due))
+                manifest = _job_manifest(wanted, name, namespace, uid, parse_time(due))
                 try:
                     memo.custom.create_namespaced_custom_object(
                         GROUP, VERSION, namespace, BACKUP_JOBS, manifest

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from . import backup_job, retention_policy
+from . import backup_job, backup_schedule, retention_policy
 from .fields import JsonSchema, crd_properties
 
 GROUP = "minio-backup.dev"
@@ -195,6 +195,39 @@ def backup_jobs() -> JsonSchema:
     )
 
 
+def backup_schedules() -> JsonSchema:
+    spec = spec_schema(
+        backup_schedule.ScheduleSpec,
+        extra=backup_schedule.CRD_SPEC,
+        objects=backup_schedule.CRD_OBJECTS,
+    )
+    status = {
+        "type": "object",
+        "properties": {
+            "lastScheduleTime": {"type": "string", "format": "date-time"},
+            "nextScheduleTime": {"type": "string", "format": "date-time"},
+            "active": {"type": "array", "items": {"type": "string"}},
+            "observedGeneration": {"type": "integer"},
+            "conditions": CONDITIONS,
+        },
+    }
+    return _crd(
+        kind="BackupSchedule",
+        plural="backupschedules",
+        short_names=["bs"],
+        columns=[
+            {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
+            READY_COLUMN,
+            {"name": "Last", "type": "date", "jsonPath": ".status.lastScheduleTime"},
+            {"name": "Next", "type": "date", "jsonPath": ".status.nextScheduleTime"},
+            AGE_COLUMN,
+        ],
+        description="Creates BackupJobs on a cron schedule and prunes the old finished ones.",
+        spec=spec,
+        status=status,
+    )
+
+
 def _crd(
     *,
     kind: str,
@@ -240,7 +273,11 @@ def _crd(
     }
 
 
-GENERATED = {"backupjobs.yaml": backup_jobs, "retentionpolicies.yaml": retention_policies}
+GENERATED = {
+    "backupjobs.yaml": backup_jobs,
+    "backupschedules.yaml": backup_schedules,
+    "retentionpolicies.yaml": retention_policies,
+}
 
 
 class _Dumper(yaml.SafeDumper):  # type: ignore[misc]  # yaml has no stubs here
