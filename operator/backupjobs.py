@@ -109,7 +109,7 @@ def register(
                 )
             if job.status.finished and job.runner is Runner.KUBERNETES:
                 credentials.revoke(session, job.id)  # it ended while nobody was looking
-            new = job_status(job, status, generation, status.get("workload"), spec.get("tags"))
+            new = job_status(job, status, generation, status.get("workload"), wanted.tags)
             _tell_if_resumed(body, status, job)
     except InvalidSpec as error:
         patch_status(patch, _invalid(error, status, generation))
@@ -145,8 +145,10 @@ def _look(memo: kopf.Memo, body: Any) -> Look:
     spec, meta, status = body["spec"], body["metadata"], body.get("status") or {}
     name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
     workload = status.get("workload")
+    # What register accepted (a started job's spec cannot change but for its start).
+    wanted, resource = read_spec(JobSpec, spec), read_spec(JobResource, spec)
     with domain_errors(), memo.sessions() as session:
-        if spec.get("activeDeadlineSeconds"):
+        if wanted.active_deadline_seconds:
             # Its worker fails it too, at its next heartbeat; this covers a worker that is
             # gone or a pod that never started.
             jobs.fail_overdue_jobs(session, job_id=status["jobId"])
@@ -155,7 +157,9 @@ def _look(memo: kopf.Memo, body: Any) -> Look:
         if job.runner is Runner.KUBERNETES and not job.status.finished:
             if workload is None and (job.start_time is None or job.start_time <= _now()):
                 try:
-                    workload = _start_workload(memo, session, spec, name, namespace, uid, job.id)
+                    workload = _start_workload(
+                        memo, session, wanted, resource, name, namespace, uid, job.id
+                    )
                     kopf.info(body, reason="Started", message=f"batch Job {workload} created")
                 except credentials.CannotIssue as error:
                     why = f"CatalogLoginRefused: {error}"
@@ -165,13 +169,13 @@ def _look(memo: kopf.Memo, body: Any) -> Look:
                 session.refresh(job)  # its pod may have finished it since it was read
                 if failure is not None and not job.status.finished:
                     job = jobs.set_status(session, job.id, JobStatus.FAILED, error=failure)
-        new = job_status(job, status, meta.get("generation", 1), workload, spec.get("tags"))
+        new = job_status(job, status, meta.get("generation", 1), workload, wanted.tags)
         _tell_if_resumed(body, status, job)
         if job.runner is Runner.KUBERNETES and job.status.finished:
             credentials.revoke(session, job.id)  # its pod's login: useless from now on
             # Its pod has no webhook settings: the operator tells of its end, once.
             notify_ended(session, memo.notifier, job.id)
-        reference = (spec.get("retentionPolicyRef") or {}).get("name")
+        reference = resource.retention_policy
         if reference and new["phase"] == "Completed":
             # What it stored is governed by the policy it names (the catalog's `ns/name`).
             try:
@@ -211,7 +215,14 @@ def _now() -> datetime:
 
 
 def _start_workload(
-    memo: kopf.Memo, session: Any, spec: Any, name: str, namespace: str, uid: str, job_id: int
+    memo: kopf.Memo,
+    session: Any,
+    wanted: JobSpec,
+    resource: JobResource,
+    name: str,
+    namespace: str,
+    uid: str,
+    job_id: int,
 ) -> str:
     app = memo.app
     workload = job_name(name, uid)
@@ -223,7 +234,7 @@ def _start_workload(
             raise
     database_secret, database_key = app.agent_database_secret, app.agent_database_secret_key
     if app.agent_catalog_access == "per-job":
-        deadline = spec.get("activeDeadlineSeconds") or LOGIN_SECONDS
+        deadline = wanted.active_deadline_seconds or LOGIN_SECONDS
         login = credentials.issue(session, job_id, valid_for=timedelta(seconds=deadline + 3600))
         secret = catalog_secret(
             name=name,
@@ -238,7 +249,8 @@ def _start_workload(
         name=name,
         namespace=namespace,
         uid=uid,
-        spec=spec,
+        resource=resource,
+        deadline_seconds=wanted.active_deadline_seconds,
         catalog_job_id=job_id,
         image=app.agent_image,
         database_secret=database_secret,
@@ -374,6 +386,7 @@ def _release(
             jobs.cancel_job(session, job_id)
         if job.runner is Runner.KUBERNETES:
             credentials.revoke(session, job_id)
+        # (Read as it is, not parsed: nothing may block a deletion.)
         if not spec.get("deleteObjectsOnDelete", False):
             return None
         return retention.forget_job(

@@ -10,6 +10,7 @@ from typing import Any
 from kubernetes.utils import parse_quantity
 
 from ..errors import Invalid
+from ..specs.backup_job import JobResource
 from .resources import GROUP, MOUNT_PATH, VERSION
 
 CATALOG_SECRET_KEY = "SQLALCHEMY_DATABASE_URL"
@@ -26,7 +27,8 @@ def backup_workload(
     name: str,
     namespace: str,
     uid: str,
-    spec: Mapping[str, Any],
+    resource: JobResource,
+    deadline_seconds: int | None,
     catalog_job_id: int,
     image: str,
     database_secret: str,
@@ -38,18 +40,16 @@ def backup_workload(
     service_account: str | None,
     default_resources: Mapping[str, Any],
 ) -> dict[str, Any]:
-    pvc = spec["source"]["pvc"]
-    resources = dict(spec.get("resources") or default_resources)
-    credentials = spec.get("credentialsSecretRef")
-    if credentials:
-        access = (credentials["name"], credentials.get("accessKeyKey", "accessKey"))
-        secret = (credentials["name"], credentials.get("secretKeyKey", "secretKey"))
+    resources = dict(resource.resources or default_resources)
+    if resource.credentials_secret:
+        access = (resource.credentials_secret, resource.access_key_key)
+        secret = (resource.credentials_secret, resource.secret_key_key)
     else:
         access = (store_secret, "MINIO_ACCESS_KEY")
         secret = (store_secret, "MINIO_SECRET_KEY")
     mount: dict[str, Any] = {"name": "source", "mountPath": MOUNT_PATH, "readOnly": True}
-    if pvc.get("subPath"):
-        mount["subPath"] = pvc["subPath"]
+    if resource.sub_path:
+        mount["subPath"] = resource.sub_path
     labels = {
         "app.kubernetes.io/name": "minio-backup-operator",
         "app.kubernetes.io/component": "backup",
@@ -89,7 +89,7 @@ def backup_workload(
         "volumes": [
             {
                 "name": "source",
-                "persistentVolumeClaim": {"claimName": pvc["claimName"], "readOnly": True},
+                "persistentVolumeClaim": {"claimName": resource.claim_name, "readOnly": True},
             },
             {"name": "tmp", "emptyDir": {}},
         ],
@@ -111,9 +111,9 @@ def backup_workload(
             "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
-    if spec.get("activeDeadlineSeconds"):
+    if deadline_seconds:
         # Kubernetes stops the pod itself; the catalog fails the job by the same deadline.
-        manifest["spec"]["activeDeadlineSeconds"] = spec["activeDeadlineSeconds"]
+        manifest["spec"]["activeDeadlineSeconds"] = deadline_seconds
     return manifest
 
 

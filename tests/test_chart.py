@@ -454,6 +454,7 @@ def test_source_and_restore_roots_are_the_pods_mounts_and_none_by_default() -> N
 def test_backup_pods_get_the_values_resources_and_a_memory_budget_within_them() -> None:
     from backup_operator.operator.workload import backup_workload
     from backup_operator.settings import Settings
+    from backup_operator.specs.backup_job import JobResource
 
     agent = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
     docs = render({**REQUIRED, "agent": {"resources": agent}, "operator": {"backupMemoryMiB": 192}})
@@ -473,7 +474,8 @@ def test_backup_pods_get_the_values_resources_and_a_memory_budget_within_them() 
             name="nightly",
             namespace="apps",
             uid="3f1c",
-            spec={"source": {"pvc": {"claimName": "data"}}, **spec},
+            resource=JobResource(claim_name="data", bucket="nightly", **spec),
+            deadline_seconds=None,
             catalog_job_id=7,
             image="minio-backup-operator:0.1.0",
             database_secret="db",
