@@ -23,6 +23,7 @@ from ..settings import Settings, get_settings
 from ..storage import ObjectStore
 from . import access_log, errors
 from .auth import OPEN_PATHS, BearerAuth
+from .middleware import HttpMiddleware
 from .routes import buckets, files, health, jobs, objects, retention
 from .schemas import ErrorBody
 
@@ -53,14 +54,8 @@ class TrailingSlash:
         await self.app(scope, receive, send)
 
 
-class Metrics:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+class Metrics(HttpMiddleware):
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500
 

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..settings import Settings
 from .errors import error_body
+from .middleware import HttpMiddleware
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -26,17 +27,17 @@ def _matches(token: str, candidates: list[str]) -> bool:
     return found
 
 
-class BearerAuth:
+class BearerAuth(HttpMiddleware):
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        self.app = app
+        super().__init__(app)
         self.write = [t.get_secret_value() for t in settings.api_tokens]
         self.read = [t.get_secret_value() for t in settings.api_read_only_tokens]
         self.enabled = settings.auth_enabled
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.enabled or scope["path"] in OPEN_PATHS:
-            await self.app(scope, receive, send)
-            return
+    def applies(self, scope: Scope) -> bool:
+        return self.enabled and scope["path"] not in OPEN_PATHS
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         given = [v for k, v in scope["headers"] if k == b"authorization"]
         if len(given) > 1:  # which one counts would differ between proxies and us
             await _deny(send, 400, "more than one Authorization header", "bad_request")

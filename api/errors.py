@@ -12,10 +12,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ..db import is_unavailable
 from ..errors import Conflict, DomainError, Invalid, NotFound, Unavailable
+from .middleware import HttpMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -84,19 +85,13 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body([], "internal database error", "internal"), status_code=500)
 
 
-class RejectNul:
+class RejectNul(HttpMiddleware):
     """No text the API takes may hold a NUL: PostgreSQL cannot store one, S3 refuses it
     in keys, and it truncates C strings downstream. The path, every query parameter and
     every string of a JSON body are checked before a route sees them; the answer is a
     422 naming where the NUL was."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         where: list[str | int] | None = None
         if "\x00" in scope["path"]:
             where = ["path"]

@@ -175,16 +175,6 @@ class FileRegistered(Out):
     object_version_id: int | None
 
 
-class DuplicateGroupOut(Out):
-    canonical_file_id: int
-    bucket_id: int
-    sha256: str
-    size: int
-    object_version_id: int | None
-    duplicates: int
-    bytes_saved: int
-
-
 class DuplicateSummary(BaseModel):
     groups: int
     duplicate_files: int
@@ -221,15 +211,6 @@ class VersionOut(Out):
 
 class LatestOut(ObjectOut):
     latest_version: VersionOut
-
-
-class StoredVersionOut(BaseModel):
-    key: str
-    version_id: str
-    size: int
-    etag: str | None
-    is_latest: bool
-    last_modified: datetime | None
 
 
 class TagSet(In):

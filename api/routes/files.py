@@ -20,7 +20,6 @@ from ..deps import get_session, get_store
 from ..pagination import PageParams, paginate
 from ..schemas import (
     SHA256_PATTERN,
-    DuplicateGroupOut,
     DuplicateSummary,
     FileBatch,
     FileOut,
@@ -126,7 +125,7 @@ def list_files(
     return paginate(found, request, response)
 
 
-@router.get("/duplicates", response_model=list[DuplicateGroupOut])
+@router.get("/duplicates", response_model=list[DuplicateGroup])
 def duplicate_report(
     request: Request,
     response: Response,

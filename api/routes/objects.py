@@ -11,7 +11,7 @@ from ...catalog.models import BackupObject, ObjectVersion
 from ...storage import ObjectStore, StoredVersion
 from ..deps import get_session, get_store
 from ..pagination import PageParams, paginate
-from ..schemas import Id, LatestOut, ObjectOut, StoredVersionOut, TagSet, VersionOut
+from ..schemas import Id, LatestOut, ObjectOut, TagSet, VersionOut
 
 router = APIRouter(prefix="/backup-objects", tags=["backup-objects"])
 
@@ -80,7 +80,7 @@ def list_versions(
     return paginate(found, request, response)
 
 
-@router.get("/{object_id}/store-versions", response_model=list[StoredVersionOut])
+@router.get("/{object_id}/store-versions", response_model=list[StoredVersion])
 def list_store_versions(
     object_id: Id, session: Session = Depends(get_session), store: ObjectStore = Depends(get_store)
 ) -> list[StoredVersion]:

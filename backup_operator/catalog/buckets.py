@@ -11,6 +11,7 @@ from ..specs.buckets import bucket_name_problem
 from ..storage import ObjectStore
 from .models import BackupJob, BackupObject, Bucket, File, Source
 from .pages import Page, scalar_page
+from .rows import get_row
 
 
 def validate_bucket_name(name: str) -> None:
@@ -77,10 +78,7 @@ def bucket_named(
 
 
 def get_bucket(session: Session, bucket_id: int) -> Bucket:
-    bucket = session.get(Bucket, bucket_id)
-    if bucket is None:
-        raise NotFound(f"bucket {bucket_id} not found", field="bucket_id")
-    return bucket
+    return get_row(session, Bucket, bucket_id, what="bucket", field="bucket_id")
 
 
 def list_buckets(session: Session, *, after: int | None, limit: int) -> Page[Bucket]:
@@ -88,9 +86,7 @@ def list_buckets(session: Session, *, after: int | None, limit: int) -> Page[Buc
 
 
 def delete_bucket(session: Session, store: ObjectStore, bucket_id: int, *, force: bool) -> None:
-    bucket = session.get(Bucket, bucket_id, with_for_update=True)
-    if bucket is None:
-        raise NotFound(f"bucket {bucket_id} not found", field="bucket_id")
+    bucket = get_row(session, Bucket, bucket_id, what="bucket", field="bucket_id", lock=True)
     in_use = session.scalar(
         select(
             exists().where(BackupObject.bucket_id == bucket_id)

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Select, func, select, text
 from sqlalchemy.orm import Session, aliased
 
-from ..errors import Conflict, Invalid, NotFound
+from ..errors import Conflict, Invalid
 from . import lineage
 from .arrays import in_ids
 from .jobs import as_utc, get_job
@@ -26,6 +26,7 @@ from .locks import lock_bucket_for_retention
 from .models import LARGE_CONTENTS, SIZES_INDEXED_FROM, File, FileChange
 from .pages import Page, keyset, page_of, scalar_page
 from .raw import named_rows
+from .rows import get_row
 from .stats import JobStats
 
 # A registered file: a `File`, or a result row (named tuple) with the same attributes.
@@ -300,10 +301,7 @@ def _check_leftovers(
 
 
 def get_file(session: Session, file_id: int) -> File:
-    found = session.get(File, file_id)
-    if found is None:
-        raise NotFound(f"file {file_id} not found", field="file_id")
-    return found
+    return get_row(session, File, file_id, what="file", field="file_id")
 
 
 def list_files(

@@ -8,12 +8,13 @@ from typing import Any, NamedTuple, overload
 from sqlalchemy import ColumnElement, and_, delete, false, func, insert, select, union_all, update
 from sqlalchemy.orm import Session
 
-from ..errors import Conflict, NotFound
+from ..errors import Conflict
 from ..storage import validate_tags
 from . import lineage
 from .buckets import get_bucket
 from .models import BackupJob, JobFailure, JobStatus, Runner, SourceType
 from .pages import Page, scalar_page
+from .rows import get_row
 from .stats import JobStats
 
 ALLOWED_TRANSITIONS: dict[JobStatus, set[JobStatus]] = {
@@ -125,10 +126,7 @@ def reschedule(
 
 
 def get_job(session: Session, job_id: int, *, for_update: bool = False) -> BackupJob:
-    job = session.get(BackupJob, job_id, with_for_update=for_update, populate_existing=for_update)
-    if job is None:
-        raise NotFound(f"backup job {job_id} not found", field="job_id")
-    return job
+    return get_row(session, BackupJob, job_id, what="backup job", field="job_id", lock=for_update)
 
 
 def list_jobs(

@@ -25,6 +25,7 @@ from .files import link_contents, versions_holding_duplicates
 from .models import BackupJob, BackupObject, Bucket, File, ObjectVersion, Tag
 from .pages import Page, keyset, page_of, scalar_page
 from .raw import named_rows
+from .rows import get_row
 
 
 def object_key(prefix: str, path: str) -> str:
@@ -223,10 +224,7 @@ def is_current(tag: type[Tag] = Tag) -> ColumnElement[bool]:
 
 
 def get_object(session: Session, object_id: int) -> BackupObject:
-    found = session.get(BackupObject, object_id)
-    if found is None:
-        raise NotFound(f"backup object {object_id} not found", field="object_id")
-    return found
+    return get_row(session, BackupObject, object_id, what="backup object", field="object_id")
 
 
 def list_objects(

@@ -10,6 +10,7 @@ from ..errors import Conflict, NotFound
 from ..storage import ObjectStore, validate_tags
 from .models import BackupObject, Bucket, ObjectVersion, Tag
 from .objects import get_object, is_current
+from .rows import get_row
 
 
 def list_tags(session: Session, object_id: int) -> dict[str, str]:
@@ -37,9 +38,9 @@ def replace_tags(
 ) -> dict[str, str]:
     """Make `tags` the object's whole tag set: catalog first (locked), then S3, then commit."""
     validate_tags(tags)
-    obj = session.get(BackupObject, object_id, with_for_update=True)
-    if obj is None:
-        raise NotFound(f"backup object {object_id} not found", field="object_id")
+    obj = get_row(
+        session, BackupObject, object_id, what="backup object", field="object_id", lock=True
+    )
     version = _latest_version(session, obj)
     session.execute(delete(Tag).where(Tag.version_id == version.id))
     session.add_all(

@@ -12,10 +12,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ...deadline import Deadline, DeadlineExceeded
-from ...errors import Conflict, NotFound, Unavailable
+from ...errors import Conflict, Unavailable
 from ...retry import RetriesExhausted
 from ...storage import DELETE_BATCH, ObjectStore
 from ..arrays import in_ids
+from ..jobs import get_job
 from ..locks import lock_bucket_for_retention
 from ..models import BackupJob, Bucket, File, ObjectVersion, RetentionRun, RetentionTarget
 from ..prune import DEFAULT_WASTE, PruneResult, prune_packs
@@ -90,9 +91,7 @@ def forget_job(
     """Forget one finished job and delete the versions no other job references (its
     resource was deleted with the request to take its objects along). Audited as a run
     without a policy."""
-    job = session.get(BackupJob, job_id)
-    if job is None:
-        raise NotFound(f"backup job {job_id} not found", field="job_id")
+    job = get_job(session, job_id)
     run = RetentionRun(policy_id=None, policy_name=f"deletion of job {job_id}", actor=actor)
     session.add(run)
     session.commit()

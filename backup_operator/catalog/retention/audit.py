@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ...errors import NotFound
 from ..models import ObjectVersion, RetentionRun
 from ..pages import Page, scalar_page
+from ..rows import get_row
 
 
 def list_runs(
@@ -20,10 +20,7 @@ def list_runs(
 
 
 def get_run(session: Session, run_id: int) -> RetentionRun:
-    run = session.get(RetentionRun, run_id)
-    if run is None:
-        raise NotFound(f"retention run {run_id} not found", field="run_id")
-    return run
+    return get_row(session, RetentionRun, run_id, what="retention run", field="run_id")
 
 
 def run_deletions(

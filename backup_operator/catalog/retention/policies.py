@@ -15,6 +15,7 @@ from ...specs.fields import check, parse
 from ...specs.retention_policy import PolicySpec
 from ..models import Bucket, RetentionPolicy, RetentionTarget
 from ..pages import Page, scalar_page
+from ..rows import get_row
 
 
 def _check_target(session: Session, spec: PolicySpec) -> None:
@@ -73,10 +74,7 @@ def create_policy(
 
 
 def get_policy(session: Session, policy_id: int) -> RetentionPolicy:
-    policy = session.get(RetentionPolicy, policy_id)
-    if policy is None:
-        raise NotFound(f"retention policy {policy_id} not found", field="policy_id")
-    return policy
+    return get_row(session, RetentionPolicy, policy_id, what="retention policy", field="policy_id")
 
 
 def list_policies(session: Session, *, after: int | None, limit: int) -> Page[RetentionPolicy]:

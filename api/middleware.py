@@ -1,0 +1,22 @@
+"""The API's own ASGI middleware act on HTTP requests only; the rest (lifespan) passes."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+class HttpMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.applies(scope):
+            await self.http(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    def applies(self, scope: Scope) -> bool:
+        return True
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
