@@ -1,21 +1,28 @@
-"""Dependencies: a session per request, the object store, the settings."""
+"""Dependencies: a unit of work per request, the object store, the settings."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
 
-from fastapi import Request
+from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from ..errors import Unavailable
+from ..services.units import unit_of_work
 from ..settings import Settings
 from ..storage import ObjectStore
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.sessions() as session:
+    with unit_of_work(request.app.state.sessions) as session:
         yield session
+
+
+# One request, one unit of work, committed when the route is done but before the
+# response is sent: a commit that fails is the client's error response (503), never a
+# 201 for a write that was lost.
+UnitOfWork = Depends(get_session, scope="function")
 
 
 def get_store(request: Request) -> Iterator[ObjectStore]:

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
 
-from .catalog import buckets, jobs
+from .catalog import jobs
 from .catalog.models import JobStatus
 from .db import make_engine, make_sessionmaker
 from .engine.backup import Options, run_backup
@@ -27,6 +27,7 @@ from .engine.verify import verify
 from .engine.walk import Kind, walk
 from .errors import Conflict, Invalid
 from .exit_codes import Exit
+from .services import buckets
 from .services.notify import webhook_from
 from .services.scheduler import default_worker_id, run_claimed
 from .settings import Settings
@@ -161,6 +162,7 @@ def backup(ctx: Context, request: BackupRequest) -> Exit:
                 pack_threshold=request.pack_threshold,
             )
             job = jobs.claim_job(session, job.id, worker_id=worker)
+            session.commit()
         logger.info("job %s: backing up %s", job.id, job.source_system)
         progress = Progress(request.mounted_at or job.source_system)
         options = Options.for_settings(
@@ -208,7 +210,9 @@ def _claim_when_free(
     patience = time.monotonic() + 2 * ctx.settings.job_heartbeat_timeout_seconds
     while True:
         try:
-            return jobs.claim_job(session, job_id, worker_id=worker)
+            claimed = jobs.claim_job(session, job_id, worker_id=worker)
+            session.commit()
+            return claimed
         except Conflict:
             session.rollback()
             held = jobs.get_job(session, job_id).status is JobStatus.RUNNING

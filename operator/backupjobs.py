@@ -11,10 +11,13 @@ import kopf
 import kubernetes
 
 from .. import paths
-from ..catalog import buckets, credentials, jobs, retention
+from ..catalog import credentials, jobs, retention
 from ..catalog.models import JobStatus, Runner
 from ..deadline import Deadline
+from ..services import buckets
+from ..services import retention as retention_service
 from ..services.notify import notify_ended
+from ..services.units import unit_of_work
 from ..settings import get_settings
 from ..specs.backup_job import JobResource, JobSpec
 from .backupschedules import SCHEDULE_LABEL
@@ -78,7 +81,7 @@ def register(
     try:
         wanted = read_spec(JobSpec, spec)
         resource = read_spec(JobResource, spec)
-        with memo.sessions() as session:
+        with unit_of_work(memo.sessions) as session:
             source = source_of(resource, namespace)
             if source.path:
                 with domain_errors(field="spec.source.path"):
@@ -147,7 +150,7 @@ def _look(memo: kopf.Memo, body: Any) -> Look:
     workload = status.get("workload")
     # What register accepted (a started job's spec cannot change but for its start).
     wanted, resource = read_spec(JobSpec, spec), read_spec(JobResource, spec)
-    with domain_errors(), memo.sessions() as session:
+    with domain_errors(), unit_of_work(memo.sessions) as session:
         if wanted.active_deadline_seconds:
             # Its worker fails it too, at its next heartbeat; this covers a worker that is
             # gone or a pod that never started.
@@ -173,6 +176,7 @@ def _look(memo: kopf.Memo, body: Any) -> Look:
         _tell_if_resumed(body, status, job)
         if job.runner is Runner.KUBERNETES and job.status.finished:
             credentials.revoke(session, job.id)  # its pod's login: useless from now on
+            session.commit()  # recorded before anyone is told
             # Its pod has no webhook settings: the operator tells of its end, once.
             notify_ended(session, memo.notifier, job.id)
         reference = resource.retention_policy
@@ -236,6 +240,7 @@ def _start_workload(
     if app.agent_catalog_access == "per-job":
         deadline = wanted.active_deadline_seconds or LOGIN_SECONDS
         login = credentials.issue(session, job_id, valid_for=timedelta(seconds=deadline + 3600))
+        session.commit()  # the role exists before its pod logs in
         secret = catalog_secret(
             name=name,
             namespace=namespace,
@@ -309,7 +314,7 @@ def spec_changed(
     else:
         try:
             moved = read_spec(JobSpec, new)
-            with domain_errors(), memo.sessions() as session:
+            with domain_errors(), unit_of_work(memo.sessions) as session:
                 jobs.reschedule(
                     session, job_id, start_time=moved.start_time, key_prefix=moved.key_prefix
                 )
@@ -377,18 +382,19 @@ def delete(
 
 def _release(
     memo: kopf.Memo, spec: Any, job_id: int, resource: str, deadline: Deadline
-) -> retention.ApplyResult | None:
+) -> retention_service.ApplyResult | None:
     """Cancel the job if unfinished; forget it and delete its objects if asked to."""
-    with memo.sessions() as session:
+    with unit_of_work(memo.sessions) as session:
         deadline.step(f"cancelling catalog job {job_id}")
         job = jobs.get_job(session, job_id)
         if not job.status.finished:
             jobs.cancel_job(session, job_id)
         if job.runner is Runner.KUBERNETES:
             credentials.revoke(session, job_id)
+        session.commit()  # cancelled, whatever the deletion of its objects does
         # (Read as it is, not parsed: nothing may block a deletion.)
         if not spec.get("deleteObjectsOnDelete", False):
             return None
-        return retention.forget_job(
+        return retention_service.forget_job(
             session, memo.store, job_id, actor=f"kubernetes:{resource}", deadline=deadline
         )

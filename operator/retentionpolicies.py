@@ -9,10 +9,13 @@ from typing import Any
 
 import kopf
 
-from ..catalog import buckets, retention
+from ..catalog import retention
 from ..deadline import Deadline, DeadlineExceeded, run_within
 from ..errors import NotFound, Unavailable
 from ..retry import RetriesExhausted
+from ..services import buckets
+from ..services import retention as retention_service
+from ..services.units import unit_of_work
 from ..settings import get_settings
 from ..specs.fields import crd_path, read_resource
 from ..specs.retention_policy import PolicyResource, PolicySpec
@@ -59,7 +62,7 @@ def reconcile(
     try:
         resource = read_spec(PolicyResource, spec)
         fields = read_resource(PolicySpec, spec)  # the catalog parses and checks them
-        with memo.sessions() as session:
+        with unit_of_work(memo.sessions) as session:
             if resource.bucket:
                 with domain_errors(field="spec.scope.bucket"):
                     bucket = buckets.bucket_named(
@@ -118,7 +121,7 @@ def run(
     every = timedelta(seconds=interval_seconds(resource.interval))
     patch.status["lastRunAt"] = iso(now)
     if resource.dry_run or owed:
-        with domain_errors(), memo.sessions() as session:
+        with domain_errors(), unit_of_work(memo.sessions) as session:
             plan = retention.dry_run(session, policy_id)
         delete = plan.to_delete
         last = {
@@ -163,7 +166,7 @@ def run(
 
 def _apply(memo: kopf.Memo, policy_id: int, actor: str, deadline: Deadline) -> dict[str, Any]:
     with memo.sessions() as session:
-        result = retention.apply(
+        result = retention_service.apply(
             session,
             memo.store,
             policy_id,
@@ -204,7 +207,7 @@ def delete(
 
 
 def _delete_policy(memo: kopf.Memo, policy_id: int, logger: Any) -> None:
-    with memo.sessions() as session:
+    with unit_of_work(memo.sessions) as session:
         try:
             retention.delete_policy(session, policy_id)
         except NotFound:

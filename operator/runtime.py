@@ -129,6 +129,7 @@ class ForLiveResources:
         if job.external_uid is not None and job.namespace is not None and not self._wanted(job):
             why = f"ResourceGone: BackupJob {job.job_name} (uid {job.external_uid}) is gone"
             jobs.set_status(session, job.id, JobStatus.CANCELLED, error=why)
+            session.commit()
             raise JobCancelled(why)
         return self.runner(session, job, heartbeat)
 

@@ -285,14 +285,15 @@ def back_up(
     options.setdefault("pack_threshold", 0)
     from backup_operator.catalog import jobs
     from backup_operator.engine.backup import Options, run_backup
+    from backup_operator.services.units import unit_of_work
 
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         job = jobs.create_job(
             session, job_name="t", source_system=str(source), bucket_id=bucket_id, key_prefix=prefix
         )
         jobs.claim_job(session, job.id, worker_id="test-worker")
     stats = run_backup(sessions, store, job.id, lambda: None, Options(**options))  # type: ignore[arg-type]
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         jobs.finish_job(
             session, job.id, worker_id="test-worker", status=jobs.outcome(stats), stats=stats
         )
@@ -304,14 +305,16 @@ def keep_newest_job(session: Session, bucket_id: int, source: Path, name: str = 
     from backup_operator.catalog.models import RetentionTarget
     from backup_operator.catalog.retention import create_policy
 
-    return create_policy(
+    policy = create_policy(
         session,
         name=name,
         rules={"keep_last": 1},
         target=RetentionTarget.JOBS,
         bucket_id=bucket_id,
         source_system=str(source),
-    ).id
+    )
+    session.commit()
+    return policy.id
 
 
 def versions_of_one_file(

@@ -24,6 +24,7 @@ from backup_operator.engine.packs import IN_FLIGHT
 from backup_operator.engine.verify import verify
 from backup_operator.services.runner import EngineRunner
 from backup_operator.services.scheduler import Scheduler
+from backup_operator.services.units import unit_of_work
 from backup_operator.settings import Settings
 from backup_operator.storage import ObjectStore
 
@@ -255,9 +256,9 @@ def test_a_closed_pipe_ends_quietly(
     bucket_name: str,
 ) -> None:
     from backup_operator.catalog import jobs
-    from backup_operator.catalog.buckets import create_bucket
+    from backup_operator.services.buckets import create_bucket
 
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
         job_id = jobs.create_job(session, job_name="j", source_system="/x", bucket_id=bucket.id).id
     reader = subprocess.Popen(

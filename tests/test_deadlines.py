@@ -10,11 +10,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog import retention
-from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.models import RetentionRun
 from backup_operator.deadline import Deadline, DeadlineExceeded, run_within
 from backup_operator.embedded import EmbeddedS3
 from backup_operator.errors import Unavailable
+from backup_operator.services import retention as retention_service
+from backup_operator.services.buckets import create_bucket
+from backup_operator.services.units import unit_of_work
 from backup_operator.storage import ObjectStore, make_client
 
 from .conftest import catalog_versions, endpoint_of, frozen, versions_of_one_file
@@ -28,15 +30,15 @@ def test_a_retention_run_on_a_hung_store_stops_at_its_deadline_and_the_catalog_s
     bucket_name: str,
 ) -> None:
     store = private_store
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
         policy = retention.create_policy(session, name="p", keep_last=1, bucket_id=bucket.id)
         bucket_id, policy_id = bucket.id, policy.id
     versions_of_one_file(sessions, store, bucket_id, tmp_path / "src", 3)
 
-    def apply(deadline: Deadline) -> retention.ApplyResult:
+    def apply(deadline: Deadline) -> retention_service.ApplyResult:
         with sessions() as session:
-            return retention.apply(session, store, policy_id, actor="t", deadline=deadline)
+            return retention_service.apply(session, store, policy_id, actor="t", deadline=deadline)
 
     with frozen(private_s3):
         began = time.monotonic()
@@ -72,14 +74,14 @@ def test_a_retention_run_on_a_hung_store_stops_at_its_deadline_and_the_catalog_s
 def test_a_run_out_of_time_between_steps_records_why_and_deletes_nothing_more(
     sessions: sessionmaker[Session], store: ObjectStore, tmp_path: Path, bucket_name: str
 ) -> None:
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
         policy = retention.create_policy(session, name="q", keep_last=1, bucket_id=bucket.id)
         bucket_id, policy_id = bucket.id, policy.id
     versions_of_one_file(sessions, store, bucket_id, tmp_path / "src", 2)
     with sessions() as session:
         with pytest.raises(DeadlineExceeded):
-            retention.apply(session, store, policy_id, actor="t", deadline=Deadline(0))
+            retention_service.apply(session, store, policy_id, actor="t", deadline=Deadline(0))
         run = session.scalars(select(RetentionRun).where(RetentionRun.policy_id == policy_id)).one()
         assert run.finished_at is None
         assert run.error == (

@@ -15,12 +15,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog import jobs
-from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.models import BackupJob, File, ObjectVersion
 from backup_operator.engine.backup import Options, run_backup
 from backup_operator.engine.restore import restore
 from backup_operator.engine.verify import verify
 from backup_operator.errors import Conflict
+from backup_operator.services.buckets import create_bucket
+from backup_operator.services.units import unit_of_work
 from backup_operator.storage import ObjectStore, part_size_for
 
 from .conftest import back_up, write
@@ -134,8 +135,9 @@ def test_a_failed_record_removes_only_the_uploads_it_did_not_record(
     real = engine.register_files
 
     def failing(session: Session, *args: object, **kwargs: object) -> object:
-        if answer_lost:
+        if answer_lost:  # the batch's COMMIT went through; its answer did not come back
             real(session, *args, **kwargs)  # type: ignore[arg-type]
+            session.commit()
         raise RuntimeError("the database's answer was lost")
 
     monkeypatch.setattr(engine, "register_files", failing)
@@ -273,7 +275,7 @@ def test_restore_verifies_checksums(
 def test_only_completed_jobs_restore(
     sessions: sessionmaker[Session], store: ObjectStore, bucket_id: int, tmp_path: Path
 ) -> None:
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         job = jobs.create_job(session, job_name="t", source_system="/x", bucket_id=bucket_id)
         with pytest.raises(Conflict):
             restore(session, store, job.id, tmp_path)
@@ -383,7 +385,7 @@ def test_cancel_stops_the_engine_at_the_next_batch(
     root = tmp_path / "many"
     for i in range(50):
         write(root, f"f{i:03}", str(i).encode())
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         job = jobs.create_job(session, job_name="t", source_system=str(root), bucket_id=bucket_id)
         jobs.claim_job(session, job.id, worker_id="test-worker")
     batches = []
@@ -391,7 +393,7 @@ def test_cancel_stops_the_engine_at_the_next_batch(
     def heartbeat() -> None:
         batches.append(1)
         if len(batches) == 2:
-            with sessions() as session:
+            with unit_of_work(sessions) as session:
                 jobs.cancel_job(session, job.id)
             raise JobCancelled("cancelled")
 

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog.files import FileIn, register_files
 from backup_operator.catalog.models import File
+from backup_operator.services.units import unit_of_work
 from backup_operator.storage import ObjectStore
 
 from .conftest import digest
@@ -151,7 +152,7 @@ def test_concurrent_registrations_yield_one_canonical(
 
     def register(job_id: int) -> None:
         try:
-            with sessions() as session:
+            with unit_of_work(sessions) as session:
                 barrier.wait()
                 register_files(session, job_id, [content])
         except BaseException as error:

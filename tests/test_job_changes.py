@@ -44,15 +44,20 @@ def test_a_followed_job_is_announced_at_each_change_of_state_and_not_at_heartbea
     heard: queue.Queue[int], session: Session, bucket: dict[str, int]
 ) -> None:
     job = jobs.create_job(session, job_name="told", source_system="/", bucket_id=bucket["id"])
+    session.commit()
     assert _next(heard) == job.id  # registered
     claimed = jobs.claim_job(session, job.id, worker_id="w")
+    session.commit()
     assert claimed.status is JobStatus.RUNNING
     assert _next(heard) == job.id  # running
     assert jobs.heartbeat(session, job.id, worker_id="w")
+    session.commit()
     assert jobs.heartbeat(session, job.id, worker_id="w")
+    session.commit()
     jobs.finish_job(
         session, job.id, worker_id="w", status=JobStatus.COMPLETED, stats=JobStats(new=1)
     )
+    session.commit()
     # The heartbeats said nothing: the next announcement is the end.
     assert _next(heard) == job.id
     assert _next(heard, timeout=0.5) is None
@@ -71,6 +76,7 @@ def test_after_losing_its_connection_the_listener_comes_back_and_says_look_at_ev
     # Anything committed while it was away is covered by the gap it announces.
     assert _next(heard, timeout=10) == GAP
     job = jobs.create_job(session, job_name="later", source_system="/", bucket_id=bucket["id"])
+    session.commit()
     assert _next(heard) == job.id
 
 

@@ -20,11 +20,11 @@ from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog import credentials, jobs
-from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.models import BackupJob, File, JobCredential, JobStatus
 from backup_operator.catalog.stats import JobStats
 from backup_operator.db import make_engine, make_sessionmaker
 from backup_operator.engine.backup import Options, run_backup
+from backup_operator.services.buckets import create_bucket
 from backup_operator.storage import ObjectStore
 
 from .conftest import back_up, plain, write
@@ -37,6 +37,7 @@ def agent_of(db_url: str, session: Session) -> Iterator[object]:
 
     def agent(job_id: int) -> tuple[credentials.Credential, sessionmaker[Session]]:
         credential = credentials.issue(session, job_id, valid_for=timedelta(hours=1))
+        session.commit()
         issued.append(job_id)
         engine = make_engine(credential.url(db_url), pool_size=2)
         engines.append(engine)
@@ -47,17 +48,20 @@ def agent_of(db_url: str, session: Session) -> Iterator[object]:
         engine.dispose()
     for job_id in issued:  # roles are the server's, not the test database's
         credentials.revoke(session, job_id)
+        session.commit()
 
 
 def _run_as(agent: sessionmaker[Session], store: ObjectStore, job_id: int) -> JobStats:
     """What a backup pod does with its job (cli `backup --job`)."""
     with agent() as session:
         jobs.claim_job(session, job_id, worker_id="pod")
+        session.commit()
     stats = run_backup(agent, store, job_id, lambda: None, Options())
     with agent() as session:
         assert jobs.finish_job(
             session, job_id, worker_id="pod", status=jobs.outcome(stats), stats=stats
         )
+        session.commit()
     return stats
 
 
@@ -84,6 +88,7 @@ def test_a_jobs_own_login_backs_it_up_and_reaches_nothing_of_another_bucket(
     job = jobs.create_job(
         session, job_name="pod", source_system=str(source), bucket_id=ours.id, key_prefix="host1"
     )
+    session.commit()
     _, agent = agent_of(job.id)
     stats = _run_as(agent, store, job.id)
     assert (stats.changed, stats.duplicate, stats.unchanged) == (1, 1, 30)
@@ -124,10 +129,12 @@ def test_a_jobs_login_is_gone_once_revoked(
 ) -> None:
     bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
     job = jobs.create_job(session, job_name="pod", source_system="/x", bucket_id=bucket.id)
+    session.commit()
     credential, agent = agent_of(job.id)
     with psycopg.connect(plain(credential.url(db_url))) as pod:
         assert pod.execute("SELECT count(*) FROM backup_jobs").fetchone() == (1,)
         assert credentials.revoke(session, job.id) == [credential.role]
+        session.commit()
         with pytest.raises(psycopg.OperationalError):  # its session was ended
             pod.execute("SELECT 1")
     with pytest.raises(psycopg.OperationalError, match=credential.role):
@@ -141,6 +148,7 @@ def test_a_catalog_user_that_may_not_create_roles_is_told_what_to_do(
 ) -> None:
     bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
     job = jobs.create_job(session, job_name="pod", source_system="/x", bucket_id=bucket.id)
+    session.commit()
     user = f"app_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(plain(db_url), autocommit=True) as admin:
         admin.execute(f"CREATE ROLE {user} LOGIN NOCREATEROLE")

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog import jobs
 from backup_operator.catalog.stats import JobStats
+from backup_operator.services.units import unit_of_work
 
 LEGACY_JOB = {
     "job_name": "Daily Backup",
@@ -92,7 +93,7 @@ def test_cancel_a_pending_job(client: TestClient, job: dict) -> None:
 def test_a_partially_failed_job_lists_its_failures_page_by_page(
     client: TestClient, job: dict, sessions: sessionmaker[Session]
 ) -> None:
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         jobs.claim_job(session, job["id"], worker_id="w")
         jobs.record_failures(
             session, job["id"], [(f"dir/f{i}", "unreadable", "Permission denied") for i in range(5)]

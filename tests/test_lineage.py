@@ -15,12 +15,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.api.app import create_app
 from backup_operator.catalog import jobs
-from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.models import File, JobStatus
-from backup_operator.catalog.retention import apply
 from backup_operator.catalog.stats import JobStats
 from backup_operator.engine.backup import run_backup
 from backup_operator.engine.restore import restore
+from backup_operator.services.buckets import create_bucket
+from backup_operator.services.retention import apply
+from backup_operator.services.units import unit_of_work
 from backup_operator.settings import Settings
 from backup_operator.storage import ObjectStore
 
@@ -205,7 +206,7 @@ def test_diff_between_jobs_and_a_tree_as_of_a_time(
 
 
 def start(sessions: sessionmaker[Session], bucket_id: int, source: Path, worker: str) -> int:
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         job = jobs.create_job(
             session,
             job_name=worker,
@@ -218,7 +219,7 @@ def start(sessions: sessionmaker[Session], bucket_id: int, source: Path, worker:
 
 
 def finish(sessions: sessionmaker[Session], job_id: int, worker: str, stats: JobStats) -> None:
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         assert jobs.finish_job(
             session, job_id, worker_id=worker, status=jobs.outcome(stats), stats=stats
         )
@@ -293,7 +294,7 @@ def test_a_failed_backups_files_never_show_in_the_next_ones_tree(
     write(source, "b", b"b1")
     failed = start(sessions, bucket_id, source, "doomed")
     run_backup(sessions, store, failed, lambda: None)  # wrote b, for the next position
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         assert jobs.finish_job(
             session, failed, worker_id="doomed", status=JobStatus.FAILED, error="test"
         )

@@ -13,8 +13,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog import jobs, lineage
-from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.models import File
+from backup_operator.services.buckets import create_bucket
+from backup_operator.services.units import unit_of_work
 from backup_operator.storage import ObjectStore
 
 from .conftest import plain
@@ -71,7 +72,7 @@ def test_a_backups_statements_keep_linear_plans_with_stale_statistics(
 ) -> None:
     with psycopg.connect(plain(db_url), autocommit=True) as conn:
         conn.execute("ALTER TABLE files SET (autovacuum_enabled = false)")
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
         first = jobs.create_job(session, job_name="a", source_system="/big", bucket_id=bucket.id)
         jobs.claim_job(session, first.id, worker_id="w")

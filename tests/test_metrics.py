@@ -13,11 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.api.app import create_app
 from backup_operator.catalog import jobs
-from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.models import BackupJob, JobStatus, RetentionRun
 from backup_operator.catalog.stats import JobStats
 from backup_operator.embedded import EmbeddedS3
 from backup_operator.metrics import EXPORTED
+from backup_operator.services.buckets import create_bucket
+from backup_operator.services.units import unit_of_work
 from backup_operator.settings import Settings
 from backup_operator.storage import ObjectStore
 
@@ -66,12 +67,14 @@ def test_backups_by_outcome_bytes_files_and_last_success_are_labelled_by_source(
         )
         jobs.claim_job(session, failed.id, worker_id="w")
         jobs.finish_job(session, failed.id, worker_id="w", status=JobStatus.FAILED, error="x")
+        session.commit()
         session.add(RetentionRun(policy_name="ns/keep", actor="t", deleted=3, bytes_freed=99))
         session.add(RetentionRun(policy_name="ns/keep", actor="t", error="DeadlineExceeded: x"))
         session.add(RetentionRun(policy_name="ns/keep", actor="t"))  # still going
         session.commit()
         running = jobs.create_job(session, job_name="r", source_system="/busy", bucket_id=bucket.id)
         jobs.claim_job(session, running.id, worker_id="w")
+        session.commit()
 
     samples = scrape(client)
     ours = {"namespace": "team-a", "source": str(source), "schedule": "nightly"}
@@ -121,7 +124,7 @@ def test_label_sets_are_bounded(
     store: ObjectStore,
     bucket_name: str,
 ) -> None:
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
         for i in range(5):
             job = jobs.create_job(

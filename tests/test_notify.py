@@ -15,10 +15,11 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog import jobs
-from backup_operator.catalog.buckets import create_bucket
+from backup_operator.services.buckets import create_bucket
 from backup_operator.services.notify import Webhook
 from backup_operator.services.runner import EngineRunner
 from backup_operator.services.scheduler import Scheduler
+from backup_operator.services.units import unit_of_work
 from backup_operator.storage import ObjectStore
 
 from .conftest import write
@@ -65,7 +66,7 @@ def receiver() -> Iterator[Receiver]:
 def run_one_job(
     sessions: sessionmaker[Session], store: ObjectStore, source: Path, bucket: str, hook: Webhook
 ) -> tuple[int, float]:
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         made = create_bucket(session, store, name=bucket, object_lock=False)
         job = jobs.create_job(
             session,

@@ -14,7 +14,7 @@ from operator_harness import JOBS, KubeNamespace, Operator, example, operator, p
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from backup_operator.catalog import buckets, jobs
+from backup_operator.catalog import jobs
 from backup_operator.catalog.models import (
     BackupJob,
     Bucket,
@@ -25,6 +25,8 @@ from backup_operator.catalog.models import (
 from backup_operator.embedded import EmbeddedPostgres, EmbeddedS3
 from backup_operator.engine.backup import Options, run_backup
 from backup_operator.operator.resources import FINISHED as FINISHED_PHASES
+from backup_operator.services import buckets
+from backup_operator.services.units import unit_of_work
 from backup_operator.storage import ObjectStore
 
 
@@ -104,7 +106,7 @@ def test_a_job_failed_with_any_error_text_shows_it_with_a_valid_reason(
     write(tmp_path / "src", "a", b"a")
     op.apply(path_job("told", tmp_path / "src", bucket_name, startAt="2099-01-01T00:00:00Z"))
     waiting = op.wait_for(JOBS, "told", lambda o: phase(o) == "Pending")
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         jobs.set_status(
             session, waiting["status"]["jobId"], JobStatus.FAILED, error="the NAS is full"
         )
@@ -329,7 +331,7 @@ def test_a_backup_missing_files_ends_partially_failed_and_says_which(
     def vanish(_: dict[str, Any]) -> None:
         (volume / "f24").unlink(missing_ok=True)
 
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         jobs.claim_job(session, job_id, worker_id="pod")
     stats = run_backup(
         sessions,
@@ -338,7 +340,7 @@ def test_a_backup_missing_files_ends_partially_failed_and_says_which(
         lambda: None,
         Options(source=str(volume), batch_files=5, progress=vanish),
     )
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         jobs.finish_job(session, job_id, worker_id="pod", status=jobs.outcome(stats), stats=stats)
 
     ended = op.wait_for(JOBS, name, lambda o: phase(o) in FINISHED_PHASES)
@@ -383,6 +385,7 @@ def test_status_follows_the_catalog_as_it_changes_not_at_the_poll_interval(
         pending = op.wait_for(JOBS, "later", lambda o: phase(o) == "Pending")
         with sessions() as session:  # another client of the catalog (the API, the CLI)
             jobs.cancel_job(session, pending["status"]["jobId"])
+            session.commit()
         cancelled = op.wait_for(JOBS, "later", lambda o: phase(o) == "Cancelled", timeout=20)
         assert condition(cancelled, "Ready")["status"] == "False"
         op.wait_for_event("later", "Cancelled")

@@ -23,9 +23,9 @@ from conftest import (
 from operator_harness import JOBS, POLICIES, KubeNamespace, Operator, example, operator, phase
 from sqlalchemy.orm import Session, sessionmaker
 
-from backup_operator.catalog.buckets import bucket_named, create_bucket
 from backup_operator.catalog.retention import governed_objects
 from backup_operator.embedded import EmbeddedPostgres, EmbeddedS3
+from backup_operator.services.buckets import bucket_named, create_bucket
 from backup_operator.storage import ObjectStore
 
 

@@ -14,10 +14,11 @@ from operator_harness import JOBS, KubeNamespace, Operator, example, operator, p
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog import jobs
-from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.models import BackupJob, Runner
 from backup_operator.embedded import free_port
 from backup_operator.operator.status import patch_status
+from backup_operator.services.buckets import create_bucket
+from backup_operator.services.units import unit_of_work
 from backup_operator.storage import ObjectStore
 
 
@@ -100,7 +101,7 @@ def test_a_catalog_job_whose_backupjob_is_gone_is_cancelled_not_run(
 ) -> None:
     # As left behind when a deletion gave up at its deadline with the catalog down.
     write(tmp_path / "src", "a.txt", b"a")
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
         orphan = jobs.create_job(
             session,

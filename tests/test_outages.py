@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from backup_operator.api.app import create_app
 from backup_operator.embedded import EmbeddedPostgres, EmbeddedS3
 
-from .conftest import digest, make_settings, migrated_catalog
+from .conftest import digest, make_settings, migrated_catalog, plain
 
 
 def test_object_store_down(db_url: str, private_s3: EmbeddedS3, bucket_name: str) -> None:
@@ -132,3 +132,34 @@ def test_a_hung_store_holds_only_its_share_of_the_workers(
         for thread in hung:
             thread.join(60)
         assert client.post("/buckets/", json={"name": f"{bucket_name}-y"}).status_code == 201
+
+
+def test_a_write_whose_commit_fails_answers_503_and_records_nothing(
+    db_url: str, s3_endpoint: tuple[str, str, str], bucket_name: str
+) -> None:
+    # A request is one unit of work, committed before its response is sent: the client
+    # of a commit that failed hears so, never a 201 for a job that was not recorded. The
+    # failure is real: PostgreSQL ends the request's connection just before its COMMIT.
+    import psycopg
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    with TestClient(create_app(make_settings(db_url, *s3_endpoint))) as client:
+        bucket = client.post("/buckets/", json={"name": bucket_name}).json()
+        doomed: list[str] = []
+
+        def end_the_connection(session: Session) -> None:
+            if doomed:
+                doomed.pop()
+                pid = session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
+                with psycopg.connect(plain(db_url), autocommit=True) as admin:
+                    admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+        event.listen(client.app.state.sessions, "before_commit", end_the_connection)
+        doomed.append("the next commit")
+        job = {"job_name": "lost", "source_system": "/", "bucket_id": bucket["id"]}
+        response = client.post("/backup-jobs/", json=job)
+        assert response.status_code == 503, response.text
+        assert response.json()["detail"][0]["loc"] == ["database"]
+        assert [j["job_name"] for j in client.get("/backup-jobs/").json()] == []
+        assert client.post("/backup-jobs/", json=job).status_code == 201

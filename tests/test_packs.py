@@ -16,12 +16,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.models import BackupObject, LockMode, ObjectVersion
-from backup_operator.catalog.retention import apply, create_policy
+from backup_operator.catalog.retention import create_policy
 from backup_operator.engine.restore import restore
 from backup_operator.engine.verify import verify
 from backup_operator.packformat import PACK_PREFIX
+from backup_operator.services.buckets import create_bucket
+from backup_operator.services.retention import apply
+from backup_operator.services.units import unit_of_work
 from backup_operator.settings import Settings
 from backup_operator.storage import ObjectStore
 
@@ -174,7 +176,7 @@ def test_a_pack_goes_only_when_no_kept_file_references_any_of_it(
 def test_a_pack_is_locked_as_long_as_its_longest_lock_and_carries_the_jobs_tags(
     sessions: sessionmaker[Session], store: ObjectStore, bucket_name: str, tmp_path: Path
 ) -> None:
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         bucket = create_bucket(session, store, name=bucket_name, object_lock=True)
         create_policy(
             session,
@@ -200,7 +202,7 @@ def test_a_pack_is_locked_as_long_as_its_longest_lock_and_carries_the_jobs_tags(
     from backup_operator.catalog import jobs
     from backup_operator.engine.backup import Options, run_backup
 
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         job = jobs.create_job(
             session,
             job_name="t",

@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.api.app import create_app
-from backup_operator.catalog.buckets import create_bucket
 from backup_operator.engine.restore import restore
 from backup_operator.errors import Invalid
+from backup_operator.services.buckets import create_bucket
 from backup_operator.storage import ObjectStore
 
 

@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.models import (
     BackupJob,
     JobStatus,
@@ -23,11 +22,14 @@ from backup_operator.catalog.models import (
     RetentionRun,
     RetentionTarget,
 )
-from backup_operator.catalog.retention import apply, create_policy, dry_run, plan, update_policy
+from backup_operator.catalog.retention import create_policy, dry_run, plan, update_policy
 from backup_operator.embedded import EmbeddedS3
 from backup_operator.engine.restore import restore
 from backup_operator.engine.verify import verify
 from backup_operator.errors import Conflict, Invalid
+from backup_operator.services.buckets import create_bucket
+from backup_operator.services.retention import apply
+from backup_operator.services.units import unit_of_work
 from backup_operator.storage import ObjectStore
 
 from .conftest import back_up as run_backup_job
@@ -49,7 +51,7 @@ def jobs_policy(
     session: Session, name: str, bucket_id: int, source: Path, keep_last: int = 1, **more: Any
 ) -> RetentionPolicy:
     """A policy of the jobs of `source`: its newest `keep_last` completed backups stay."""
-    return create_policy(
+    policy = create_policy(
         session,
         name=name,
         rules={"keep_last": keep_last},
@@ -58,6 +60,8 @@ def jobs_policy(
         source_system=str(source),
         **more,
     )
+    session.commit()
+    return policy
 
 
 @pytest.fixture
@@ -175,7 +179,7 @@ def test_policy_stores_new_versions_under_object_lock(
     bucket_name: str,
     tmp_path: Path,
 ) -> None:
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         locked_bucket = create_bucket(session, store, name=bucket_name, object_lock=True)
         plain = create_bucket(session, store, name=bucket_name + "-plain", object_lock=False)
         source = tmp_path / "src"
@@ -297,7 +301,7 @@ def test_a_policy_requiring_a_dry_run_refuses_to_apply_until_one_follows_each_ch
     source = tmp_path / "src"
     write(source, {"a.txt": b"1"})
     back_up(sessions, store, bucket_id, source)
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         policy = jobs_policy(session, "careful", bucket_id, source, require_dry_run=True)
         with pytest.raises(Conflict) as refused:
             apply(session, store, policy.id, actor="test")

@@ -83,10 +83,12 @@ def test_service_runs_due_jobs_and_waits_for_future_ones(settings: Settings, buc
 
 
 def make_due_jobs(session: Session, bucket_id: int, count: int) -> list[int]:
-    return [
+    made = [
         jobs.create_job(session, job_name=f"j{i}", source_system="/", bucket_id=bucket_id).id
         for i in range(count)
     ]
+    session.commit()
+    return made
 
 
 def test_replicas_never_run_the_same_job(
@@ -126,6 +128,7 @@ def test_job_of_a_dead_worker_is_resumed(
 ) -> None:
     [job_id] = make_due_jobs(session, bucket["id"], 1)
     claimed = jobs.claim_due_job(session, worker_id="dead-worker")
+    session.commit()
     assert claimed is not None and claimed.id == job_id
     session.execute(update(BackupJob).values(heartbeat_at=datetime.now(UTC) - timedelta(minutes=5)))
     session.commit()
@@ -169,6 +172,7 @@ def test_cancel_stops_a_running_job(
             if step == 2:
                 with sessions() as other:
                     jobs.cancel_job(other, job.id)
+                    other.commit()
                 cancelled_at.append(time.monotonic())
             time.sleep(0.05)
         return JobStats()
@@ -187,12 +191,14 @@ def test_a_job_whose_worker_keeps_dying_fails_after_its_last_attempt_saying_why(
     [job_id] = make_due_jobs(session, bucket["id"], 1)
     for attempt in range(1, 4):  # three workers die in turn
         claimed = jobs.claim_due_job(session, worker_id=f"dead-{attempt}")
+        session.commit()
         assert claimed is not None and claimed.attempts == attempt
         session.execute(
             update(BackupJob).values(heartbeat_at=datetime.now(UTC) - timedelta(minutes=5))
         )
         session.commit()
         released = jobs.release_stale_jobs(session, timeout=timedelta(seconds=60), max_attempts=3)
+        session.commit()
         assert released.resumed == ([job_id] if attempt < 3 else [])
         assert released.failed == ([] if attempt < 3 else [job_id])
         if attempt < 3:
@@ -221,6 +227,7 @@ def test_a_job_past_its_deadline_is_stopped_and_fails_saying_so(
         bucket_id=bucket["id"],
         active_deadline_seconds=1,
     ).id
+    session.commit()
     steps: list[int] = []
 
     def slow(session: Session, job: BackupJob, heartbeat) -> JobStats:  # type: ignore[no-untyped-def]
@@ -254,10 +261,12 @@ def test_a_dead_workers_job_past_its_deadline_fails_instead_of_resuming(
         active_deadline_seconds=60,
     ).id
     assert jobs.claim_due_job(session, worker_id="dead") is not None
+    session.commit()
     an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
     session.execute(update(BackupJob).values(heartbeat_at=an_hour_ago, started_at=an_hour_ago))
     session.commit()
     released = jobs.release_stale_jobs(session, timeout=timedelta(seconds=60), max_attempts=3)
+    session.commit()
     assert released == jobs.Released(resumed=[], failed=[job_id])
     session.expire_all()
     assert jobs.get_job(session, job_id).error.startswith("DeadlineExceeded: unfinished 60s")

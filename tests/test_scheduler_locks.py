@@ -16,14 +16,15 @@ from conftest import migrated_catalog, plain, write
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog import jobs
-from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.models import BackupJob
 from backup_operator.catalog.stats import JobStats
 from backup_operator.db import make_engine, make_sessionmaker
 from backup_operator.embedded import EmbeddedPostgres
 from backup_operator.engine.backup import Options
+from backup_operator.services.buckets import create_bucket
 from backup_operator.services.runner import EngineRunner
 from backup_operator.services.scheduler import Scheduler
+from backup_operator.services.units import unit_of_work
 from backup_operator.storage import ObjectStore
 
 
@@ -36,7 +37,7 @@ def test_a_schema_change_completes_while_a_backup_runs(
 ) -> None:
     for i in range(3000):
         write(tmp_path / "src", f"d{i % 30}/f{i}", f"{i}".encode() * 200)
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
         # One object per file (no packs) keeps the backup running well past its first
         # batch, so the schema change meets it under way even on a loaded machine.
@@ -87,7 +88,7 @@ def test_a_database_outage_at_a_jobs_end_neither_spends_an_attempt_nor_leaves_it
     url = migrated_catalog(private_pg)
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
         job_id = jobs.create_job(session, job_name="j", source_system="/x", bucket_id=bucket.id).id
 
@@ -117,7 +118,7 @@ def test_a_database_outage_mid_backup_is_waited_out_and_counted_once(
     sessions = make_sessionmaker(engine)
     for i in range(60):
         write(tmp_path / "src", f"f{i:02}", f"content {i}".encode() * 50)
-    with sessions() as session:
+    with unit_of_work(sessions) as session:
         bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
         job_id = jobs.create_job(
             session, job_name="j", source_system=str(tmp_path / "src"), bucket_id=bucket.id

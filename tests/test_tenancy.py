@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from backup_operator.catalog import buckets, retention
+from backup_operator.catalog import retention
 from backup_operator.errors import Conflict
+from backup_operator.services import buckets
 from backup_operator.storage import ObjectStore
 
 from .conftest import back_up, write

@@ -13,10 +13,12 @@ from ...catalog import files, jobs, lineage
 from ...catalog.files import DuplicateGroup, FileIn, FileRecord
 from ...catalog.jobs import as_utc
 from ...catalog.models import File, ObjectVersion
-from ...catalog.objects import object_key, store_content
+from ...catalog.objects import object_key
 from ...errors import Invalid
-from ...storage import ObjectStore, validate_key
-from ..deps import get_session, get_store
+from ...services.objects import store_content
+from ...specs.objects import validate_key
+from ...storage import ObjectStore
+from ..deps import UnitOfWork, get_store
 from ..pagination import PageParams, paginate
 from ..schemas import (
     SHA256_PATTERN,
@@ -43,7 +45,7 @@ def _check_keys(session: Session, job_id: int, paths: list[str], field: str) -> 
 
 
 @router.post("", response_model=FileOut, status_code=status.HTTP_201_CREATED)
-def register_file(body: FileRegister, session: Session = Depends(get_session)) -> FileRecord:
+def register_file(body: FileRegister, session: Session = UnitOfWork) -> FileRecord:
     """Register one file. Content already stored in the bucket makes it a duplicate."""
     _check_keys(session, body.job_id, [body.path], "path")
     fields = body.model_dump(exclude={"job_id"})
@@ -51,7 +53,7 @@ def register_file(body: FileRegister, session: Session = Depends(get_session)) -
 
 
 @router.post("/batch", response_model=list[FileRegistered], status_code=status.HTTP_201_CREATED)
-def register_batch(body: FileBatch, session: Session = Depends(get_session)) -> Response:
+def register_batch(body: FileBatch, session: Session = UnitOfWork) -> Response:
     """Register up to 50,000 files in one transaction, in bulk. Answers, per file in the
     order given, its id and whether it is a duplicate (and of which file)."""
     _check_keys(session, body.job_id, [f.path for f in body.files], "files.{index}.path")
@@ -93,7 +95,7 @@ def list_files(
     source_system: str | None = Query(None, description="with as_of: the source"),
     key_prefix: str | None = Query(None, description="with as_of: the source's key prefix"),
     page: PageParams = Depends(),
-    session: Session = Depends(get_session),
+    session: Session = UnitOfWork,
 ) -> Sequence[File]:
     """Files: with `job_id` (or `as_of`), that job's whole tree as it saw it (`change`
     relative to its parent, and the files deleted since); otherwise the recorded file
@@ -131,7 +133,7 @@ def duplicate_report(
     response: Response,
     bucket_id: Id | None = None,
     page: PageParams = Depends(),
-    session: Session = Depends(get_session),
+    session: Session = UnitOfWork,
 ) -> Sequence[DuplicateGroup]:
     """Groups of identical content: the canonical file, how many duplicates, bytes saved."""
     found = files.duplicate_groups(session, bucket_id=bucket_id, after=page.after, limit=page.limit)
@@ -139,14 +141,12 @@ def duplicate_report(
 
 
 @router.get("/duplicates/summary", response_model=DuplicateSummary)
-def duplicate_summary(
-    bucket_id: Id | None = None, session: Session = Depends(get_session)
-) -> dict[str, int]:
+def duplicate_summary(bucket_id: Id | None = None, session: Session = UnitOfWork) -> dict[str, int]:
     return files.duplicate_summary(session, bucket_id=bucket_id)
 
 
 @router.get("/{file_id}", response_model=FileOut)
-def get_file(file_id: Id, session: Session = Depends(get_session)) -> File:
+def get_file(file_id: Id, session: Session = UnitOfWork) -> File:
     return files.get_file(session, file_id)
 
 
@@ -154,7 +154,7 @@ def get_file(file_id: Id, session: Session = Depends(get_session)) -> File:
 async def upload_content(
     file_id: Id,
     request: Request,
-    session: Session = Depends(get_session),
+    session: Session = UnitOfWork,
     store: ObjectStore = Depends(get_store),
 ) -> ObjectVersion:
     """Upload a canonical file's bytes (application/octet-stream). Checked against the

@@ -11,8 +11,9 @@ from ...catalog import jobs, lineage
 from ...catalog.models import BackupJob, JobFailure, JobStatus, SourceType
 from ...engine.restore import restore
 from ...errors import Invalid
-from ...storage import ObjectStore, validate_key
-from ..deps import get_session, get_store
+from ...specs.objects import validate_key
+from ...storage import ObjectStore
+from ..deps import UnitOfWork, get_store
 from ..pagination import PageParams, paginate
 from ..schemas import (
     DifferenceOut,
@@ -29,9 +30,7 @@ router = APIRouter(prefix="/backup-jobs", tags=["backup-jobs"])
 
 
 @router.post("", response_model=JobOut, status_code=status.HTTP_201_CREATED)
-def create_job(
-    body: JobCreate, request: Request, session: Session = Depends(get_session)
-) -> BackupJob:
+def create_job(body: JobCreate, request: Request, session: Session = UnitOfWork) -> BackupJob:
     """A pending job; the scheduler starts it once `start_time` has passed. A directory
     job's source must lie under SOURCE_ROOTS."""
     if body.source_type is SourceType.DIRECTORY:
@@ -51,7 +50,7 @@ def list_jobs(
     status_filter: JobStatus | None = Query(None, alias="status"),
     bucket_id: Id | None = None,
     page: PageParams = Depends(),
-    session: Session = Depends(get_session),
+    session: Session = UnitOfWork,
 ) -> Sequence[BackupJob]:
     found = jobs.list_jobs(
         session, status=status_filter, bucket_id=bucket_id, after=page.after, limit=page.limit
@@ -60,7 +59,7 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: Id, session: Session = Depends(get_session)) -> BackupJob:
+def get_job(job_id: Id, session: Session = UnitOfWork) -> BackupJob:
     return jobs.get_job(session, job_id)
 
 
@@ -70,7 +69,7 @@ def list_failures(
     request: Request,
     response: Response,
     page: PageParams = Depends(),
-    session: Session = Depends(get_session),
+    session: Session = UnitOfWork,
 ) -> Sequence[JobFailure]:
     """The files the job could not back up, and why (a partially failed job has some)."""
     found = jobs.list_failures(session, job_id, after=page.after, limit=page.limit)
@@ -84,7 +83,7 @@ def diff_jobs(
     response: Response,
     against: Id = Query(description="the job to compare with (often an older one)"),
     page: PageParams = Depends(),
-    session: Session = Depends(get_session),
+    session: Session = UnitOfWork,
 ) -> Sequence[lineage.Difference]:
     """The files added, changed and deleted between `against` and this job (paged). Two
     jobs of one source compare in time proportional to what changed between them."""
@@ -95,15 +94,13 @@ def diff_jobs(
 
 @router.patch("/{job_id}", response_model=JobOut)
 @router.put("/{job_id}/status", response_model=JobOut)
-def update_status(
-    job_id: Id, body: JobStatusUpdate, session: Session = Depends(get_session)
-) -> BackupJob:
+def update_status(job_id: Id, body: JobStatusUpdate, session: Session = UnitOfWork) -> BackupJob:
     """Move the job along its lifecycle; finished jobs do not change."""
     return jobs.set_status(session, job_id, body.status, error=body.error)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
-def cancel_job(job_id: Id, session: Session = Depends(get_session)) -> BackupJob:
+def cancel_job(job_id: Id, session: Session = UnitOfWork) -> BackupJob:
     return jobs.cancel_job(session, job_id)
 
 
@@ -112,7 +109,7 @@ def restore_job(
     job_id: Id,
     body: RestoreRequest,
     request: Request,
-    session: Session = Depends(get_session),
+    session: Session = UnitOfWork,
     store: ObjectStore = Depends(get_store),
 ) -> dict[str, Any]:
     """Restore a completed job into a directory on the API's host, verifying every

@@ -8,8 +8,10 @@ from sqlalchemy.orm import Session
 
 from ...catalog import objects, tags
 from ...catalog.models import BackupObject, ObjectVersion
+from ...services import objects as object_service
+from ...services import tags as tag_service
 from ...storage import ObjectStore, StoredVersion
-from ..deps import get_session, get_store
+from ..deps import UnitOfWork, get_store
 from ..pagination import PageParams, paginate
 from ..schemas import Id, LatestOut, ObjectOut, TagSet, VersionOut
 
@@ -25,7 +27,7 @@ def list_objects(
     tag_key: str | None = Query(None, description="objects carrying this tag"),
     tag_value: str | None = Query(None, description="...with this value (needs tag_key)"),
     page: PageParams = Depends(),
-    session: Session = Depends(get_session),
+    session: Session = UnitOfWork,
 ) -> Sequence[BackupObject]:
     tag = (tag_key, tag_value) if tag_key is not None else None
     found = objects.list_objects(
@@ -45,7 +47,7 @@ def latest_versions(
     response: Response,
     bucket_id: Id | None = None,
     page: PageParams = Depends(),
-    session: Session = Depends(get_session),
+    session: Session = UnitOfWork,
 ) -> Sequence[dict[str, Any]]:
     """The latest live version of each object."""
     found = objects.latest_versions(
@@ -60,7 +62,7 @@ def latest_versions(
 
 
 @router.get("/{object_id}", response_model=ObjectOut)
-def get_object(object_id: Id, session: Session = Depends(get_session)) -> BackupObject:
+def get_object(object_id: Id, session: Session = UnitOfWork) -> BackupObject:
     return objects.get_object(session, object_id)
 
 
@@ -71,7 +73,7 @@ def list_versions(
     object_id: Id,
     include_deleted: bool = False,
     page: PageParams = Depends(),
-    session: Session = Depends(get_session),
+    session: Session = UnitOfWork,
 ) -> Sequence[ObjectVersion]:
     """The catalog's versions of an object, oldest first."""
     found = objects.list_versions(
@@ -82,7 +84,7 @@ def list_versions(
 
 @router.get("/{object_id}/store-versions", response_model=list[StoredVersion])
 def list_store_versions(
-    object_id: Id, session: Session = Depends(get_session), store: ObjectStore = Depends(get_store)
+    object_id: Id, session: Session = UnitOfWork, store: ObjectStore = Depends(get_store)
 ) -> list[StoredVersion]:
     """The versions the object store itself holds for this object's key, newest first."""
     obj = objects.get_object(session, object_id)
@@ -91,9 +93,7 @@ def list_store_versions(
 
 
 @router.get("/{object_id}/versions/{version_id}", response_model=VersionOut)
-def get_version(
-    object_id: Id, version_id: str, session: Session = Depends(get_session)
-) -> ObjectVersion:
+def get_version(object_id: Id, version_id: str, session: Session = UnitOfWork) -> ObjectVersion:
     return objects.get_version(session, object_id, version_id)
 
 
@@ -101,17 +101,17 @@ def get_version(
 def delete_version(
     object_id: Id,
     version_id: str,
-    session: Session = Depends(get_session),
+    session: Session = UnitOfWork,
     store: ObjectStore = Depends(get_store),
 ) -> ObjectVersion:
     """Delete one version in the object store by version id, and mark it deleted."""
-    return objects.delete_version(
+    return object_service.delete_version(
         session, store, object_id, version_id, reason="deleted through the API"
     )
 
 
 @router.get("/{object_id}/tags", response_model=TagSet)
-def get_tags(object_id: Id, session: Session = Depends(get_session)) -> dict[str, Any]:
+def get_tags(object_id: Id, session: Session = UnitOfWork) -> dict[str, Any]:
     return {"tags": tags.list_tags(session, object_id)}
 
 
@@ -119,29 +119,29 @@ def get_tags(object_id: Id, session: Session = Depends(get_session)) -> dict[str
 def replace_tags(
     object_id: Id,
     body: TagSet,
-    session: Session = Depends(get_session),
+    session: Session = UnitOfWork,
     store: ObjectStore = Depends(get_store),
 ) -> dict[str, Any]:
     """Replace the whole tag set (catalog and the latest S3 version)."""
-    return {"tags": tags.replace_tags(session, store, object_id, body.tags)}
+    return {"tags": tag_service.replace_tags(session, store, object_id, body.tags)}
 
 
 @router.patch("/{object_id}/tags", response_model=TagSet)
 def merge_tags(
     object_id: Id,
     body: TagSet,
-    session: Session = Depends(get_session),
+    session: Session = UnitOfWork,
     store: ObjectStore = Depends(get_store),
 ) -> dict[str, Any]:
     """Add or change the given tags, keeping the others."""
-    return {"tags": tags.merge_tags(session, store, object_id, body.tags)}
+    return {"tags": tag_service.merge_tags(session, store, object_id, body.tags)}
 
 
 @router.delete("/{object_id}/tags/{key}", response_model=TagSet)
 def delete_tag(
     object_id: Id,
     key: str,
-    session: Session = Depends(get_session),
+    session: Session = UnitOfWork,
     store: ObjectStore = Depends(get_store),
 ) -> dict[str, Any]:
-    return {"tags": tags.delete_tag(session, store, object_id, key)}
+    return {"tags": tag_service.delete_tag(session, store, object_id, key)}

@@ -8,9 +8,10 @@ from sqlalchemy.orm import Session
 
 from ...catalog import retention
 from ...catalog.models import BackupObject, ObjectVersion, RetentionPolicy, RetentionRun
+from ...services import retention as retention_service
 from ...storage import ObjectStore
 from ..auth import request_actor
-from ..deps import get_session, get_store
+from ..deps import UnitOfWork, get_store
 from ..pagination import PageParams, paginate
 from ..schemas import (
     ApplyOut,
@@ -31,7 +32,7 @@ router = APIRouter(prefix="/retention-policies", tags=["retention-policies"])
 
 
 @router.post("", response_model=PolicyOut, status_code=status.HTTP_201_CREATED)
-def create_policy(body: PolicyCreate, session: Session = Depends(get_session)) -> RetentionPolicy:
+def create_policy(body: PolicyCreate, session: Session = UnitOfWork) -> RetentionPolicy:
     """Rules combine as a union: a version is kept if any rule keeps it. No rules: keep all."""
     return retention.create_policy(session, **body.model_dump())
 
@@ -41,7 +42,7 @@ def list_policies(
     request: Request,
     response: Response,
     page: PageParams = Depends(),
-    session: Session = Depends(get_session),
+    session: Session = UnitOfWork,
 ) -> Sequence[RetentionPolicy]:
     return paginate(
         retention.list_policies(session, after=page.after, limit=page.limit), request, response
@@ -49,31 +50,31 @@ def list_policies(
 
 
 @router.get("/{policy_id}", response_model=PolicyOut)
-def get_policy(policy_id: Id, session: Session = Depends(get_session)) -> RetentionPolicy:
+def get_policy(policy_id: Id, session: Session = UnitOfWork) -> RetentionPolicy:
     return retention.get_policy(session, policy_id)
 
 
 @router.patch("/{policy_id}", response_model=PolicyOut)
 def update_policy(
-    policy_id: Id, body: PolicyUpdate, session: Session = Depends(get_session)
+    policy_id: Id, body: PolicyUpdate, session: Session = UnitOfWork
 ) -> RetentionPolicy:
     """Change the given fields; send null to remove a rule."""
     return retention.update_policy(session, policy_id, **body.model_dump(exclude_unset=True))
 
 
 @router.delete("/{policy_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_policy(policy_id: Id, session: Session = Depends(get_session)) -> None:
+def delete_policy(policy_id: Id, session: Session = UnitOfWork) -> None:
     retention.delete_policy(session, policy_id)
 
 
 @router.post("/{policy_id}/attach", response_model=Count)
-def attach(policy_id: Id, body: ObjectIds, session: Session = Depends(get_session)) -> Count:
+def attach(policy_id: Id, body: ObjectIds, session: Session = UnitOfWork) -> Count:
     """Let this policy govern these objects."""
     return Count(count=retention.attach(session, policy_id, body.object_ids))
 
 
 @router.post("/{policy_id}/detach", response_model=Count)
-def detach(policy_id: Id, body: ObjectIds, session: Session = Depends(get_session)) -> Count:
+def detach(policy_id: Id, body: ObjectIds, session: Session = UnitOfWork) -> Count:
     return Count(count=retention.detach(session, policy_id, body.object_ids))
 
 
@@ -83,7 +84,7 @@ def governed_objects(
     request: Request,
     response: Response,
     page: PageParams = Depends(),
-    session: Session = Depends(get_session),
+    session: Session = UnitOfWork,
 ) -> Sequence[BackupObject]:
     found = retention.governed_objects(session, policy_id, after=page.after, limit=page.limit)
     return paginate(found, request, response)
@@ -104,7 +105,7 @@ def _planned(items: list[retention.PlannedVersion]) -> list[PlannedVersionOut]:
 
 
 @router.post("/{policy_id}/dry-run", response_model=PlanOut)
-def dry_run(policy_id: Id, session: Session = Depends(get_session)) -> dict[str, Any]:
+def dry_run(policy_id: Id, session: Session = UnitOfWork) -> dict[str, Any]:
     """What applying the policy now would delete and keep, and why. Changes nothing."""
     plan = retention.dry_run(session, policy_id)
     delete = plan.to_delete
@@ -131,13 +132,13 @@ def dry_run(policy_id: Id, session: Session = Depends(get_session)) -> dict[str,
 def apply(
     policy_id: Id,
     request: Request,
-    session: Session = Depends(get_session),
+    session: Session = UnitOfWork,
     store: ObjectStore = Depends(get_store),
 ) -> dict[str, Any]:
     """Delete the versions the policy does not keep, in the store and the catalog.
     Versions under object lock or legal hold are reported, never attempted. The run is
     recorded as an audit entry (`run_id`)."""
-    result = retention.apply(
+    result = retention_service.apply(
         session,
         store,
         policy_id,
@@ -162,7 +163,7 @@ def policy_runs(
     request: Request,
     response: Response,
     page: PageParams = Depends(),
-    session: Session = Depends(get_session),
+    session: Session = UnitOfWork,
 ) -> Sequence[RetentionRun]:
     """The audit of this policy's real runs, oldest first."""
     retention.get_policy(session, policy_id)
@@ -179,7 +180,7 @@ def list_runs(
     response: Response,
     policy_id: Id | None = None,
     page: PageParams = Depends(),
-    session: Session = Depends(get_session),
+    session: Session = UnitOfWork,
 ) -> Sequence[RetentionRun]:
     """Every real retention run: who, which policy, when, what it deleted, bytes freed."""
     found = retention.list_runs(session, policy_id=policy_id, after=page.after, limit=page.limit)
@@ -187,7 +188,7 @@ def list_runs(
 
 
 @runs_router.get("/{run_id}", response_model=RunOut)
-def get_run(run_id: Id, session: Session = Depends(get_session)) -> RetentionRun:
+def get_run(run_id: Id, session: Session = UnitOfWork) -> RetentionRun:
     return retention.get_run(session, run_id)
 
 
@@ -197,7 +198,7 @@ def run_deletions(
     request: Request,
     response: Response,
     page: PageParams = Depends(),
-    session: Session = Depends(get_session),
+    session: Session = UnitOfWork,
 ) -> Sequence[ObjectVersion]:
     """The versions this run deleted."""
     found = retention.run_deletions(session, run_id, after=page.after, limit=page.limit)

@@ -99,7 +99,7 @@ def _issue(session: Session, job_id: int, valid_for: timedelta) -> Credential:
             )
         )
     session.add(JobCredential(role_name=role, job_id=job.id, bucket_id=job.bucket_id))
-    session.commit()
+    session.flush()
     return Credential(role, password)
 
 
@@ -132,7 +132,7 @@ def _revoke(session: Session, job_id: int) -> list[str]:
             cursor.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
             cursor.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
     session.execute(delete(JobCredential).where(JobCredential.job_id == job_id))
-    session.commit()
+    session.flush()
     return roles
 
 

@@ -148,7 +148,7 @@ def register_files(
     stored: Mapping[str, Stored] | None = None,
     whole_rows: bool = True,
 ) -> list[FileRecord]:
-    """Register a batch in one transaction (all or nothing), in bulk, and commit.
+    """Register a batch in one transaction (all or nothing), in bulk (the caller commits).
 
     Re-registering the same path with the same content is idempotent; the same path
     with other content is a conflict. `stored` names contents the caller has uploaded
@@ -196,7 +196,7 @@ def register_files(
     attempt(_INSERT_CANONICAL, [f for f in unchanged if f.path not in inserted])
     attempt(_INSERT_DUPLICATES, [f for f in unchanged if f.path not in inserted])
     _check_leftovers(session, job_id, [f for f in batch if f.path not in inserted], inserted)
-    session.commit()
+    session.flush()
     return [inserted[f.path] for f in batch]
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, and_, delete, false, func, insert, select,
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict
-from ..storage import validate_tags
+from ..specs.objects import validate_tags
 from . import lineage
 from .buckets import get_bucket
 from .models import BackupJob, JobFailure, JobStatus, Runner, SourceType
@@ -98,7 +98,7 @@ def create_job(
         pack_threshold=pack_threshold,
     )
     session.add(job)
-    session.commit()
+    session.flush()
     return job
 
 
@@ -121,7 +121,7 @@ def reschedule(
         key_prefix=job.key_prefix,
         source_type=job.source_type,
     )
-    session.commit()
+    session.flush()
     return job
 
 
@@ -170,7 +170,7 @@ def set_status(
         job.error = error
     if status is JobStatus.COMPLETED:
         lineage.join(session, job)
-    session.commit()
+    session.flush()
     return job
 
 
@@ -207,7 +207,7 @@ def claim_due_job(
         )
         .returning(BackupJob.id)
     )
-    session.commit()
+    session.flush()
     return None if job_id is None else get_job(session, job_id)
 
 
@@ -224,7 +224,7 @@ def claim_job(session: Session, job_id: int, *, worker_id: str) -> BackupJob:
     job.started_at = job.started_at or datetime.now(UTC)
     job.heartbeat_at = datetime.now(UTC)
     job.attempts += 1
-    session.commit()
+    session.flush()
     return job
 
 
@@ -248,7 +248,7 @@ def heartbeat(session: Session, job_id: int, *, worker_id: str) -> bool:
     )
     if still_ours is None:
         fail_overdue_jobs(session, job_id=job_id)
-    session.commit()
+    session.flush()
     return still_ours is not None
 
 
@@ -273,7 +273,7 @@ def finish_job(
     )
     if ended is not None and status is JobStatus.COMPLETED:
         lineage.join(session, get_job(session, job_id))  # in the same transaction
-    session.commit()
+    session.flush()
     return ended is not None
 
 
@@ -323,14 +323,14 @@ def release_job(session: Session, job_id: int, *, worker_id: str) -> bool:
         )
         .returning(BackupJob.id)
     )
-    session.commit()
+    session.flush()
     return released is not None
 
 
 def fail_overdue_jobs(session: Session, *, job_id: int | None = None) -> list[int]:
     """Jobs started (running, or waiting to be resumed) longer ago than their
     activeDeadlineSeconds fail, saying so; a worker still on one stops at its next
-    heartbeat. Not committed: the caller's transaction carries it."""
+    heartbeat."""
     overdue = (
         update(BackupJob)
         .where(BackupJob.status.in_([JobStatus.RUNNING, JobStatus.PENDING]), _overdue())
@@ -368,7 +368,6 @@ def seconds_to_next_event(
         select(func.min(BackupJob.started_at + deadline)).where(unfinished),
     ).subquery()
     seconds = session.scalar(select(func.extract("epoch", func.min(events.c.at) - func.now())))
-    session.commit()
     return None if seconds is None else max(0.0, float(seconds))
 
 
@@ -428,5 +427,5 @@ def release_stale_jobs(
         )
         .returning(BackupJob.id)
     ).all()
-    session.commit()
+    session.flush()
     return Released(list(ids), failed)

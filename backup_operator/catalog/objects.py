@@ -1,11 +1,5 @@
-"""Backup objects and their versions, kept in step with the object store.
-
-Order of work, so that neither side is left half done:
-- upload: the S3 PUT comes first, the catalog rows second, in one transaction; if the
-  catalog write fails the new S3 version is deleted again (no untracked object stays);
-- delete: the version row is locked, the S3 DELETE is made, then the row is marked
-  deleted and committed; if the store refuses, the transaction rolls back untouched.
-"""
+"""Backup objects and their versions' rows (services.objects keeps them in step with
+the object store)."""
 
 from __future__ import annotations
 
@@ -15,12 +9,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO
 
-from sqlalchemy import ColumnElement, func, select, true
+from sqlalchemy import ColumnElement, func, select, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased, lazyload
 
 from ..errors import Conflict, Invalid, NotFound
-from ..storage import Lock, ObjectStore
+from ..specs.objects import Lock
+from .arrays import in_ids
 from .files import link_contents, versions_holding_duplicates
 from .models import BackupJob, BackupObject, Bucket, File, ObjectVersion, Tag
 from .pages import Page, keyset, page_of, scalar_page
@@ -48,10 +43,22 @@ class HashingReader:
         return chunk
 
 
-def store_content(
-    session: Session, store: ObjectStore, file_id: int, data: IO[bytes], length: int
-) -> ObjectVersion:
-    """Upload a canonical file's content as a new version of its key and link it."""
+@dataclass(frozen=True)
+class ContentTarget:
+    """Where a canonical file's content goes: its bucket and key, the lock and the tags
+    its new version takes."""
+
+    file: File
+    bucket_id: int
+    bucket: str
+    key: str
+    lock: Lock | None
+    tags: dict[str, str]
+    job_id: int
+
+
+def content_target(session: Session, file_id: int, length: int) -> ContentTarget:
+    """A registered file whose content is still to be stored (locked), or why it cannot be."""
     file = session.scalar(
         select(File).where(File.id == file_id).options(lazyload(File.canonical)).with_for_update()
     )
@@ -78,26 +85,23 @@ def store_content(
 
         policies = locking_policies(session, bucket_id=bucket.id, source_system=job.source_system)
         lock = lock_for(policies, key, datetime.now(UTC))
-    reader = HashingReader(data)
-    version_id, etag = store.put(bucket.name, key, reader, length, lock=lock, tags=job.tags)
-    try:
-        if reader.sha256.hexdigest() != file.sha256 or reader.size != file.size:
-            raise Invalid("uploaded content does not match the registered sha256", field="sha256")
-        links = record_versions(
-            session,
-            bucket.id,
-            [Upload(key, version_id, file.size, file.sha256, etag, lock)],
-            job.tags,
-            job_id=job.id,
-        )
-        link_contents(session, bucket.id, links)
-        version = session.get_one(ObjectVersion, links[0][1])
-        session.commit()
-    except BaseException:
-        session.rollback()
-        store.delete_version(bucket.name, key, version_id)  # leave no untracked object behind
-        raise
-    return version
+    return ContentTarget(file, bucket.id, bucket.name, key, lock, job.tags, job.id)
+
+
+def record_content(
+    session: Session, target: ContentTarget, version_id: str, etag: str | None
+) -> ObjectVersion:
+    """The stored content's version, recorded and linked to its file (flushed)."""
+    file = target.file
+    links = record_versions(
+        session,
+        target.bucket_id,
+        [Upload(target.key, version_id, file.size, file.sha256, etag, target.lock)],
+        target.tags,
+        job_id=target.job_id,
+    )
+    link_contents(session, target.bucket_id, links)
+    return session.get_one(ObjectVersion, links[0][1])
 
 
 @dataclass(frozen=True)
@@ -301,15 +305,10 @@ def get_version(
     return found
 
 
-def delete_version(
-    session: Session,
-    store: ObjectStore,
-    object_id: int,
-    version_id: str,
-    *,
-    reason: str,
-    policy_id: int | None = None,
-) -> ObjectVersion:
+def version_to_delete(
+    session: Session, object_id: int, version_id: str
+) -> tuple[BackupObject, ObjectVersion]:
+    """A live version (locked) that no duplicate file needs, with its object."""
     obj = get_object(session, object_id)
     version = get_version(session, object_id, version_id, for_update=True)
     if version.deleted_at is not None:
@@ -323,14 +322,10 @@ def delete_version(
             "deleting it would lose them",
             field="version_id",
         )
-    bucket = session.get_one(Bucket, obj.bucket_id)
-    store.delete_version(bucket.name, obj.key, version_id)
-    _mark_deleted(version, reason=reason, policy_id=policy_id)
-    session.commit()
-    return version
+    return obj, version
 
 
-def _mark_deleted(version: ObjectVersion, *, reason: str, policy_id: int | None) -> None:
+def mark_deleted(version: ObjectVersion, *, reason: str, policy_id: int | None) -> None:
     version.deleted_at = func.now()
     version.deletion_reason = reason
     version.deleted_by_policy_id = policy_id
@@ -338,3 +333,19 @@ def _mark_deleted(version: ObjectVersion, *, reason: str, policy_id: int | None)
 
 def object_bucket(session: Session, obj: BackupObject) -> Bucket:
     return session.get_one(Bucket, obj.bucket_id)
+
+
+def mark_missing(session: Session, version_rows: list[int]) -> None:
+    """Versions the store no longer has: deleted, saying so, and no file's content."""
+    session.execute(
+        update(ObjectVersion)
+        .where(in_ids(ObjectVersion.id, version_rows))
+        .values(
+            deleted_at=func.now(), deletion_reason="missing from the object store (found by verify)"
+        )
+    )
+    session.execute(
+        update(File)
+        .where(in_ids(File.object_version_id, version_rows))
+        .values(object_version_id=None, pack_offset=None)
+    )

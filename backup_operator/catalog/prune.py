@@ -1,30 +1,20 @@
-"""Prune packs: a pack whose contents no kept file references any more is deleted with
-the other orphaned versions; one mostly unreferenced (its waste past PACK_PRUNE_WASTE)
-is rewritten with only what is still referenced, as restic's prune does.
-
-Order, so that no referenced byte is ever lost: the new pack is uploaded first (a crash
-there leaves an untracked object, which `verify` finds); then, in one transaction, the
-files are pointed at it and the old version is marked deleted; then the old version is
-deleted from the store (a crash there leaves it in the bucket, untracked, for `verify
---repair` or the next prune). Packs under object lock or legal hold are left alone.
-"""
+"""Prune packs, the catalog's part: which packs hold what, whether a kept file still
+references each content, and the rows a rewritten pack changes (services.prune does
+the rewriting against the store)."""
 
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, text, update
 from sqlalchemy.orm import Session
 
-from ..packformat import pack_key, sealed
-from ..storage import ObjectStore
+from ..packformat import sealed
 from . import lineage
 from .arrays import in_ids
 from .files import link_contents
-from .locks import lock_bucket_for_retention
 from .models import File, ObjectVersion
 from .objects import Upload, record_versions
 
@@ -102,74 +92,48 @@ class PruneResult:
         }
 
 
-def prune_packs(
+def without_unreferenced(use: PackUse, old: bytes) -> tuple[bytes, tuple[tuple[str, int], ...]]:
+    """The pack `use` rewritten with only its kept contents (each checked against its
+    recorded sha256), and where each of those now starts."""
+    body = bytearray()
+    moved: list[tuple[str, int]] = []
+    index = []
+    for _, offset, size, sha, still in use.entries:
+        if not still:
+            continue
+        piece = old[offset : offset + size]
+        if hashlib.sha256(piece).hexdigest() != sha:
+            raise ValueError(f"pack {use.key}: a content is not what was recorded")
+        moved.append((sha, len(body)))
+        index.append((sha, len(body), size))
+        body += piece
+    return sealed(body, index), tuple(moved)
+
+
+def repoint(
     session: Session,
-    store: ObjectStore,
     bucket_id: int,
-    bucket: str,
+    use: PackUse,
+    upload: Upload,
     *,
-    waste: float,
-    run_id: int | None = None,
-) -> PruneResult:
-    """Rewrite the bucket's packs whose unreferenced share is at least `waste` (and that
-    some kept file still references). Under the bucket's retention lock."""
-    result = PruneResult()
-    lock_bucket_for_retention(session, bucket_id)
-    for use in pack_uses(session, bucket_id):
-        kept = use.kept_bytes
-        if use.locked or kept == 0 or kept == use.content_bytes:
-            continue
-        if 1 - kept / use.content_bytes < waste:
-            continue
-        old = store.read_range(bucket, use.key, use.version_id, 0, use.size)
-        body = bytearray()
-        moved: list[tuple[str, int]] = []
-        index = []
-        for _, offset, size, sha, still in use.entries:
-            if not still:
-                continue
-            piece = old[offset : offset + size]
-            if hashlib.sha256(piece).hexdigest() != sha:
-                raise ValueError(f"pack {use.key}: a content is not what was recorded")
-            moved.append((sha, len(body)))
-            index.append((sha, len(body), size))
-            body += piece
-        data = sealed(body, index)
-        new_key = pack_key()
-        version_id, etag = store.put(bucket, new_key, io.BytesIO(data), len(data))
-        upload = Upload(
-            new_key,
-            version_id,
-            len(data),
-            hashlib.sha256(data).hexdigest(),
-            etag,
-            None,
-            tuple(moved),
+    run_id: int | None,
+) -> None:
+    """The kept contents of the old pack now live in `upload`; the others are no longer
+    stored anywhere, and the old version is marked deleted (flushed)."""
+    link_contents(session, bucket_id, record_versions(session, bucket_id, [upload], job_id=None))
+    gone = [file_id for file_id, _, _, _, still in use.entries if not still]
+    session.execute(
+        update(File)
+        .where(in_ids(File.id, gone) | in_ids(File.canonical_file_id, gone))
+        .values(object_version_id=None, pack_offset=None)
+    )
+    session.execute(
+        update(ObjectVersion)
+        .where(ObjectVersion.id == use.version_row)
+        .values(
+            deleted_at=func.now(),
+            deleted_by_run_id=run_id,
+            deletion_reason=f"pack rewritten without its unreferenced contents ({upload.key})",
         )
-        link_contents(
-            session, bucket_id, record_versions(session, bucket_id, [upload], job_id=None)
-        )
-        # The contents nobody keeps are no longer stored anywhere.
-        gone = [file_id for file_id, _, _, _, still in use.entries if not still]
-        session.execute(
-            update(File)
-            .where(in_ids(File.id, gone) | in_ids(File.canonical_file_id, gone))
-            .values(object_version_id=None, pack_offset=None)
-        )
-        session.execute(
-            update(ObjectVersion)
-            .where(ObjectVersion.id == use.version_row)
-            .values(
-                deleted_at=func.now(),
-                deleted_by_run_id=run_id,
-                deletion_reason=f"pack rewritten without its unreferenced contents ({new_key})",
-            )
-        )
-        session.commit()
-        store.delete_version(bucket, use.key, use.version_id)
-        lock_bucket_for_retention(session, bucket_id)  # the next pack, under the lock again
-        result.rewritten += 1
-        result.bytes_before += use.size
-        result.bytes_after += len(data)
-    session.commit()
-    return result
+    )
+    session.flush()

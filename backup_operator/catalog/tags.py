@@ -1,13 +1,13 @@
-"""Object tags: an object's tags are its latest live version's, kept in the catalog and
-on that S3 version alike."""
+"""Object tags' rows: an object's tags are its latest live version's (services.tags keeps
+that S3 version's alike)."""
 
 from __future__ import annotations
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from ..errors import Conflict, NotFound
-from ..storage import ObjectStore, validate_tags
+from ..errors import Conflict
+from ..specs.objects import validate_tags
 from .models import BackupObject, Bucket, ObjectVersion, Tag
 from .objects import get_object, is_current
 from .rows import get_row
@@ -33,10 +33,9 @@ def _latest_version(session: Session, obj: BackupObject) -> ObjectVersion:
     return version
 
 
-def replace_tags(
-    session: Session, store: ObjectStore, object_id: int, tags: dict[str, str]
-) -> dict[str, str]:
-    """Make `tags` the object's whole tag set: catalog first (locked), then S3, then commit."""
+def write_tags(session: Session, object_id: int, tags: dict[str, str]) -> tuple[str, str, str]:
+    """Make `tags` the rows of the object's latest live version (locked, flushed); the
+    bucket, key and S3 version id the store's tags are then set on."""
     validate_tags(tags)
     obj = get_row(
         session, BackupObject, object_id, what="backup object", field="object_id", lock=True
@@ -48,21 +47,4 @@ def replace_tags(
     )
     session.flush()
     bucket = session.get_one(Bucket, obj.bucket_id)
-    store.set_tags(bucket.name, obj.key, version.version_id, tags)
-    session.commit()
-    return dict(sorted(tags.items()))
-
-
-def merge_tags(
-    session: Session, store: ObjectStore, object_id: int, tags: dict[str, str]
-) -> dict[str, str]:
-    current = list_tags(session, object_id)
-    return replace_tags(session, store, object_id, {**current, **tags})
-
-
-def delete_tag(session: Session, store: ObjectStore, object_id: int, key: str) -> dict[str, str]:
-    current = list_tags(session, object_id)
-    if key not in current:
-        raise NotFound(f"object {object_id} has no tag {key!r}", field="key")
-    del current[key]
-    return replace_tags(session, store, object_id, current)
+    return bucket.name, obj.key, version.version_id

@@ -46,7 +46,8 @@ from ..catalog.stats import FAILURE_KINDS, REPORT_PATHS, JobStats, Problem
 from ..errors import Unavailable
 from ..retry import retrying, tries_within
 from ..settings import Settings
-from ..storage import PARALLEL_PARTS, PART_SIZE, Lock, ObjectStore, part_size_for
+from ..specs.objects import Lock
+from ..storage import PARALLEL_PARTS, PART_SIZE, ObjectStore, part_size_for
 from .hashing import ATTEMPTS, ChangedWhileReading, Hashed, hash_file, head_digest, signature
 from .packs import IN_FLIGHT, Packer
 from .walk import Entry, Kind, walk
@@ -689,7 +690,9 @@ class Backup:
         with self.sessions() as session:
             links = record_versions(session, self.bucket_id, uploads, self.tags, job_id=self.job_id)
             where = {sha: (version, offset) for sha, version, offset in links}
-            return register_files(session, self.job_id, files, stored=where, whole_rows=False)
+            rows = register_files(session, self.job_id, files, stored=where, whole_rows=False)
+            session.commit()
+            return rows
 
     def _store(
         self,

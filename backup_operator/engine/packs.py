@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from ..catalog.objects import Upload
 from ..packformat import pack_key, sealed
-from ..storage import Lock, ObjectStore
+from ..specs.objects import Lock
+from ..storage import ObjectStore
 
 IN_FLIGHT = 4  # packs being uploaded at once: what bounds a backup's memory
 

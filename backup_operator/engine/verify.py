@@ -20,12 +20,13 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..catalog.arrays import in_ids
 from ..catalog.buckets import get_bucket
 from ..catalog.models import BackupObject, Bucket, File, ObjectVersion, Tag
+from ..catalog.objects import mark_missing
 from ..storage import ObjectStore
 
 REPORT_ITEMS = 50
@@ -140,20 +141,7 @@ def verify(
             drift.mismatched.append((key, version_id, f"sha256 is {sha}"))
     _check_tags(session, store, bucket, catalog, to_check, drift, repair=repair)
     if repair and drift.missing:
-        gone = [catalog[m][0] for m in drift.missing]
-        session.execute(
-            update(ObjectVersion)
-            .where(in_ids(ObjectVersion.id, gone))
-            .values(
-                deleted_at=func.now(),
-                deletion_reason="missing from the object store (found by verify)",
-            )
-        )
-        session.execute(
-            update(File)
-            .where(in_ids(File.object_version_id, gone))
-            .values(object_version_id=None, pack_offset=None)
-        )
+        mark_missing(session, [catalog[m][0] for m in drift.missing])
         session.commit()
         drift.repaired_missing = len(drift.missing)
     if repair and delete_untracked and drift.untracked:

@@ -69,7 +69,9 @@ def record_end(
 
     def attempt() -> bool:
         try:
-            return jobs.finish_job(session, job_id, worker_id=worker_id, status=ended, stats=stats)
+            ours = jobs.finish_job(session, job_id, worker_id=worker_id, status=ended, stats=stats)
+            session.commit()
+            return ours
         except Exception:
             session.rollback()
             raise
@@ -108,10 +110,9 @@ class Heartbeat:
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                with self.sessions() as session:
-                    if not jobs.heartbeat(session, self.job_id, worker_id=self.worker_id):
-                        self.lost = True
-                        return
+                if not self._still_ours():
+                    self.lost = True
+                    return
             except Exception as error:  # an outage: the next beat tries again
                 logger.warning("heartbeat of job %s failed: %s", self.job_id, error)
 
@@ -123,10 +124,16 @@ class Heartbeat:
         if time.monotonic() - self._checked_at < CHECK_SECONDS:
             return
         self._checked_at = time.monotonic()
+        if not self._still_ours():
+            self.lost = True
+            raise JobCancelled(f"job {self.job_id} is no longer ours to run")
+
+    def _still_ours(self) -> bool:
+        """One beat, committed at once: the others see this worker is alive."""
         with self.sessions() as session:
-            if not jobs.heartbeat(session, self.job_id, worker_id=self.worker_id):
-                self.lost = True
-                raise JobCancelled(f"job {self.job_id} is no longer ours to run")
+            ours = jobs.heartbeat(session, self.job_id, worker_id=self.worker_id)
+            session.commit()
+            return ours
 
 
 def default_worker_id() -> str:
@@ -162,6 +169,7 @@ def run_claimed(
     except Interrupted as why:
         session.rollback()
         jobs.release_job(session, job.id, worker_id=worker_id)
+        session.commit()
         logger.warning("job %s: %s; handed back to be resumed", job.id, why)
         return None
     except JobCancelled as cancelled:
@@ -177,13 +185,15 @@ def run_claimed(
         session.rollback()
         logger.error("job %s failed: %s: %s", job.id, type(error).__name__, error)
         logger.debug("job %s failure", job.id, exc_info=True)
-        if jobs.finish_job(
+        failed = jobs.finish_job(
             session,
             job.id,
             worker_id=worker_id,
             status=JobStatus.FAILED,
             error=f"{type(error).__name__}: {error}",
-        ):
+        )
+        session.commit()
+        if failed:
             notify_ended(session, notifier, job.id)
         return JobStatus.FAILED
     ended = jobs.outcome(stats)
@@ -279,18 +289,20 @@ class Scheduler:
             released = jobs.release_stale_jobs(
                 session, timeout=self.heartbeat_timeout, max_attempts=self.max_attempts
             )
+            session.commit()  # recorded before anyone is told
             if released.resumed:
                 logger.warning("jobs %s lost their worker; resumed", released.resumed)
             for job_id in released.failed:
                 logger.warning("job %s failed: %s", job_id, jobs.get_job(session, job_id).error)
                 notify_ended(session, self.notifier, job_id)
             job = jobs.claim_due_job(session, worker_id=self.worker_id, runner=self.claims)
+            # The claim is committed at once, and the transaction that read the job ends:
+            # left open for the whole backup, it held a lock that made migrations (and all
+            # queued behind them) wait, and its start was what now() gave the job's
+            # completed_at.
+            session.commit()
             if job is None:
                 return False
-            # End the transaction that read the job: left open for the whole backup, it
-            # held a lock that made migrations (and all queued behind them) wait, and its
-            # start was what now() gave the job's completed_at.
-            session.commit()
             logger.info("job %s (%s) started by %s", job.id, job.job_name, self.worker_id)
             self._run(session, job)
             return True

@@ -1,8 +1,8 @@
 """Retention in the catalog, one module per job: the policies themselves, which policy
 governs which object, plans (what a run would keep and delete, and why), the locks
-policies put on new versions, real runs, and their audit. Callers import from here."""
+policies put on new versions, the rows of real runs (services.retention makes them),
+and their audit. Callers import from here."""
 
-from .applying import ApplyResult, apply, forget_job
 from .audit import get_run, list_runs, run_deletions
 from .governance import attach, detach, govern_job, governed_objects
 from .immutability import lock_for, locking_policies
@@ -17,17 +17,14 @@ from .policies import (
 )
 
 __all__ = [
-    "ApplyResult",
     "Plan",
     "PlannedJob",
     "PlannedVersion",
-    "apply",
     "attach",
     "create_policy",
     "delete_policy",
     "detach",
     "dry_run",
-    "forget_job",
     "get_policy",
     "get_run",
     "govern_job",

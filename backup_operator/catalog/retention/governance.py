@@ -45,7 +45,7 @@ def attach(session: Session, policy_id: int, object_ids: list[int]) -> int:
         """),
         {"ids": sorted(known), "policy": policy_id},
     ).all()
-    session.commit()
+    session.flush()
     return len(attached)
 
 
@@ -75,7 +75,7 @@ def govern_job(session: Session, policy_name: str, job_id: int) -> int:
         .on_conflict_do_nothing()
         .returning(ObjectRetention.object_id)
     ).all()
-    session.commit()
+    session.flush()
     return len(attached)
 
 
@@ -86,7 +86,7 @@ def detach(session: Session, policy_id: int, object_ids: list[int]) -> int:
             ObjectRetention.policy_id == policy_id, in_ids(ObjectRetention.object_id, object_ids)
         )
     )
-    session.commit()
+    session.flush()
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from ...storage import Lock
+from ...specs.objects import Lock
 from ..models import LockMode, RetentionPolicy, RetentionTarget
 
 

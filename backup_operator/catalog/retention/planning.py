@@ -125,7 +125,7 @@ def dry_run(session: Session, policy_id: int, *, now: datetime | None = None) ->
     """The plan, shown to someone: it counts as the dry run a policy may require."""
     result = plan(session, policy_id, now=now)
     get_policy(session, policy_id).dry_run_at = datetime.now(UTC)
-    session.commit()
+    session.flush()
     return result
 
 

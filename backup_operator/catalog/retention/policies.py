@@ -69,7 +69,7 @@ def create_policy(
     _refuse_taken(session, name)
     policy = RetentionPolicy(name=name, namespace=namespace, **spec.model_dump())
     session.add(policy)
-    session.commit()
+    session.flush()
     return policy
 
 
@@ -99,7 +99,7 @@ def update_policy(session: Session, policy_id: int, **changes: Any) -> Retention
         policy.changed_at = datetime.now(UTC)  # a changed policy needs a new dry run
     for attribute, value in values.items():
         setattr(policy, attribute, value)
-    session.commit()
+    session.flush()
     return policy
 
 
@@ -116,4 +116,4 @@ def put_policy(session: Session, *, name: str, **fields: Any) -> RetentionPolicy
 
 def delete_policy(session: Session, policy_id: int) -> None:
     session.delete(get_policy(session, policy_id))
-    session.commit()
+    session.flush()

@@ -1,5 +1,12 @@
-"""A real run: the planned versions deleted from the store, then from the catalog, jobs
-forgotten, packs pruned, all audited."""
+"""A real retention run: the planned versions deleted from the store (by version id,
+batched), then marked deleted in the catalog; jobs forgotten, packs pruned, all audited.
+
+The run's row is committed first, so an interrupted run is still audited. Versions
+under object lock or legal hold are reported, never attempted. For a versions policy
+each batch is committed after the store deleted it (a later outage or deadline keeps
+what was done); for target "jobs" the evaluation and the deletes happen under the
+bucket's retention lock, in one transaction, then the packs are pruned.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +14,29 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from ...deadline import Deadline, DeadlineExceeded
-from ...errors import Conflict, Unavailable
-from ...retry import RetriesExhausted
-from ...storage import DELETE_BATCH, ObjectStore
-from ..arrays import in_ids
-from ..jobs import get_job
-from ..locks import lock_bucket_for_retention
-from ..models import BackupJob, Bucket, File, ObjectVersion, RetentionRun, RetentionTarget
-from ..prune import DEFAULT_WASTE, PruneResult, prune_packs
-from .governance import record_governed
-from .planning import Plan, PlannedJob, PlannedVersion, plan, versions_only_referenced_by
-from .policies import get_policy
+from ..catalog import buckets
+from ..catalog.jobs import get_job
+from ..catalog.locks import lock_bucket_for_retention
+from ..catalog.models import RetentionRun, RetentionTarget
+from ..catalog.prune import DEFAULT_WASTE, PruneResult
+from ..catalog.retention import runs
+from ..catalog.retention.governance import record_governed
+from ..catalog.retention.planning import (
+    Plan,
+    PlannedJob,
+    PlannedVersion,
+    plan,
+    versions_only_referenced_by,
+)
+from ..catalog.retention.policies import get_policy
+from ..deadline import Deadline, DeadlineExceeded
+from ..errors import Conflict, Unavailable
+from ..retry import RetriesExhausted
+from ..storage import DELETE_BATCH, ObjectStore
+from .prune import prune_packs
 
 
 @dataclass
@@ -48,12 +62,9 @@ def apply(
     deadline: Deadline | None = None,
     prune_waste: float = DEFAULT_WASTE,
 ) -> ApplyResult:
-    """Delete what the plan says, in the store by version id (batched), then in the
-    catalog; versions under object lock or legal hold are reported, never attempted.
-    For target "jobs" the evaluation and the deletes happen under the bucket's retention
-    lock, in one transaction, and the forgotten jobs are marked; then the bucket's packs
-    mostly unreferenced (`prune_waste`) are rewritten. The run is recorded as an audit
-    entry, finished or (if interrupted) not, with what stopped it."""
+    """Delete what the policy's plan says; for target "jobs", then rewrite the bucket's
+    packs mostly unreferenced (`prune_waste`). The run is recorded as an audit entry,
+    finished or (if interrupted) not, with what stopped it."""
     policy = get_policy(session, policy_id)
     if policy.require_dry_run and (
         policy.dry_run_at is None or policy.dry_run_at < policy.changed_at
@@ -62,8 +73,7 @@ def apply(
             "this policy requires a dry run after its last change before a real run",
             field="require_dry_run",
         )
-    run = RetentionRun(policy_id=policy_id, policy_name=policy.name, actor=actor)
-    session.add(run)
+    run = runs.start_run(session, policy_id=policy_id, policy_name=policy.name, actor=actor)
     session.commit()
     jobs_mode = policy.target is RetentionTarget.JOBS
     if jobs_mode and policy.bucket_id is not None:
@@ -72,11 +82,10 @@ def apply(
     current = plan(session, policy_id)
     result = _execute(session, store, run, current, jobs_mode=jobs_mode, deadline=deadline)
     if jobs_mode and policy.bucket_id is not None:
-        bucket = session.get_one(Bucket, policy.bucket_id)
-        pruned = prune_packs(
+        bucket = buckets.get_bucket(session, policy.bucket_id)
+        result.pruned = prune_packs(
             session, store, bucket.id, bucket.name, waste=prune_waste, run_id=result.run.id
         )
-        result.pruned = pruned
     return result
 
 
@@ -92,8 +101,9 @@ def forget_job(
     resource was deleted with the request to take its objects along). Audited as a run
     without a policy."""
     job = get_job(session, job_id)
-    run = RetentionRun(policy_id=None, policy_name=f"deletion of job {job_id}", actor=actor)
-    session.add(run)
+    run = runs.start_run(
+        session, policy_id=None, policy_name=f"deletion of job {job_id}", actor=actor
+    )
     session.commit()
     lock_bucket_for_retention(session, job.bucket_id)
     current = Plan(policy_id=0, evaluated_at=datetime.now(UTC))
@@ -123,11 +133,7 @@ def _execute(
         return _delete_planned(session, store, run, current, jobs_mode, deadline or Deadline(1e9))
     except (DeadlineExceeded, Unavailable, RetriesExhausted) as error:
         try:
-            session.execute(
-                update(RetentionRun)
-                .where(RetentionRun.id == run_id)
-                .values(error=f"{type(error).__name__}: {error}")
-            )
+            runs.record_error(session, run_id, error)
             session.commit()
         except SQLAlchemyError:  # the database is what failed: nothing can be recorded
             session.rollback()
@@ -142,7 +148,7 @@ def _delete_planned(
     jobs_mode: bool,
     deadline: Deadline,
 ) -> ApplyResult:
-    lock_enabled = {b.name for b in session.scalars(select(Bucket).where(Bucket.object_lock))}
+    lock_enabled = buckets.object_lock_bucket_names(session)
     by_bucket: dict[str, list[PlannedVersion]] = defaultdict(list)
     for item in current.to_delete:
         by_bucket[item.bucket].append(item)
@@ -166,57 +172,30 @@ def _delete_planned(
             )
             refused.update(refused_here)
             done = [item for item in batch if item.version.version_id not in refused_here]
-            _mark_deleted(session, done, policy_id=policy_id, run_id=run_id)
+            runs.mark_deleted(session, done, policy_id=policy_id, run_id=run_id)
             if jobs_mode:
-                # Their content is gone: no file may link to it, and the next backup of the
-                # same content uploads it again instead of becoming a duplicate of nothing.
-                session.execute(
-                    update(File)
-                    .where(in_ids(File.object_version_id, [i.version.id for i in done]))
-                    .values(object_version_id=None)
-                )
+                runs.unlink_contents(session, [i.version.id for i in done])
             else:
                 session.commit()  # a later outage or deadline keeps what was done
             deleted += done
+    forgotten: list[int] | None = None
     if jobs_mode:
-        forgotten = current.jobs_to_forget
-        if locked or refused:
-            forgotten = []  # keep the jobs restorable until every delete went through
-        session.execute(
-            update(BackupJob)
-            .where(in_ids(BackupJob.id, forgotten))
-            .values(forgotten_at=func.now(), forgotten_by_run_id=run.id)
-        )
-        run.forgotten_jobs = len(forgotten)
-        run.kept = len(current.jobs) - len(current.jobs_to_forget)
+        # Keep the jobs restorable until every delete went through.
+        forgotten = [] if locked or refused else current.jobs_to_forget
+        runs.forget_jobs(session, forgotten, run_id=run_id)
+        kept = len(current.jobs) - len(current.jobs_to_forget)
     else:
-        run.kept = len(current.versions) - len(current.to_delete)
+        kept = len(current.versions) - len(current.to_delete)
     result = ApplyResult(current, run, deleted, locked, refused)
-    run.deleted = len(deleted)
-    run.locked = len(locked)
-    run.bytes_freed = result.bytes_freed
-    run.refused = refused
-    run.finished_at = func.now()
+    runs.finish_run(
+        session,
+        run,
+        deleted=len(deleted),
+        locked=len(locked),
+        bytes_freed=result.bytes_freed,
+        refused=refused,
+        kept=kept,
+        forgotten_jobs=None if forgotten is None else len(forgotten),
+    )
     session.commit()
     return result
-
-
-def _mark_deleted(
-    session: Session, items: list[PlannedVersion], *, policy_id: int | None, run_id: int
-) -> None:
-    """One UPDATE per distinct reason (a policy has few), whatever the number of versions."""
-    by_reason: dict[str, list[int]] = defaultdict(list)
-    for item in items:
-        by_reason["; ".join(item.reasons)].append(item.version.id)
-    for reason, ids in by_reason.items():
-        session.execute(
-            update(ObjectVersion)
-            .where(in_ids(ObjectVersion.id, ids))
-            .values(
-                deleted_at=func.now(),
-                deleted_by_policy_id=policy_id,
-                deleted_by_run_id=run_id,
-                deletion_reason=reason,
-            )
-            .execution_options(synchronize_session=False)
-        )
