@@ -26,6 +26,7 @@ from .auth import OPEN_PATHS, BearerAuth
 from .middleware import HttpMiddleware
 from .routes import buckets, files, health, jobs, objects, retention
 from .schemas import ErrorBody
+from .ui import pages
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +180,8 @@ def create_app(
     for module in (health, buckets, jobs, files, objects, retention):
         app.include_router(module.router)
     app.include_router(retention.runs_router)
+    app.include_router(pages.router)
+    app.mount("/ui/static", pages.static, name="ui-static")
     app.add_middleware(errors.RejectNul)
     app.add_middleware(Metrics)
     app.add_middleware(BearerAuth, settings=settings)

@@ -1,12 +1,16 @@
 """Bearer tokens: read-only tokens may GET, read-write tokens may do everything.
 
 With no token configured (local development) the API is open and binds to loopback.
+The web interface (/ui) takes the same tokens, from its login's cookie; without one it
+sends the browser to its login page.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from http.cookies import CookieError, SimpleCookie
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -15,8 +19,11 @@ from ..settings import Settings
 from .errors import error_body
 from .middleware import HttpMiddleware
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/ui/login"})
+OPEN_PREFIXES = ("/ui/static/",)
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+UI_PREFIX = "/ui"
+UI_COOKIE = "ui_token"
 
 
 def _matches(token: str, candidates: list[str]) -> bool:
@@ -27,15 +34,29 @@ def _matches(token: str, candidates: list[str]) -> bool:
     return found
 
 
+class Tokens:
+    """The configured tokens, and what a given one may do."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.write = [t.get_secret_value() for t in settings.api_tokens]
+        self.read = [t.get_secret_value() for t in settings.api_read_only_tokens]
+
+    def may_write(self, token: str) -> bool:
+        return _matches(token, self.write)
+
+    def may_read(self, token: str) -> bool:
+        return self.may_write(token) or _matches(token, self.read)
+
+
 class BearerAuth(HttpMiddleware):
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         super().__init__(app)
-        self.write = [t.get_secret_value() for t in settings.api_tokens]
-        self.read = [t.get_secret_value() for t in settings.api_read_only_tokens]
+        self.tokens = Tokens(settings)
         self.enabled = settings.auth_enabled
 
     def applies(self, scope: Scope) -> bool:
-        return self.enabled and scope["path"] not in OPEN_PATHS
+        path = scope["path"]
+        return self.enabled and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES)
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         given = [v for k, v in scope["headers"] if k == b"authorization"]
@@ -44,19 +65,54 @@ class BearerAuth(HttpMiddleware):
             return
         header = (given[0] if given else b"").decode("latin-1")
         scheme, _, token = header.partition(" ")
+        in_ui = in_web_interface(scope["path"])
+        if (scheme.lower() != "bearer" or not token) and in_ui:
+            token, scheme = ui_cookie(scope), "bearer"
         if scheme.lower() != "bearer" or not token:
-            await _deny(send, 401, "missing bearer token", "unauthorized")
+            if in_ui:
+                await _to_login(scope, send)
+            else:
+                await _deny(send, 401, "missing bearer token", "unauthorized")
             return
-        if _matches(token, self.write):
+        if self.tokens.may_write(token):
             scope.setdefault("state", {})["actor"] = actor_of(token)
             await self.app(scope, receive, send)
-        elif _matches(token, self.read):
+        elif self.tokens.may_read(token):
             if scope["method"] in READ_METHODS:
                 await self.app(scope, receive, send)
             else:
                 await _deny(send, 403, "this token is read-only", "forbidden")
+        elif in_ui:
+            await _to_login(scope, send)
         else:
             await _deny(send, 401, "invalid bearer token", "unauthorized")
+
+
+def in_web_interface(path: str) -> bool:
+    return path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
+
+
+def ui_cookie(scope: Scope) -> str:
+    """The token the web interface's login stored, or ""."""
+    for name, value in scope["headers"]:
+        if name == b"cookie":
+            try:
+                found = SimpleCookie(value.decode("latin-1")).get(UI_COOKIE)
+            except CookieError:
+                return ""
+            if found is not None:
+                return found.value
+    return ""
+
+
+async def _to_login(scope: Scope, send: Send) -> None:
+    from starlette.responses import RedirectResponse
+
+    here = scope["path"] + (
+        "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
+    )
+    response = RedirectResponse(f"{UI_PREFIX}/login?next={quote(here, safe='')}", status_code=303)
+    await response({"type": "http"}, _no_receive, send)
 
 
 def actor_of(token: str) -> str:

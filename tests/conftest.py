@@ -169,6 +169,31 @@ def job(client: TestClient, bucket: dict[str, object]) -> dict[str, object]:
     return dict(response.json())
 
 
+@contextmanager
+def serving(app: object) -> Iterator[str]:
+    """The app behind a real uvicorn on a free loopback port: its base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from backup_operator.embedded import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="info"))  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
 def migrated_catalog(server: EmbeddedPostgres) -> str:
     """A database `catalog` on `server`, migrated: its URL."""
     with psycopg.connect(plain(server.url()), autocommit=True) as conn:

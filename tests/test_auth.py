@@ -10,6 +10,8 @@ from fastapi.testclient import TestClient
 from backup_operator.api.app import create_app
 from backup_operator.settings import LOOPBACK, Settings
 
+from .conftest import serving
+
 
 @pytest.fixture
 def secured(settings: Settings) -> Iterator[TestClient]:
@@ -72,20 +74,9 @@ def test_two_authorization_headers_are_refused(secured: TestClient) -> None:
 
 def test_a_token_in_a_query_string_never_reaches_the_access_log(settings: Settings) -> None:
     import logging
-    import threading
-    import time
 
     import httpx
-    import uvicorn
 
-    from backup_operator.embedded import free_port
-
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="info")
-    )
-    thread = threading.Thread(target=server.run)
-    thread.start()
     lines: list[str] = []
 
     class Keep(logging.Handler):
@@ -94,16 +85,11 @@ def test_a_token_in_a_query_string_never_reaches_the_access_log(settings: Settin
 
     keep = Keep()
     try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        logging.getLogger("uvicorn.access").addHandler(keep)
-        query = "limit=5&access_token=s3cr3t-value&api_key=k3y-value"
-        httpx.get(f"http://127.0.0.1:{port}/buckets/?{query}", timeout=10)
+        with serving(create_app(settings)) as base:
+            logging.getLogger("uvicorn.access").addHandler(keep)
+            query = "limit=5&access_token=s3cr3t-value&api_key=k3y-value"
+            httpx.get(f"{base}/buckets/?{query}", timeout=10)
     finally:
-        server.should_exit = True
-        thread.join(20)
         logging.getLogger("uvicorn.access").removeHandler(keep)
     (line,) = [line for line in lines if "/buckets/" in line]
     assert "s3cr3t-value" not in line and "k3y-value" not in line

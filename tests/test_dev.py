@@ -105,6 +105,10 @@ def test_dev_serves_the_original_calls_and_stops_cleanly(tmp_path: Path) -> None
         ran = wait_while(http, "running")
         assert ran["status"] == "failed"
         assert "not a readable directory" in ran["error"]
+        # The web interface, open as the API is without tokens, shows that outcome.
+        sources = http.get("/ui/")
+        assert sources.status_code == 200, sources.text
+        assert "/path/to/backup/source" in sources.text and ">failed<" in sources.text
         # The console, in another terminal, after sourcing the file make dev points to.
         env_file = data / "env"
         assert str(env_file) in log.read_text()
