@@ -16,10 +16,10 @@ import httpx
 import psycopg
 from servers import api_server, bench_servers
 
-from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.files import FileIn, register_files
 from backup_operator.catalog.jobs import create_job
 from backup_operator.db import make_engine, make_sessionmaker
+from backup_operator.services.buckets import create_bucket
 from backup_operator.storage import ObjectStore, make_client
 
 BATCH = 10_000
@@ -73,6 +73,7 @@ def main() -> None:
         with sessions() as session:
             bucket = create_bucket(session, store, name="bench", object_lock=False)
             job = create_job(session, job_name="bench", source_system="/", bucket_id=bucket.id)
+            session.commit()
 
         # Registration throughput through the domain function (one transaction a batch).
         total_seconds = 0.0
@@ -83,6 +84,7 @@ def main() -> None:
             with sessions() as session:
                 started = time.perf_counter()
                 register_files(session, job.id, files)
+                session.commit()
                 total_seconds += time.perf_counter() - started
             registered += len(files)
         print(f"catalog_files={registered}")

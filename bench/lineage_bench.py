@@ -10,7 +10,8 @@ Part 2 (the catalog at scale): --scale-files states of one source and --scale-ba
 completed jobs of it, each changing --churn files (fabricated in SQL in the catalog's own
 shape, since backing up that many files that often is not the point here); then p50/p99
 through HTTP of: the first page of a job's tree, a path-prefix search in a job, a diff
-between two jobs, and the duplicates summary.
+between two jobs, and the duplicates summary; and the web interface's folder pages (time
+to first byte and to the last): the root, a folder of 1,000 folders, one of 1,000 files.
 
 Prints one figure per line (`name=value`).
 """
@@ -228,6 +229,35 @@ def part_scale(url: str, s3, files: int, backups: int, churn: int, runs: int) ->
                 print(
                     f"{name}_p99_ms={timings[min(len(timings) - 1, int(len(timings) * 0.99))]:.2f}"
                 )
+            folders = {
+                "ui_folder_root": {},
+                "ui_folder_of_1000_folders": {"path": "host/"},
+                "ui_folder_of_1000_files": {"path": "host/d417/"},
+            }
+            for name, params in folders.items():
+                first_byte, whole = ui_page_timings(http, f"/ui/jobs/{newest}/tree", params, runs)
+                print(f"{name}_first_byte_p50_ms={statistics.median(first_byte):.2f}")
+                print(f"{name}_full_p50_ms={statistics.median(whole):.2f}")
+
+
+def ui_page_timings(
+    http: httpx.Client, path: str, params: dict[str, str], runs: int
+) -> tuple[list[float], list[float]]:
+    """Milliseconds to a page's first byte and to its last, `runs` times (after one)."""
+    first_byte, whole = [], []
+    for attempt in range(runs + 1):
+        started = time.perf_counter()
+        with http.stream("GET", path, params=params) as response:
+            response.raise_for_status()
+            chunks = response.iter_bytes()
+            next(chunks)
+            reached = time.perf_counter()
+            for _ in chunks:
+                pass
+        if attempt:  # the first warms the caches
+            first_byte.append((reached - started) * 1000)
+            whole.append((time.perf_counter() - started) * 1000)
+    return first_byte, whole
 
 
 def main() -> None:

@@ -13,10 +13,11 @@ import psycopg
 from servers import bench_servers
 from sqlalchemy import text
 
-from backup_operator.catalog.buckets import create_bucket
 from backup_operator.catalog.objects import Upload, record_versions
-from backup_operator.catalog.retention import apply, attach, create_policy, plan
+from backup_operator.catalog.retention import attach, create_policy, plan
 from backup_operator.db import make_engine, make_sessionmaker
+from backup_operator.services.buckets import create_bucket
+from backup_operator.services.retention import apply
 from backup_operator.storage import ObjectStore, make_client
 
 
@@ -34,6 +35,7 @@ def main() -> None:
         with sessions() as session:
             bucket = create_bucket(session, store, name="dry-run", object_lock=False)
             policy = create_policy(session, name="dry", rules={"keep_last": 2})
+            session.commit()
         with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
             conn.execute(
                 "INSERT INTO backup_objects (bucket_id, key) "
@@ -65,6 +67,7 @@ def main() -> None:
         with sessions() as session:
             real = create_bucket(session, store, name="expire", object_lock=False)
             expire = create_policy(session, name="expire", rules={"keep_last": 1})
+            session.commit()
 
         def put(key: str) -> Upload:
             version_id, etag = store.put("expire", key, io.BytesIO(key.encode()), len(key))
@@ -86,6 +89,7 @@ def main() -> None:
                 )
             )
             attach(session, expire.id, ids)
+            session.commit()
             started = time.perf_counter()
             result = apply(session, store, expire.id, actor="bench")
             seconds = time.perf_counter() - started

@@ -135,3 +135,60 @@ def test_without_a_valid_token_every_page_leads_to_the_login(page: object) -> No
     page.wait_for_url("**/ui/login")  # type: ignore[attr-defined]
     page.goto("/ui/")  # type: ignore[attr-defined]
     assert "/ui/login" in page.url  # type: ignore[attr-defined]
+
+
+def test_a_jobs_tree_is_browsed_by_folder_and_its_files_come_back_byte_for_byte(
+    page: object,
+    site: str,
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_name: str,
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "data"
+    write(source, "docs/report.txt", b"first draft")
+    write(source, "docs/deep/notes.md", b"# notes")
+    write(source, "top.txt", b"top")
+    large = os.urandom(300_000)  # over the pack threshold: an S3 object of its own
+    write(source, "images/photo.raw", large)
+    with sessions() as session:
+        bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
+    back_up(sessions, store, bucket.id, source, pack_threshold=65_536)
+    write(source, "docs/report.txt", b"final text")
+    (source / "top.txt").unlink()
+    write(source, "new.txt", b"new")
+    second, _ = back_up(sessions, store, bucket.id, source, pack_threshold=65_536)
+
+    sign_in(page, READ_ONLY)
+    page.get_by_role("link", name=str(source)).click()  # type: ignore[attr-defined]
+    page.get_by_role("link", name=str(second), exact=True).click()  # type: ignore[attr-defined]
+    entries = page.get_by_role("table", name="The folder's entries")  # type: ignore[attr-defined]
+    rows = entries.locator("tbody tr")
+    assert rows.all_inner_texts() == [
+        "docs/\tfolder\t",
+        "images/\tfolder\t",
+        "new.txt\tnew\t3 B",
+        "top.txt\tdeleted\t",
+    ]
+    page.screenshot(path=tmp_path / "ui-tree.png", full_page=True)  # type: ignore[attr-defined]
+
+    entries.get_by_role("link", name="docs/").click()
+    page.wait_for_url("**/tree?path=docs/")  # type: ignore[attr-defined]
+    assert rows.all_inner_texts() == ["deep/\tfolder\t", "report.txt\tchanged\t10 B"]
+    with page.expect_download() as packed:  # type: ignore[attr-defined]
+        entries.get_by_role("link", name="report.txt").click()
+    assert Path(packed.value.path()).read_bytes() == b"final text"
+    assert packed.value.suggested_filename == "report.txt"
+
+    # A deep link to a folder, and back up through the breadcrumbs.
+    page.goto(f"/ui/jobs/{second}/tree?path=images/")  # type: ignore[attr-defined]
+    with page.expect_download() as own:  # type: ignore[attr-defined]
+        entries.get_by_role("link", name="photo.raw").click()
+    assert Path(own.value.path()).read_bytes() == large  # straight from S3 (presigned)
+    assert not own.value.url.startswith(site)  # from S3 itself, by its presigned URL
+    assert "X-Amz-Signature=" in own.value.url and "versionId=" in own.value.url
+    page.get_by_role("navigation", name="Breadcrumb").get_by_role(
+        "link", name=f"job {second}"
+    ).click()  # type: ignore[attr-defined]
+    page.wait_for_url(f"**/ui/jobs/{second}/tree")  # type: ignore[attr-defined]
+    assert rows.count() == 4

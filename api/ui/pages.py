@@ -3,25 +3,29 @@ CDN (its one stylesheet is served from here). It signs in with the API's own tok
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
-from ...catalog import buckets, overview
+from ...catalog import buckets, jobs, overview, tree
 from ...catalog.models import BackupJob, JobStatus
+from ...errors import Conflict, NotFound
+from ...storage import ObjectStore
 from ..auth import UI_COOKIE, UI_PREFIX, Tokens
-from ..deps import UnitOfWork
+from ..deps import UnitOfWork, get_store
 from ..schemas import Id
 
 HERE = Path(__file__).parent
 HISTORY_PAGE = 50
+TREE_PAGE = 200
+DOWNLOAD_LINK_LIFETIME = timedelta(minutes=5)
 
 router = APIRouter(prefix=UI_PREFIX, include_in_schema=False)
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -143,3 +147,60 @@ def timeline(jobs: list[BackupJob]) -> list[dict[str, Any]]:
         }
         for index, job in enumerate(jobs)
     ]
+
+
+@router.get("/jobs/{job_id}/tree", response_class=HTMLResponse)
+def tree_page(
+    request: Request,
+    job_id: Id,
+    path: str = Query("", description="the folder, from the tree's root"),
+    after: str | None = Query(None, description="the page after this entry"),
+    session: Session = UnitOfWork,
+) -> Response:
+    job = jobs.get_job(session, job_id)
+    listing = tree.folder(session, job, path, after=after, limit=TREE_PAGE)
+    parts = listing.path.rstrip("/").split("/") if listing.path else []
+    crumbs = [("/".join(parts[: i + 1]) + "/", part) for i, part in enumerate(parts)]
+    return _page(
+        request,
+        "tree.html",
+        job=job,
+        source=overview.get_source(session, job.source_id),
+        folder=listing,
+        crumbs=crumbs,
+    )
+
+
+@router.get("/jobs/{job_id}/download")
+def download(
+    job_id: Id,
+    path: str = Query(..., description="the file, from the tree's root"),
+    session: Session = UnitOfWork,
+    store: ObjectStore = Depends(get_store),
+) -> Response:
+    """One file as it was in the job: its own S3 version through a presigned URL (the
+    bytes never pass through here), or its range of a pack."""
+    job = jobs.get_job(session, job_id)
+    stored = next(tree.stored_files(session, job, path=path), None)
+    if stored is None:
+        raise NotFound(f"job {job_id} has no file {path!r}", field="path")
+    if stored.bucket is None or stored.key is None or stored.version_id is None:
+        raise Conflict(f"the content of {path!r} is not stored", field="path")
+    name = stored.path.rsplit("/", 1)[-1]
+    if stored.offset is None:
+        url = store.download_url(
+            stored.bucket,
+            stored.key,
+            stored.version_id,
+            filename=name,
+            expires=DOWNLOAD_LINK_LIFETIME,
+        )
+        return RedirectResponse(url, status_code=303)
+    data = store.read_range(
+        stored.bucket, stored.key, stored.version_id, stored.offset, stored.size
+    )
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name, safe='')}"},
+    )

@@ -19,33 +19,18 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
-from ..catalog import lineage
 from ..catalog.jobs import get_job
-from ..catalog.models import BackupJob, BackupObject, Bucket, File, JobStatus, ObjectVersion
+from ..catalog.models import JobStatus
+from ..catalog.tree import Stored, stored_files
 from ..errors import Conflict, Invalid
 from ..storage import ObjectStore
 
 CHUNK = 1024 * 1024
 REPORT_PATHS = 20
-
-
-@dataclass(frozen=True)
-class Item:
-    path: str
-    raw_path: bytes | None
-    size: int
-    sha256: str
-    mtime_ns: int | None
-    mode: int | None
-    bucket: str | None
-    key: str | None
-    version_id: str | None
-    offset: int | None = None  # in a pack: where its content starts
 
 
 # Ranges of one pack closer than this are read as one (fewer GETs for a little more data);
@@ -82,41 +67,6 @@ class RestoreResult:
         }
 
 
-def _items(
-    session: Session, job: BackupJob, prefix: str | None, path: str | None
-) -> Iterator[Item]:
-    canonical = aliased(File)
-    version_id = func.coalesce(File.object_version_id, canonical.object_version_id)
-    query = (
-        select(
-            File.path,
-            File.raw_path,
-            File.size,
-            File.sha256,
-            File.mtime_ns,
-            File.mode,
-            Bucket.name,
-            BackupObject.key,
-            ObjectVersion.version_id,
-            func.coalesce(canonical.pack_offset, File.pack_offset),
-        )
-        .outerjoin(canonical, canonical.id == File.canonical_file_id)
-        .outerjoin(
-            ObjectVersion, (ObjectVersion.id == version_id) & ObjectVersion.deleted_at.is_(None)
-        )
-        .outerjoin(BackupObject, BackupObject.id == ObjectVersion.object_id)
-        .outerjoin(Bucket, Bucket.id == BackupObject.bucket_id)
-        .where(lineage.in_tree(session, job))
-        .order_by(File.id)
-    )
-    if path is not None:
-        query = query.where(File.path == path.strip("/"))
-    elif prefix:
-        query = query.where(File.path.startswith(prefix.strip("/"), autoescape=True))
-    for row in session.execute(query.execution_options(yield_per=1000)):
-        yield Item(*cast(tuple[Any, ...], row))
-
-
 class Destinations:
     """Where each file goes under the target, never outside it: `..` is refused by the
     path itself, a symlinked directory by where it resolves (once per directory, cached:
@@ -127,7 +77,7 @@ class Destinations:
         self.inside = self.root.rstrip(os.sep) + os.sep  # what paths under it start with
         self.folders: dict[str, str] = {}  # directory made -> where it resolves
 
-    def of(self, item: Item) -> str:
+    def of(self, item: Stored) -> str:
         relative = os.fsdecode(item.raw_path) if item.raw_path is not None else item.path
         destination = os.path.normpath(os.path.join(self.root, relative))
         folder, name = os.path.split(destination)
@@ -141,7 +91,7 @@ class Destinations:
         return os.path.join(real, name)
 
 
-def _restore_one(store: ObjectStore, item: Item, destination: str, overwrite: bool) -> int:
+def _restore_one(store: ObjectStore, item: Stored, destination: str, overwrite: bool) -> int:
     """A file that is an object of its own, streamed from the store."""
     if item.version_id is None or item.bucket is None or item.key is None:
         raise LookupError("its content is not stored (never uploaded, or deleted)")
@@ -162,7 +112,7 @@ def _temporary(folder: str) -> tuple[str, int]:
             continue
 
 
-def _place(item: Item, chunks: Iterable[bytes], destination: str, overwrite: bool) -> int:
+def _place(item: Stored, chunks: Iterable[bytes], destination: str, overwrite: bool) -> int:
     """Write a file's content to a temporary name, check its SHA-256, give it its mode
     and mtime, then rename it into place. An existing file (or symlink: replaced, never
     followed) is refused unless `overwrite`."""
@@ -197,11 +147,11 @@ def _place(item: Item, chunks: Iterable[bytes], destination: str, overwrite: boo
     return size
 
 
-def _reads(items: list[Item]) -> list[list[Item]]:
+def _reads(items: list[Stored]) -> list[list[Stored]]:
     """A pack's wanted contents, in offset order, grouped into reads: neighbours closer
     than COALESCE_GAP share one ranged GET of at most MAX_READ bytes."""
     ordered = sorted(items, key=lambda item: item.offset or 0)
-    groups: list[list[Item]] = []
+    groups: list[list[Stored]] = []
     for item in ordered:
         if groups:
             first, last = groups[-1][0], groups[-1][-1]
@@ -218,7 +168,7 @@ def _reads(items: list[Item]) -> list[list[Item]]:
     return groups
 
 
-def _windows(items: Iterator[Item]) -> Iterator[list[Item]]:
+def _windows(items: Iterator[Stored]) -> Iterator[list[Stored]]:
     while window := list(itertools.islice(items, WINDOW)):
         yield window
 
@@ -267,7 +217,7 @@ def restore(
 
     lock = threading.Lock()
 
-    def outcome(item: Item, restore_it: Callable[[str], int]) -> None:
+    def outcome(item: Stored, restore_it: Callable[[str], int]) -> None:
         """Restore one file, counting it as restored, refused (it exists) or failed."""
         try:
             size = restore_it(destinations.of(item))
@@ -281,10 +231,10 @@ def restore(
             with lock:
                 result.failed[item.path] = f"{type(error).__name__}: {error}"
 
-    def one(item: Item) -> None:
+    def one(item: Stored) -> None:
         outcome(item, lambda to: _restore_one(store, item, to, overwrite))
 
-    def packed(group: list[Item]) -> None:
+    def packed(group: list[Stored]) -> None:
         """One ranged GET for a run of a pack's contents; each file written as it is cut."""
         first = group[0]
         start = first.offset or 0
@@ -301,12 +251,12 @@ def restore(
             piece = memoryview(data)[at : at + item.size]
             outcome(item, lambda to, item=item, piece=piece: _place(item, [piece], to, overwrite))  # type: ignore[misc]
 
-    def tasks(window: list[Item]) -> list[Callable[[], None]]:
+    def tasks(window: list[Stored]) -> list[Callable[[], None]]:
         """Plain objects one GET each (the largest first); packed contents by pack,
         coalesced."""
         plain = [i for i in window if i.offset is None or i.version_id is None]
         plain.sort(key=lambda item: item.size, reverse=True)
-        by_pack: dict[tuple[str | None, str | None, str | None], list[Item]] = {}
+        by_pack: dict[tuple[str | None, str | None, str | None], list[Stored]] = {}
         for item in window:
             if item.offset is not None and item.version_id is not None:
                 by_pack.setdefault((item.bucket, item.key, item.version_id), []).append(item)
@@ -326,7 +276,7 @@ def restore(
             broken.append(error)
 
     with ThreadPoolExecutor(workers, thread_name_prefix="restore") as pool:
-        for window in _windows(_items(session, job, prefix, path)):
+        for window in _windows(stored_files(session, job, prefix=prefix, path=path)):
             for task in tasks(window):
                 queued.acquire()
                 pool.submit(task).add_done_callback(done)
