@@ -176,7 +176,7 @@ def create_app(
     )
     app.openapi = lambda: _openapi_with_bearer(app)  # type: ignore[method-assign]
     app.state.settings = settings
-    errors.install(app)
+    errors.install(app, page=pages.error_page)
     for module in (health, buckets, jobs, files, objects, retention):
         app.include_router(module.router)
     app.include_router(retention.runs_router)

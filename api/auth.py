@@ -17,12 +17,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..settings import Settings
 from .errors import error_body
-from .middleware import HttpMiddleware
+from .middleware import UI_PREFIX, HttpMiddleware, in_web_interface
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/ui/login"})
 OPEN_PREFIXES = ("/ui/static/",)
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-UI_PREFIX = "/ui"
 UI_COOKIE = "ui_token"
 
 
@@ -86,10 +85,6 @@ class BearerAuth(HttpMiddleware):
             await _to_login(scope, send)
         else:
             await _deny(send, 401, "invalid bearer token", "unauthorized")
-
-
-def in_web_interface(path: str) -> bool:
-    return path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
 
 
 def ui_cookie(scope: Scope) -> str:

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive, Scope, Send
 
 from ..db import is_unavailable
 from ..errors import Conflict, DomainError, Invalid, NotFound, Unavailable
-from .middleware import HttpMiddleware
+from .middleware import HttpMiddleware, in_web_interface
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,12 @@ def unavailable_response(request: Request, dependency: str, detail: str) -> JSON
     )
 
 
-def install(app: FastAPI) -> None:
+# A page for a domain error met in the web interface (its request and status), instead
+# of the API's JSON body.
+ErrorPage = Callable[[Request, int, DomainError], Response]
+
+
+def install(app: FastAPI, *, page: ErrorPage | None = None) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         # Starlette's and FastAPI's own errors (a body that does not parse, a method not
@@ -52,8 +58,10 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(DomainError)
-    async def domain_error(request: Request, error: DomainError) -> JSONResponse:
+    async def domain_error(request: Request, error: DomainError) -> Response:
         status = next((code for cls, code in STATUS.items() if isinstance(error, cls)), 400)
+        if page is not None and in_web_interface(request.url.path):
+            return page(request, status, error)
         loc: list[str | int] = [error.field] if error.field else []
         return JSONResponse(error_body(loc, error.message, error.code), status_code=status)
 

@@ -20,3 +20,10 @@ class HttpMiddleware:
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         raise NotImplementedError
+
+
+UI_PREFIX = "/ui"  # the web interface's pages
+
+
+def in_web_interface(path: str) -> bool:
+    return path == UI_PREFIX or path.startswith(UI_PREFIX + "/")

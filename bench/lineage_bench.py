@@ -11,7 +11,8 @@ completed jobs of it, each changing --churn files (fabricated in SQL in the cata
 shape, since backing up that many files that often is not the point here); then p50/p99
 through HTTP of: the first page of a job's tree, a path-prefix search in a job, a diff
 between two jobs, and the duplicates summary; and the web interface's folder pages (time
-to first byte and to the last): the root, a folder of 1,000 folders, one of 1,000 files.
+to first byte and to the last): the root, a folder of 1,000 folders, one of 1,000 files,
+and a search across every backup for a name one path has and for a fragment many have.
 
 Prints one figure per line (`name=value`).
 """
@@ -234,8 +235,12 @@ def part_scale(url: str, s3, files: int, backups: int, churn: int, runs: int) ->
                 "ui_folder_of_1000_folders": {"path": "host/"},
                 "ui_folder_of_1000_files": {"path": "host/d417/"},
             }
-            for name, params in folders.items():
-                first_byte, whole = ui_page_timings(http, f"/ui/jobs/{newest}/tree", params, runs)
+            pages = [(name, f"/ui/jobs/{newest}/tree", params) for name, params in folders.items()]
+            # A name in one path of all (each state of it read), and one in many.
+            pages.append(("ui_search_one_path", "/ui/search", {"q": f"/f{files // 2}"}))
+            pages.append(("ui_search_many_paths", "/ui/search", {"q": "d417/f41"}))
+            for name, path, params in pages:
+                first_byte, whole = ui_page_timings(http, path, params, runs)
                 print(f"{name}_first_byte_p50_ms={statistics.median(first_byte):.2f}")
                 print(f"{name}_full_p50_ms={statistics.median(whole):.2f}")
 

@@ -142,6 +142,14 @@ def settings(db_url: str, s3_endpoint: tuple[str, str, str]) -> Settings:
 
 
 @pytest.fixture
+def bucket_id(session: Session, store: ObjectStore, bucket_name: str) -> int:
+    """A versioned bucket, in the catalog and the store."""
+    from backup_operator.services.buckets import create_bucket
+
+    return create_bucket(session, store, name=bucket_name, object_lock=False).id
+
+
+@pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as test_client:
         yield test_client

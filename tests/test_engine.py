@@ -20,7 +20,6 @@ from backup_operator.engine.backup import Options, run_backup
 from backup_operator.engine.restore import restore
 from backup_operator.engine.verify import verify
 from backup_operator.errors import Conflict
-from backup_operator.services.buckets import create_bucket
 from backup_operator.services.units import unit_of_work
 from backup_operator.storage import ObjectStore, part_size_for
 
@@ -39,11 +38,6 @@ def source(tmp_path: Path) -> Path:
     (root / "link-to-report").symlink_to(root / "docs/report.txt")
     os.mkfifo(root / "a-fifo")
     return root
-
-
-@pytest.fixture
-def bucket_id(session: Session, store: ObjectStore, bucket_name: str) -> int:
-    return create_bucket(session, store, name=bucket_name, object_lock=False).id
 
 
 def tree(root: Path) -> dict[str, bytes]:

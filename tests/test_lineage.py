@@ -8,7 +8,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,18 +18,12 @@ from backup_operator.catalog.models import File, JobStatus
 from backup_operator.catalog.stats import JobStats
 from backup_operator.engine.backup import run_backup
 from backup_operator.engine.restore import restore
-from backup_operator.services.buckets import create_bucket
 from backup_operator.services.retention import apply
 from backup_operator.services.units import unit_of_work
 from backup_operator.settings import Settings
 from backup_operator.storage import ObjectStore
 
 from .conftest import back_up, keep_newest_job, write
-
-
-@pytest.fixture
-def bucket_id(session: Session, store: ObjectStore, bucket_name: str) -> int:
-    return create_bucket(session, store, name=bucket_name, object_lock=False).id
 
 
 def rows(sessions: sessionmaker[Session]) -> int:

@@ -32,11 +32,6 @@ from .conftest import back_up, keep_newest_job, write
 THRESHOLD = 1024
 
 
-@pytest.fixture
-def bucket_id(session: Session, store: ObjectStore, bucket_name: str) -> int:
-    return create_bucket(session, store, name=bucket_name, object_lock=False).id
-
-
 def packed_backup(
     sessions: sessionmaker[Session], store: ObjectStore, bucket_id: int, source: Path
 ) -> tuple[int, dict]:  # type: ignore[type-arg]

@@ -64,11 +64,6 @@ def jobs_policy(
     return policy
 
 
-@pytest.fixture
-def bucket_id(session: Session, store: ObjectStore, bucket_name: str) -> int:
-    return create_bucket(session, store, name=bucket_name, object_lock=False).id
-
-
 def versions_in(store: ObjectStore, bucket: str) -> set[tuple[str, str]]:
     return {(v.key, v.version_id) for v in store.list_versions(bucket)}
 

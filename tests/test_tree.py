@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.catalog import jobs, tree
 from backup_operator.errors import Conflict
-from backup_operator.services.buckets import create_bucket
 from backup_operator.storage import ObjectStore
 
 from .conftest import back_up, write
@@ -29,7 +28,10 @@ def listing(session: Session, job_id: int, path: str, limit: int = 100) -> list[
 
 
 def test_a_folder_lists_its_entries_once_in_byte_order_with_what_changed(
-    sessions: sessionmaker[Session], store: ObjectStore, bucket_name: str, tmp_path: Path
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_id: int,
+    tmp_path: Path,
 ) -> None:
     source = tmp_path / "src"
     names = ["a-b", "a/x", "a/y/z", "a0", "b%_c", "b/q", "top.txt", "gone.txt"]
@@ -37,13 +39,11 @@ def test_a_folder_lists_its_entries_once_in_byte_order_with_what_changed(
         write(source, name, name.encode())
     for index in range(30):  # a folder with many files below it is one entry
         write(source, f"many/{index:02}/f", b"f")
-    with sessions() as session:
-        bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
-    first, _ = back_up(sessions, store, bucket.id, source)
+    first, _ = back_up(sessions, store, bucket_id, source)
     write(source, "top.txt", b"changed")
     (source / "gone.txt").unlink()
     write(source, "a/new", b"new")
-    second, _ = back_up(sessions, store, bucket.id, source)
+    second, _ = back_up(sessions, store, bucket_id, source)
 
     with sessions() as session:
         root = [
@@ -70,10 +70,9 @@ def test_a_folder_lists_its_entries_once_in_byte_order_with_what_changed(
 
 
 def test_a_job_that_has_not_completed_has_no_tree_to_browse_yet(
-    session: Session, store: ObjectStore, bucket_name: str
+    session: Session, bucket_id: int
 ) -> None:
-    bucket = create_bucket(session, store, name=bucket_name, object_lock=False)
-    job = jobs.create_job(session, job_name="j", source_system="/x", bucket_id=bucket.id)
+    job = jobs.create_job(session, job_name="j", source_system="/x", bucket_id=bucket_id)
     with pytest.raises(Conflict, match="pending: only a completed job") as refused:
         tree.folder(session, job, "", after=None, limit=10)
     assert refused.value.field == "job_id"

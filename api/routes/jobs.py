@@ -9,8 +9,7 @@ from sqlalchemy.orm import Session
 from ... import paths
 from ...catalog import jobs, lineage
 from ...catalog.models import BackupJob, JobFailure, JobStatus, SourceType
-from ...engine.restore import restore
-from ...errors import Invalid
+from ...services.restores import restore_within
 from ...specs.objects import validate_key
 from ...storage import ObjectStore
 from ..deps import UnitOfWork, get_store
@@ -114,15 +113,12 @@ def restore_job(
 ) -> dict[str, Any]:
     """Restore a completed job into a directory on the API's host, verifying every
     checksum; existing files are left alone unless `overwrite`."""
-    if body.path and body.prefix:
-        raise Invalid("give path or prefix, not both", field="prefix")
-    roots = request.app.state.settings.restore_roots
-    target = paths.confined(body.target, roots, field="target", setting="RESTORE_ROOTS")
-    result = restore(
+    result = restore_within(
         session,
         store,
         job_id,
-        str(target),
+        body.target,
+        roots=request.app.state.settings.restore_roots,
         prefix=body.prefix,
         path=body.path,
         overwrite=body.overwrite,

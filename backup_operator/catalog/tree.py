@@ -23,6 +23,8 @@ from .models import BackupJob, BackupObject, Bucket, File, FileChange, ObjectVer
 PAST_FOLDER = "0"
 # Just past one path: no path holds a character below U+0001 (PostgreSQL refuses NUL).
 PAST_PATH = "\x01"
+# Past every path: the last character there is.
+PAST_ALL = "\U0010ffff"
 
 
 @dataclass(frozen=True)
@@ -52,17 +54,17 @@ class Folder:
 # path of the tree at or past `lower` under the folder, then, from each entry, the
 # first past it (past everything under it, for a sub-folder). Only the states the job
 # sees: open at its position, and deletions only if it found them.
-_ENTRIES = text(r"""
+_ENTRIES = text("""
     WITH RECURSIVE walk AS (
         (SELECT path, id FROM files
-         WHERE source_id = :source AND path LIKE :under ESCAPE '\' AND path ~>=~ :lower
+         WHERE source_id = :source AND path ~>=~ :lower AND path ~<~ :upper
            AND first_seq <= :seq AND (end_seq IS NULL OR end_seq > :seq)
            AND (change <> 'deleted' OR job_id = :job)
          ORDER BY path USING ~<~ LIMIT 1)
         UNION ALL
         SELECT next.path, next.id FROM walk CROSS JOIN LATERAL (
             SELECT path, id FROM files
-            WHERE source_id = :source AND path LIKE :under ESCAPE '\'
+            WHERE source_id = :source AND path ~<~ :upper
               AND path ~>=~ CASE
                   WHEN strpos(substr(walk.path, :skip + 1), '/') > 0
                   THEN :prefix || split_part(substr(walk.path, :skip + 1), '/', 1) || :past_folder
@@ -78,10 +80,6 @@ _ENTRIES = text(r"""
 def folder_path(path: str) -> str:
     path = path.strip("/")
     return path + "/" if path else ""
-
-
-def _like_prefix(prefix: str) -> str:
-    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def folder(session: Session, job: BackupJob, path: str, *, after: str | None, limit: int) -> Folder:
@@ -101,7 +99,8 @@ def folder(session: Session, job: BackupJob, path: str, *, after: str | None, li
             "source": job.source_id,
             "seq": job.lineage_seq,
             "job": job.id,
-            "under": _like_prefix(prefix),
+            # Under "a/b/" are the paths from "a/b/" up to "a/b0": a range of the index.
+            "upper": prefix[:-1] + PAST_FOLDER if prefix else PAST_ALL,
             "prefix": prefix,
             "skip": len(prefix),
             "lower": lower,
@@ -144,6 +143,7 @@ class Stored:
     key: str | None
     version_id: str | None
     offset: int | None = None  # in a pack: where its content starts
+    object_id: int | None = None  # the backup object (a pack's, for a packed file)
 
 
 def stored_files(
@@ -165,6 +165,7 @@ def stored_files(
             BackupObject.key,
             ObjectVersion.version_id,
             func.coalesce(canonical.pack_offset, File.pack_offset),
+            BackupObject.id,
         )
         .outerjoin(canonical, canonical.id == File.canonical_file_id)
         .outerjoin(
@@ -178,6 +179,6 @@ def stored_files(
     if path is not None:
         query = query.where(File.path == path.strip("/"))
     elif prefix:
-        query = query.where(File.path.startswith(prefix.strip("/"), autoescape=True))
+        query = query.where(File.path.startswith(prefix.lstrip("/"), autoescape=True))
     for row in session.execute(query.execution_options(yield_per=1000)):
         yield Stored(*cast(tuple[Any, ...], row))
