@@ -10,11 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backup_operator.api.app import create_app
 from backup_operator.api.ui.pages import size
-from backup_operator.catalog.models import JobStatus
+from backup_operator.catalog.models import BackupObject, JobStatus
 from backup_operator.settings import Settings
 from backup_operator.storage import ObjectStore
 
@@ -338,3 +339,41 @@ def test_a_file_is_found_across_backups_from_the_overview(
     page.wait_for_url(f"**/ui/jobs/{second}/file?path=finance**")  # type: ignore[attr-defined]
     assert page.get_by_role("heading", name="finance/Budget-2026.xlsx").is_visible()  # type: ignore[attr-defined]
     page.screenshot(path=tmp_path / "ui-file-found.png", full_page=True)  # type: ignore[attr-defined]
+
+
+def test_a_form_posted_from_another_site_changes_nothing(
+    browser: object,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    bucket_name: str,
+    bucket_id: int,
+    tmp_path: Path,
+) -> None:
+    # Without tokens the interface is open on loopback; a page of another site that a
+    # user of this machine visits must still not be able to post its forms.
+    source = tmp_path / "data"
+    write(source, "a.txt", b"a")
+    back_up(sessions, store, bucket_id, source)
+    (version,) = store.list_versions(bucket_name)
+    with sessions() as session:
+        object_id = session.scalars(select(BackupObject.id)).one()
+    with serving(create_app(settings)) as open_site:
+        context = browser.new_context(base_url=open_site)  # type: ignore[attr-defined]
+        evil = context.request.post(
+            f"/ui/objects/{object_id}/tags",
+            form={"tags": "owned=yes"},
+            headers={"Origin": "http://evil.example"},
+            max_redirects=0,
+        )
+        assert evil.status == 403
+        assert "another site" in evil.text()
+        ours = context.request.post(
+            f"/ui/objects/{object_id}/tags",
+            form={"tags": "team=ops", "back": "/ui/"},
+            headers={"Origin": open_site},
+            max_redirects=0,
+        )
+        assert ours.status == 303
+        context.close()
+    assert store.get_tags(bucket_name, version.key, version.version_id) == {"team": "ops"}

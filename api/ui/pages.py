@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -36,7 +36,19 @@ PLAN_POINTS = 500  # the newest points of a plan drawn and listed
 TIMELINE_WIDTH = 800
 DOWNLOAD_LINK_LIFETIME = timedelta(minutes=5)
 
-router = APIRouter(prefix=UI_PREFIX, include_in_schema=False)
+
+def same_site(request: Request) -> None:
+    """A form may change something only from these pages: a browser names where a POST
+    comes from (Origin), and another site's page, even one reaching this loopback API
+    when it runs without tokens, is refused."""
+    origin = request.headers.get("origin")
+    if request.method in ("GET", "HEAD") or origin is None:
+        return
+    if urlsplit(origin).netloc != request.headers.get("host"):
+        raise HTTPException(403, "a page of another site may not change anything here")
+
+
+router = APIRouter(prefix=UI_PREFIX, include_in_schema=False, dependencies=[Depends(same_site)])
 templates = Jinja2Templates(directory=HERE / "templates")
 static = StaticFiles(directory=HERE / "static")
 
