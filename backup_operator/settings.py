@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     minio_secret_key: SecretStr = SecretStr("minioadmin")
     minio_secure: bool = False
     minio_region: str | None = None
+    # The store as a browser reaches it (host:port), when that is not MINIO_ENDPOINT (an
+    # in-cluster address): the web interface's presigned download links name it.
+    minio_public_endpoint: str | None = None
     # How long one request waits for an answer (tried 4 times) before the store counts
     # as unavailable: bounds what a hung server holds up (uploads of big parts included).
     minio_read_timeout_seconds: float = Field(120.0, gt=0)
@@ -142,10 +145,10 @@ class Settings(BaseSettings):
                 raise ValueError(f"{root} is not an absolute path")
         return roots
 
-    @field_validator("minio_endpoint")
+    @field_validator("minio_endpoint", "minio_public_endpoint")
     @classmethod
-    def _endpoint_is_host_port(cls, value: str) -> str:
-        if "://" in value or "/" in value:
+    def _endpoint_is_host_port(cls, value: str | None) -> str | None:
+        if value is not None and ("://" in value or "/" in value):
             raise ValueError(
                 "must be host:port without a scheme or path (use MINIO_SECURE for TLS)"
             )

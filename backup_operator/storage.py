@@ -31,6 +31,7 @@ PART_SIZE = 16 * MIB
 PARALLEL_PARTS = 3  # parts of one multipart upload sent at once (each held in memory)
 MAX_PARTS = 10_000
 DELETE_BATCH = 1000
+DEFAULT_REGION = "us-east-1"  # what MinIO and most S3 servers take without one set
 
 _NOT_FOUND_CODES = {"NoSuchKey", "NoSuchVersion", "NoSuchBucket", "NoSuchTagSet"}
 # How servers say "this version has no retention / no legal hold".
@@ -111,8 +112,11 @@ def translate_errors(what: str) -> Iterator[None]:
 
 
 class ObjectStore:
-    def __init__(self, client: Minio) -> None:
+    def __init__(self, client: Minio, *, presigner: Minio | None = None) -> None:
+        """`presigner`: a client for the store's public address, which signs download
+        links only (no request goes through it)."""
         self.client = client
+        self.presigner = presigner or client
 
     @classmethod
     def from_settings(
@@ -120,16 +124,29 @@ class ObjectStore:
     ) -> ObjectStore:
         """The store as settings name it; with `probe_timeout`, a client for health
         checks that gives up after that many seconds, without retries."""
+        access = settings.minio_access_key.get_secret_value()
+        secret = settings.minio_secret_key.get_secret_value()
+        presigner = None
+        if settings.minio_public_endpoint:
+            # A region given, so that signing never asks the (maybe unreachable) address.
+            presigner = make_client(
+                settings.minio_public_endpoint,
+                access,
+                secret,
+                secure=settings.minio_secure,
+                region=settings.minio_region or DEFAULT_REGION,
+            )
         return cls(
             make_client(
                 settings.minio_endpoint,
-                settings.minio_access_key.get_secret_value(),
-                settings.minio_secret_key.get_secret_value(),
+                access,
+                secret,
                 secure=settings.minio_secure,
                 region=settings.minio_region,
                 retries=3 if probe_timeout is None else 0,
                 read_timeout=probe_timeout or settings.minio_read_timeout_seconds,
-            )
+            ),
+            presigner=presigner,
         )
 
     def ping(self) -> None:
@@ -205,7 +222,7 @@ class ObjectStore:
         the bytes go from the store to the browser, never through this process."""
         disposition = f"attachment; filename*=UTF-8''{quote(filename, safe='')}"
         with translate_errors(f"presign {bucket}/{key}@{version_id}"):
-            return self.client.presigned_get_object(
+            return self.presigner.presigned_get_object(
                 bucket,
                 key,
                 expires=expires,

@@ -498,3 +498,19 @@ def test_backup_pods_get_the_values_resources_and_a_memory_budget_within_them() 
     assert own["env"]["BACKUP_MEMORY_MIB"]["value"] == "150"
     unlimited = pod_of({"resources": {"requests": {"cpu": "1"}}})
     assert "BACKUP_MEMORY_MIB" not in unlimited["env"]  # the engine's default
+
+
+def test_the_stores_public_endpoint_reaches_the_api_only_when_given() -> None:
+    def api_env(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        docs = render(values)
+        (api,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-api")]
+        return env_of(api["spec"]["template"]["spec"]["containers"][0])
+
+    public = {**REQUIRED["objectStore"], "publicEndpoint": "s3.example.com:443"}
+    assert api_env({**REQUIRED, "objectStore": public})["MINIO_PUBLIC_ENDPOINT"] == {
+        "name": "MINIO_PUBLIC_ENDPOINT",
+        "value": "s3.example.com:443",
+    }
+    assert "MINIO_PUBLIC_ENDPOINT" not in api_env(REQUIRED)
+    with pytest.raises(helm.HelmValuesError, match="/objectStore/publicEndpoint"):
+        render({**REQUIRED, "objectStore": {**public, "publicEndpoint": "https://s3"}})

@@ -83,3 +83,44 @@ def test_unknown_object_is_404(client: TestClient) -> None:
         assert response.status_code == 404, url
         assert response.json()["detail"][0]["loc"] == ["object_id"]
     assert client.get("/backup-objects/latest/").status_code == 200
+
+
+def test_a_download_link_names_the_public_endpoint_and_its_signature_holds_there(
+    db_url: str, s3_endpoint: tuple[str, str, str], bucket_name: str
+) -> None:
+    # In a cluster MINIO_ENDPOINT is an in-cluster address a browser cannot reach; the
+    # links are signed for MINIO_PUBLIC_ENDPOINT. Here both name one server: by address
+    # and by name.
+    import io
+    from datetime import timedelta
+
+    import httpx
+
+    from backup_operator.settings import Settings
+
+    from .conftest import make_settings
+
+    endpoint, access, secret = s3_endpoint
+    host, port = endpoint.rsplit(":", 1)
+    public = f"{'localhost' if host != 'localhost' else '127.0.0.1'}:{port}"
+    settings: Settings = make_settings(
+        db_url, endpoint, access, secret, minio_public_endpoint=public
+    )
+    store = ObjectStore.from_settings(settings)
+    store.create_bucket(bucket_name)
+    version_id, _ = store.put(bucket_name, "a/b.txt", io.BytesIO(b"bytes"), 5)
+    url = store.download_url(
+        bucket_name, "a/b.txt", version_id, filename="b.txt", expires=timedelta(minutes=1)
+    )
+    assert url.startswith(f"http://{public}/{bucket_name}/a/b.txt?")
+    fetched = httpx.get(url, timeout=10)
+    assert fetched.status_code == 200, fetched.text
+    assert fetched.content == b"bytes"
+    assert fetched.headers["content-disposition"] == "attachment; filename*=UTF-8''b.txt"
+    assert (
+        ObjectStore.from_settings(settings.model_copy(update={"minio_public_endpoint": None}))
+        .download_url(
+            bucket_name, "a/b.txt", version_id, filename="b.txt", expires=timedelta(minutes=1)
+        )
+        .startswith(f"http://{endpoint}/")
+    )

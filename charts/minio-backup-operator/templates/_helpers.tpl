@@ -94,6 +94,10 @@ capabilities:
 - name: MINIO_REGION
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.objectStore.publicEndpoint }}
+- name: MINIO_PUBLIC_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
 - name: MINIO_ACCESS_KEY
   valueFrom:
     secretKeyRef:
