@@ -111,6 +111,11 @@ def translate_errors(what: str) -> Iterator[None]:
         raise Unavailable("object store", f"{what}: {type(error).__name__}") from error
 
 
+def attachment(filename: str) -> str:
+    """A Content-Disposition that saves as `filename`, whatever its characters (RFC 5987)."""
+    return f"attachment; filename*=UTF-8''{quote(filename, safe='')}"
+
+
 class ObjectStore:
     def __init__(self, client: Minio, *, presigner: Minio | None = None) -> None:
         """`presigner`: a client for the store's public address, which signs download
@@ -220,14 +225,13 @@ class ObjectStore:
     ) -> str:
         """A presigned GET of exactly this version, which a browser saves as `filename`:
         the bytes go from the store to the browser, never through this process."""
-        disposition = f"attachment; filename*=UTF-8''{quote(filename, safe='')}"
         with translate_errors(f"presign {bucket}/{key}@{version_id}"):
             return self.presigner.presigned_get_object(
                 bucket,
                 key,
                 expires=expires,
                 version_id=version_id,
-                response_headers={"response-content-disposition": disposition},
+                response_headers={"response-content-disposition": attachment(filename)},
             )
 
     def read_range(self, bucket: str, key: str, version_id: str, offset: int, length: int) -> bytes:

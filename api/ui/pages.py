@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -21,7 +21,7 @@ from ...engine.archive import zip_of_folder
 from ...errors import Conflict, DomainError, Invalid, NotFound
 from ...services import tags as tag_service
 from ...services.restores import restore_within
-from ...storage import ObjectStore
+from ...storage import ObjectStore, attachment
 from ..auth import UI_COOKIE, Tokens
 from ..deps import UnitOfWork, get_store
 from ..middleware import UI_PREFIX
@@ -109,9 +109,14 @@ def _stored_file(session: Session, job: BackupJob, path: str) -> tree.Stored:
     return stored
 
 
+async def _form(request: Request) -> dict[str, str]:
+    """A posted form's fields (urlencoded; the first value of each, blank ones kept)."""
+    body = (await request.body()).decode("utf-8", "replace")
+    return {name: values[0] for name, values in parse_qs(body, keep_blank_values=True).items()}
+
+
 def _attachment(name: str) -> dict[str, str]:
-    """Saved under `name` (any characters: RFC 5987's UTF-8 form)."""
-    return {"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name, safe='')}"}
+    return {"Content-Disposition": attachment(name)}
 
 
 def _next_page(given: str | None) -> str:
@@ -130,9 +135,9 @@ def login_form(request: Request, next: str | None = None) -> Response:
 
 @router.post("/login", response_class=HTMLResponse)
 async def login(request: Request) -> Response:
-    form = parse_qs((await request.body()).decode("utf-8", "replace"))
-    token = (form.get("token") or [""])[0].strip()
-    goes_on = _next_page((form.get("next") or [""])[0])
+    form = await _form(request)
+    token = form.get("token", "").strip()
+    goes_on = _next_page(form.get("next"))
     if not Tokens(request.app.state.settings).may_read(token):
         error = "That token is not one of this service's API tokens."
         return _page(request, "login.html", status_code=401, next=goes_on, error=error)
@@ -331,8 +336,8 @@ async def edit_tags(
 ) -> Response:
     """The object's whole tag set from the form's lines (key=value), then back to the
     file it was edited from."""
-    form = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
-    lines = (form.get("tags") or [""])[0].splitlines()
+    form = await _form(request)
+    lines = form.get("tags", "").splitlines()
     wanted = dict(line.split("=", 1) for line in lines if line.strip() and "=" in line)
     refused = [line for line in lines if line.strip() and "=" not in line]
     if refused:
@@ -345,7 +350,7 @@ async def edit_tags(
             object_id,
             {key.strip(): value.strip() for key, value in wanted.items()},
         )
-    return RedirectResponse(_next_page((form.get("back") or [""])[0]), status_code=303)
+    return RedirectResponse(_next_page(form.get("back")), status_code=303)
 
 
 @router.get("/policies", response_class=HTMLResponse)
@@ -436,8 +441,7 @@ async def restore_page(
 ) -> Response:
     """Restore a folder or a file of the job to a directory on the server (under
     RESTORE_ROOTS), every checksum verified; existing files are kept unless asked."""
-    form = parse_qs((await request.body()).decode("utf-8", "replace"))
-    field = {name: values[0] for name, values in form.items()}
+    field = await _form(request)
     what = field.get("path", "")
     folder = what == "" or what.endswith("/")
     with request.app.state.sessions() as session:
